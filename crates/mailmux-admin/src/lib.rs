@@ -1,0 +1,1 @@
+//! mailmux admin REST API

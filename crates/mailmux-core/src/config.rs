@@ -1,0 +1,538 @@
+//! Typed configuration: the embedded defaults, an optional TOML file on top, and
+//! `MAILMUX_<SECTION>__<KEY>` environment variables on top of that.
+//!
+//! Every key has a default, so `mailmux serve` runs with no file at all. A bad value or an
+//! unknown key is one error that names the key (`smtp.submission: invalid socket address`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The embedded default configuration, shipped as `config/mailmux.toml`; it documents every key.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/mailmux.toml");
+
+/// Prefix of environment variables that override configuration keys.
+const ENV_PREFIX: &str = "MAILMUX_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub smtp: SmtpConfig,
+    pub admin: AdminConfig,
+    pub storage: StorageConfig,
+    pub tls: TlsConfig,
+    pub delivery: DeliveryConfig,
+    pub queue: QueueConfig,
+    pub ses: SesConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Submission with STARTTLS (587-style).
+    pub submission: SocketAddr,
+    /// Submission with implicit TLS (465-style).
+    pub submission_tls: SocketAddr,
+    /// Inbound MX.
+    pub mx: SocketAddr,
+    /// Name used in the greeting, EHLO reply and Received: headers.
+    pub hostname: String,
+    /// Client networks whose unauthenticated submission is accepted as `default_tenant`.
+    pub trusted_networks: Vec<IpNet>,
+    /// Tenant id that trusted networks submit as; the mapping is off unless both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_tenant: Option<String>,
+    /// Largest message accepted, in bytes (advertised in EHLO SIZE).
+    pub max_message_size: u64,
+    /// Most recipients accepted in one transaction.
+    pub max_recipients: usize,
+    /// Concurrent sessions over all listeners.
+    pub max_connections: usize,
+    /// Concurrent sessions from one client IP.
+    pub max_connections_per_ip: usize,
+    /// Seconds to wait for the next command line (RFC 5321 §4.5.3.2 suggests 5 minutes).
+    pub command_timeout_secs: u64,
+    /// Seconds to wait for each chunk of DATA / BDAT.
+    pub data_timeout_secs: u64,
+    /// Upper bound on a whole session, whatever it does.
+    pub session_timeout_secs: u64,
+    /// Failed AUTH attempts from one IP within `auth_failure_window_secs` before 421.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window_secs: u64,
+    /// Commands that are not mail (NOOP, RSET, HELP, VRFY, unknown) allowed per session.
+    pub max_idle_commands: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// REST API, `/metrics` and `/healthz`.
+    pub listen: SocketAddr,
+    /// Operator bearer token; generated on first start (and stored in the data dir) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Generated certificate, admin token, keys and the SQLite database live here.
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://…`; unset means `sqlite://<data_dir>/mailmux.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// Pool size for the database.
+    pub max_db_connections: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain for the SMTP listeners; generated (self-signed) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key matching `cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+}
+
+/// How mail for a tenant leaves mailmux.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// Directly to the recipient domain's MX.
+    Mx,
+    /// Through one configured relay host.
+    Smarthost,
+    /// Through the tenant's AWS SES v2 tenant.
+    Ses,
+}
+
+impl TransportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportKind::Mx => "mx",
+            TransportKind::Smarthost => "smarthost",
+            TransportKind::Ses => "ses",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "mx" => Some(TransportKind::Mx),
+            "smarthost" => Some(TransportKind::Smarthost),
+            "ses" => Some(TransportKind::Ses),
+            _ => None,
+        }
+    }
+}
+
+/// TLS towards the smarthost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmarthostTls {
+    /// Plain SMTP, STARTTLS used if offered (certificate not checked).
+    Opportunistic,
+    /// STARTTLS required, certificate checked.
+    Starttls,
+    /// Implicit TLS (465-style), certificate checked.
+    Tls,
+    /// Never TLS (loopback relays only).
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// DNS servers for MX/A/AAAA lookups; empty means the system resolver.
+    pub dns_servers: Vec<SocketAddr>,
+    /// TCP port used for direct MX delivery (25 in production).
+    pub mx_port: u16,
+    /// Default transport for tenants that set none.
+    pub transport: TransportKind,
+    /// `host:port` of the smarthost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smarthost: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smarthost_user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smarthost_password: Option<String>,
+    pub smarthost_tls: SmarthostTls,
+    /// Name sent in EHLO to remote servers; `smtp.hostname` when empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helo_name: Option<String>,
+    /// Messages delivered at once, over all destinations.
+    pub concurrency: usize,
+    /// Open connections kept per destination (domain or smarthost).
+    pub max_connections_per_destination: usize,
+    /// Seconds an idle pooled connection is kept for reuse.
+    pub idle_connection_secs: u64,
+    pub connect_timeout_secs: u64,
+    /// Per SMTP command towards the remote (end of DATA waits longer: 10 minutes per RFC 5321).
+    pub command_timeout_secs: u64,
+    /// Retry schedule: the first wait after a temporary failure...
+    pub retry_initial_secs: u64,
+    /// ...multiplied by this after each attempt...
+    pub retry_factor: f64,
+    /// ...never longer than this...
+    pub retry_max_secs: u64,
+    /// ...until the message is this old; then it bounces.
+    pub max_age_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Most messages made durable by one commit (group commit).
+    pub max_batch: usize,
+    /// Seconds a node owns a message it took for delivery before another node may take it.
+    pub lease_secs: u64,
+    /// How often the scheduler looks for due retries and orphaned leases.
+    pub poll_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SesConfig {
+    /// SES v2 endpoint override (tests point it at a local emulator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The embedded file is part of the binary and covered by a unit test.
+        toml::from_str(DEFAULT_CONFIG_TOML).expect("embedded default configuration is valid")
+    }
+}
+
+impl Config {
+    /// Defaults, then the file at `path` (if any), then `MAILMUX_*` variables from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut merged: toml::Table =
+            toml::from_str(DEFAULT_CONFIG_TOML).expect("embedded default configuration is TOML");
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let file: toml::Table = toml::from_str(&text).map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.message().to_string(),
+            })?;
+            merge_tables(&mut merged, file);
+        }
+        for (name, raw) in env {
+            let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let Some((section, key)) = rest.split_once("__") else {
+                continue; // Not a configuration key (e.g. MAILMUX_TEST_PYTHON).
+            };
+            apply_env_override(
+                &mut merged,
+                &section.to_lowercase(),
+                &key.to_lowercase(),
+                &raw,
+            )?;
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
+                ConfigError::Invalid {
+                    key: e.path().to_string(),
+                    message: e.inner().to_string(),
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks that serde cannot express: relations between keys and ranges.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.to_string(),
+                message: message.to_string(),
+            })
+        };
+        if self.smtp.hostname.trim().is_empty() {
+            return invalid("smtp.hostname", "must not be empty");
+        }
+        if self.smtp.max_recipients == 0 {
+            return invalid("smtp.max_recipients", "must be at least 1");
+        }
+        if self.smtp.max_connections == 0 || self.smtp.max_connections_per_ip == 0 {
+            return invalid("smtp.max_connections", "must be at least 1");
+        }
+        if self.smtp.max_message_size < 1024 {
+            return invalid("smtp.max_message_size", "must be at least 1024 bytes");
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return invalid("tls.cert", "tls.cert and tls.key must be set together");
+        }
+        if let Some(url) = &self.storage.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:"))
+        {
+            return invalid(
+                "storage.database_url",
+                "must start with sqlite:// or postgres://",
+            );
+        }
+        if self.delivery.transport == TransportKind::Smarthost && self.delivery.smarthost.is_none()
+        {
+            return invalid(
+                "delivery.smarthost",
+                "must be set when delivery.transport = \"smarthost\"",
+            );
+        }
+        if let Some(host) = &self.delivery.smarthost
+            && parse_host_port(host).is_none()
+        {
+            return invalid("delivery.smarthost", "must be host:port");
+        }
+        if self.delivery.concurrency == 0 || self.delivery.max_connections_per_destination == 0 {
+            return invalid("delivery.concurrency", "must be at least 1");
+        }
+        if !(self.delivery.retry_factor >= 1.0) {
+            return invalid("delivery.retry_factor", "must be at least 1.0");
+        }
+        if self.delivery.retry_initial_secs == 0 {
+            return invalid("delivery.retry_initial_secs", "must be at least 1");
+        }
+        if self.queue.max_batch == 0 {
+            return invalid("queue.max_batch", "must be at least 1");
+        }
+        if self.queue.lease_secs == 0 {
+            return invalid("queue.lease_secs", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one or SQLite inside the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.storage.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}",
+                self.storage.data_dir.join("mailmux.db").display()
+            ),
+        }
+    }
+
+    /// Whether `ip` may submit without AUTH (as `smtp.default_tenant`).
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.smtp.default_tenant.is_some()
+            && self
+                .smtp
+                .trusted_networks
+                .iter()
+                .any(|net| net.contains(&ip))
+    }
+
+    pub fn helo_name(&self) -> &str {
+        self.delivery
+            .helo_name
+            .as_deref()
+            .unwrap_or(&self.smtp.hostname)
+    }
+}
+
+impl SmtpConfig {
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.command_timeout_secs)
+    }
+    pub fn data_timeout(&self) -> Duration {
+        Duration::from_secs(self.data_timeout_secs)
+    }
+    pub fn session_timeout(&self) -> Duration {
+        Duration::from_secs(self.session_timeout_secs)
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`) into its parts.
+pub fn parse_host_port(value: &str) -> Option<(String, u16)> {
+    let (host, port) = value.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+/// Overlays `overlay` onto `base`, table by table.
+fn merge_tables(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base_table)), toml::Value::Table(overlay_table)) => {
+                merge_tables(base_table, overlay_table)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Sets `section.key` from an environment variable. The default's type decides how the text is
+/// read: numbers, booleans and lists are parsed as TOML values, everything else is a string
+/// (so a token of digits stays a string).
+fn apply_env_override(
+    merged: &mut toml::Table,
+    section: &str,
+    key: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
+    let full_key = format!("{section}.{key}");
+    let defaults = Config::default();
+    let defaults = toml::Table::try_from(&defaults).expect("config serialises");
+    let Some(toml::Value::Table(default_section)) = defaults.get(section) else {
+        return Err(ConfigError::Invalid {
+            key: full_key,
+            message: format!(
+                "unknown configuration section (from {ENV_PREFIX}{})",
+                section.to_uppercase()
+            ),
+        });
+    };
+    let value = match default_section.get(key) {
+        Some(toml::Value::String(_)) | None => toml::Value::String(raw.to_string()),
+        Some(_) => {
+            let doc = format!("v = {raw}");
+            match toml::from_str::<toml::Table>(&doc) {
+                Ok(mut table) => table.remove("v").expect("parsed key"),
+                Err(_) => toml::Value::String(raw.to_string()),
+            }
+        }
+    };
+    let table = merged
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(table) = table {
+        table.insert(key.to_string(), value);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_defaults_match_the_contract() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.smtp.submission.to_string(), "127.0.0.1:2587");
+        assert_eq!(config.smtp.submission_tls.to_string(), "127.0.0.1:2465");
+        assert_eq!(config.smtp.mx.to_string(), "127.0.0.1:2525");
+        assert_eq!(config.admin.listen.to_string(), "127.0.0.1:8025");
+        assert_eq!(config.storage.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.database_url(), "sqlite://./data/mailmux.db");
+        assert_eq!(config.delivery.mx_port, 25);
+        assert_eq!(config.delivery.transport, TransportKind::Mx);
+        assert!(config.admin.token.is_none());
+        assert!(config.smtp.trusted_networks.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_each_type() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("MAILMUX_SMTP__SUBMISSION", "127.0.0.1:0"),
+                ("MAILMUX_DELIVERY__MX_PORT", "2526"),
+                ("MAILMUX_DELIVERY__DNS_SERVERS", "[\"127.0.0.1:5353\"]"),
+                ("MAILMUX_SMTP__TRUSTED_NETWORKS", "[\"127.0.0.0/8\"]"),
+                ("MAILMUX_SMTP__DEFAULT_TENANT", "t1"),
+                ("MAILMUX_ADMIN__TOKEN", "12345"),
+                ("MAILMUX_TEST_PYTHON", "/usr/bin/python3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.smtp.submission.port(), 0);
+        assert_eq!(config.delivery.mx_port, 2526);
+        assert_eq!(config.delivery.dns_servers.len(), 1);
+        assert_eq!(config.admin.token.as_deref(), Some("12345"));
+        assert!(config.is_trusted("127.0.0.9".parse().unwrap()));
+        assert!(!config.is_trusted("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            ("MAILMUX_SMTP__SUBMISSION", "nonsense", "smtp.submission"),
+            ("MAILMUX_DELIVERY__MX_PORT", "70000", "delivery.mx_port"),
+            ("MAILMUX_SMTP__NO_SUCH_KEY", "1", "smtp"),
+            ("MAILMUX_NOSECTION__KEY", "1", "nosection.key"),
+            (
+                "MAILMUX_DELIVERY__TRANSPORT",
+                "carrier-pigeon",
+                "delivery.transport",
+            ),
+            (
+                "MAILMUX_DELIVERY__TRANSPORT",
+                "smarthost",
+                "delivery.smarthost",
+            ),
+            (
+                "MAILMUX_STORAGE__DATABASE_URL",
+                "mysql://x",
+                "storage.database_url",
+            ),
+        ];
+        for (name, value, key) in cases {
+            let err = Config::load(None, env(&[(name, value)])).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(key), "{name}={value}: {text}");
+        }
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_env_overrides_file() {
+        let dir = std::env::temp_dir().join(format!("mailmux-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mailmux.toml");
+        std::fs::write(
+            &path,
+            "[smtp]\nhostname = \"relay.example\"\nmax_recipients = 7\n",
+        )
+        .unwrap();
+        let config =
+            Config::load(Some(&path), env(&[("MAILMUX_SMTP__MAX_RECIPIENTS", "9")])).unwrap();
+        assert_eq!(config.smtp.hostname, "relay.example");
+        assert_eq!(config.smtp.max_recipients, 9);
+        std::fs::write(&path, "[smtp\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err();
+        assert!(err.to_string().contains("not valid TOML"), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,16 @@
+//! mailmux-core: the domain model (tenants, tiers, limits, features, credentials, envelopes,
+//! queue ids) and the typed configuration every other crate is handed at start-up.
+
+pub mod config;
+pub mod credential;
+pub mod domain;
+pub mod envelope;
+pub mod error;
+pub mod tenant;
+
+pub use config::{Config, ConfigError, SmarthostTls, TransportKind};
+pub use credential::Credential;
+pub use domain::{Domain, DomainNameError, normalize_domain};
+pub use envelope::{BodyFlags, Envelope, QueueId, QueueIdGenerator, address_domain, now_ms};
+pub use error::Permanence;
+pub use tenant::{Features, Limits, Tenant, TenantId, TenantStatus, Tier};

@@ -1,0 +1,1 @@
+//! mailmux outbound transports: direct MX, smarthost; DSN bounces

@@ -1,0 +1,120 @@
+//! When to try a deferred message again, and when to give up on it.
+
+use mailmux_core::config::DeliveryConfig;
+use mailmux_store::{DeliveryReport, QueuedMessage, RecipientResult, RecipientStatus};
+
+/// Exponential back-off: `initial × factor^(attempt-1)`, capped at `max`; after `max_age` a
+/// message that is still deferred bounces.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub initial_ms: i64,
+    pub factor: f64,
+    pub max_ms: i64,
+    pub max_age_ms: i64,
+}
+
+impl RetryPolicy {
+    pub fn from_config(config: &DeliveryConfig) -> RetryPolicy {
+        RetryPolicy {
+            initial_ms: config.retry_initial_secs as i64 * 1000,
+            factor: config.retry_factor,
+            max_ms: config.retry_max_secs as i64 * 1000,
+            max_age_ms: config.max_age_secs as i64 * 1000,
+        }
+    }
+
+    /// Delay before attempt number `attempts + 1`, after `attempts` attempts (≥ 1) failed.
+    pub fn delay_ms(&self, attempts: u32) -> i64 {
+        let exponent = attempts.saturating_sub(1).min(64) as i32;
+        let delay = self.initial_ms as f64 * self.factor.powi(exponent);
+        (delay.min(self.max_ms as f64) as i64).max(self.initial_ms.min(self.max_ms))
+    }
+
+    /// Turns one attempt's per-recipient results into the report to record: deferred
+    /// recipients of a message past its maximum age become bounced, with the last reply kept
+    /// in the reason, and the next attempt time is set.
+    pub fn finish(
+        &self,
+        message: &QueuedMessage,
+        mut results: Vec<RecipientResult>,
+        now: i64,
+    ) -> DeliveryReport {
+        let expired = now - message.created_at >= self.max_age_ms;
+        if expired {
+            for result in &mut results {
+                if result.status == RecipientStatus::Deferred {
+                    result.status = RecipientStatus::Bounced;
+                    result.reply = format!(
+                        "gave up after {} attempts over {} hours; last reply: {}",
+                        message.attempts + 1,
+                        self.max_age_ms / 3_600_000,
+                        result.reply
+                    );
+                }
+            }
+        }
+        DeliveryReport {
+            message_id: message.id.clone(),
+            at: now,
+            next_attempt_at: now + self.delay_ms(message.attempts + 1),
+            results,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mailmux_core::{BodyFlags, QueueId};
+    use std::sync::Arc;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial_ms: 60_000,
+            factor: 2.0,
+            max_ms: 3_600_000,
+            max_age_ms: 5 * 86_400_000,
+        }
+    }
+
+    #[test]
+    fn delays_grow_exponentially_up_to_the_cap() {
+        let p = policy();
+        let delays: Vec<i64> = (1..=9).map(|a| p.delay_ms(a) / 1000).collect();
+        assert_eq!(delays, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        assert_eq!(p.delay_ms(1000), 3_600_000);
+    }
+
+    #[test]
+    fn deferred_recipients_of_an_expired_message_bounce() {
+        let message = QueuedMessage {
+            id: QueueId("q".into()),
+            tenant_id: "t".into(),
+            mail_from: "a@b.test".into(),
+            flags: BodyFlags::default(),
+            body: Arc::new(Vec::new()),
+            created_at: 0,
+            attempts: 3,
+            recipients: Vec::new(),
+        };
+        let results = vec![
+            RecipientResult {
+                idx: 0,
+                status: RecipientStatus::Deferred,
+                reply: "451 4.3.0 busy".into(),
+            },
+            RecipientResult {
+                idx: 1,
+                status: RecipientStatus::Delivered,
+                reply: "250 ok".into(),
+            },
+        ];
+        let fresh = policy().finish(&message, results.clone(), 1000);
+        assert_eq!(fresh.results[0].status, RecipientStatus::Deferred);
+        assert_eq!(fresh.next_attempt_at, 1000 + 480_000);
+        let old = policy().finish(&message, results, 5 * 86_400_000);
+        assert_eq!(old.results[0].status, RecipientStatus::Bounced);
+        assert!(old.results[0].reply.contains("451 4.3.0 busy"));
+        assert_eq!(old.results[1].status, RecipientStatus::Delivered);
+    }
+}

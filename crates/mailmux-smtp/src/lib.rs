@@ -1,0 +1,1 @@
+//! mailmux SMTP listeners and sessions

@@ -1,0 +1,85 @@
+//! SMTP credentials: username → tenant, with only a hash of the secret stored.
+
+use mailmux_core::Credential;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, Store, StoreError};
+
+const COLUMNS: &str = "id, tenant_id, username, secret_hash, created_at, revoked_at";
+
+impl Store {
+    pub async fn create_credential(&self, credential: &Credential) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO credentials (id, tenant_id, username, secret_hash, created_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&credential.id)
+        .bind(&credential.tenant_id)
+        .bind(&credential.username)
+        .bind(&credential.secret_hash)
+        .bind(credential.created_at)
+        .bind(credential.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::conflict_or(e, format!("credential {}", credential.username)))?;
+        Ok(())
+    }
+
+    /// The credential with this username, revoked or not.
+    pub async fn find_credential(&self, username: &str) -> Result<Option<Credential>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM credentials WHERE username = $1"
+        ))
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| credential_from_row(&row)).transpose()
+    }
+
+    pub async fn list_credentials(&self, tenant_id: &str) -> Result<Vec<Credential>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM credentials WHERE tenant_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(tenant_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    /// Revokes a credential of this tenant; false if there is no such live credential.
+    pub async fn revoke_credential(&self, tenant_id: &str, id: &str, now_ms: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE credentials SET revoked_at = $3 \
+             WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Live (not revoked) credentials of a tenant: its "users".
+    pub async fn count_credentials(&self, tenant_id: &str) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM credentials WHERE tenant_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(tenant_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count as u64)
+    }
+}
+
+fn credential_from_row(row: &AnyRow) -> Result<Credential> {
+    Ok(Credential {
+        id: row.try_get("id")?,
+        tenant_id: row.try_get("tenant_id")?,
+        username: row.try_get("username")?,
+        secret_hash: row.try_get("secret_hash")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}

@@ -1,0 +1,378 @@
+//! The queue's tables: messages with their bodies, recipients with per-recipient status, and
+//! the log of delivery attempts.
+//!
+//! Writes come in batches (many messages per transaction) because a commit is an fsync: the
+//! queue crate collects concurrent enqueues and delivery reports and hands them over together.
+
+use std::sync::Arc;
+
+use mailmux_core::{BodyFlags, Envelope, QueueId, address_domain};
+use sqlx::{Any, Row, Transaction};
+
+use crate::{Backend, Result, Store};
+
+/// A message accepted by a listener, to be made durable.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: QueueId,
+    pub tenant_id: String,
+    pub envelope: Envelope,
+    /// The full message as it will be delivered (Received: header included).
+    pub body: Arc<Vec<u8>>,
+    /// `smtp`, `api` or `dsn`.
+    pub origin: &'static str,
+    pub priority: i64,
+    pub created_at: i64,
+    /// When set, the message is written already leased to this node (`owner`, `until`), so the
+    /// node can deliver it straight from memory without claiming it again.
+    pub lease: Option<(String, i64)>,
+}
+
+/// A message taken from the queue for a delivery attempt: only its pending recipients.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub id: QueueId,
+    pub tenant_id: String,
+    pub mail_from: String,
+    pub flags: BodyFlags,
+    pub body: Arc<Vec<u8>>,
+    pub created_at: i64,
+    /// Attempts made so far on the message (any recipient).
+    pub attempts: u32,
+    pub recipients: Vec<QueuedRecipient>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedRecipient {
+    /// Position in the envelope; identifies the recipient within the message.
+    pub idx: u32,
+    pub address: String,
+    /// Lowercased domain of `address`: recipients are grouped by it for delivery.
+    pub domain: String,
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientStatus {
+    /// Accepted by the next hop.
+    Delivered,
+    /// Failed for now; tried again at the message's next attempt.
+    Deferred,
+    /// Failed for good (5xx, or too old).
+    Bounced,
+}
+
+impl RecipientStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientStatus::Delivered => "delivered",
+            RecipientStatus::Deferred => "deferred",
+            RecipientStatus::Bounced => "bounced",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RecipientResult {
+    pub idx: u32,
+    pub status: RecipientStatus,
+    /// The remote server's reply, or our reason ("no MX for domain …").
+    pub reply: String,
+}
+
+/// Outcome of one delivery attempt of one message.
+#[derive(Debug, Clone)]
+pub struct DeliveryReport {
+    pub message_id: QueueId,
+    pub at: i64,
+    pub results: Vec<RecipientResult>,
+    /// When to try the deferred recipients again (ignored when none is deferred).
+    pub next_attempt_at: i64,
+}
+
+const FLAG_EIGHT_BIT: i64 = 1;
+const FLAG_SMTPUTF8: i64 = 2;
+
+fn flags_to_i64(flags: BodyFlags) -> i64 {
+    (if flags.eight_bit { FLAG_EIGHT_BIT } else { 0 })
+        | (if flags.smtputf8 { FLAG_SMTPUTF8 } else { 0 })
+}
+
+fn flags_from_i64(value: i64) -> BodyFlags {
+    BodyFlags {
+        eight_bit: value & FLAG_EIGHT_BIT != 0,
+        smtputf8: value & FLAG_SMTPUTF8 != 0,
+    }
+}
+
+impl Store {
+    /// Makes `messages` durable and records `reports`, all in one transaction: one commit,
+    /// one fsync, however many sessions and deliveries contributed. When this returns Ok,
+    /// every message is durable.
+    pub async fn commit_batch(
+        &self,
+        messages: &[NewMessage],
+        reports: &[DeliveryReport],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for message in messages {
+            insert_message(&mut tx, message).await?;
+        }
+        for report in reports {
+            record_report(&mut tx, report).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Leases up to `limit` messages that are due (`next_attempt_at <= now`), not leased by a
+    /// live lease, and whose tenant is active, to `owner` until `lease_until`; returns them with
+    /// their pending recipients. Priority first, then the oldest due.
+    ///
+    /// On Postgres several nodes claim concurrently: `FOR UPDATE SKIP LOCKED` makes each row go
+    /// to exactly one of them. SQLite has a single writer, so the UPDATE is atomic as it is.
+    pub async fn claim_due(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<QueuedMessage>> {
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+        };
+        let claim = format!(
+            "UPDATE messages SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
+               SELECT m.id FROM messages m JOIN tenants t ON t.id = m.tenant_id \
+               WHERE m.status = 'queued' AND m.next_attempt_at <= $3 \
+                 AND (m.lease_until IS NULL OR m.lease_until < $3) \
+                 AND t.status = 'active' AND t.enabled = 1 \
+               ORDER BY m.priority DESC, m.next_attempt_at LIMIT $4 {lock}) \
+             RETURNING id"
+        );
+        let ids: Vec<String> = sqlx::query_scalar(&claim)
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut messages = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(message) = self.load_pending(&id).await? {
+                messages.push(message);
+            }
+        }
+        Ok(messages)
+    }
+
+    /// One queued message with its pending recipients (None if gone or finished).
+    pub async fn load_pending(&self, id: &str) -> Result<Option<QueuedMessage>> {
+        let Some(row) = sqlx::query(
+            "SELECT id, tenant_id, mail_from, flags, body, created_at, attempts FROM messages \
+             WHERE id = $1 AND status = 'queued'",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let body: Option<Vec<u8>> = row.try_get("body")?;
+        let recipients = sqlx::query(
+            "SELECT idx, address, domain, attempts FROM recipients \
+             WHERE message_id = $1 AND status = 'pending' ORDER BY idx",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(QueuedRecipient {
+                idx: r.try_get::<i64, _>("idx")? as u32,
+                address: r.try_get("address")?,
+                domain: r.try_get("domain")?,
+                attempts: r.try_get::<i64, _>("attempts")? as u32,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        Ok(Some(QueuedMessage {
+            id: QueueId(row.try_get("id")?),
+            tenant_id: row.try_get("tenant_id")?,
+            mail_from: row.try_get("mail_from")?,
+            flags: flags_from_i64(row.try_get("flags")?),
+            body: Arc::new(body.unwrap_or_default()),
+            created_at: row.try_get("created_at")?,
+            attempts: row.try_get::<i64, _>("attempts")? as u32,
+            recipients,
+        }))
+    }
+
+    /// Gives back every lease held by `owner` (a node that restarted holds none in memory).
+    pub async fn release_leases(&self, owner: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
+        )
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Messages a tenant submitted (DSNs excluded) at or after `since` (Unix ms): the rolling daily count.
+    pub async fn count_messages_since(&self, tenant_id: &str, since: i64) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages \
+             WHERE tenant_id = $1 AND created_at >= $2 AND origin <> 'dsn'",
+        )
+        .bind(tenant_id)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count as u64)
+    }
+
+    /// Messages not yet finished, over all tenants (`None`) or one.
+    pub async fn queue_depth(&self, tenant_id: Option<&str>) -> Result<u64> {
+        let count: i64 = match tenant_id {
+            Some(tenant) => {
+                sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM messages WHERE status = 'queued' AND tenant_id = $1",
+                )
+                .bind(tenant)
+                .fetch_one(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'queued'")
+                    .fetch_one(&self.pool)
+                    .await?
+            }
+        };
+        Ok(count as u64)
+    }
+
+    /// Per-recipient state of one message: (address, status, attempts, last reply).
+    pub async fn recipient_states(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<(String, String, u32, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT address, status, attempts, last_reply FROM recipients \
+             WHERE message_id = $1 ORDER BY idx",
+        )
+        .bind(message_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("address")?,
+                    r.try_get("status")?,
+                    r.try_get::<i64, _>("attempts")? as u32,
+                    r.try_get("last_reply")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> Result<()> {
+    let (lease_owner, lease_until) = match &message.lease {
+        Some((owner, until)) => (Some(owner.as_str()), Some(*until)),
+        None => (None, None),
+    };
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, mail_from, flags, size, body, status, \
+             origin, priority, created_at, next_attempt_at, attempts, lease_owner, lease_until) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, 0, $11, $12)",
+    )
+    .bind(&message.id.0)
+    .bind(&message.tenant_id)
+    .bind(&message.envelope.mail_from)
+    .bind(flags_to_i64(message.envelope.flags))
+    .bind(message.body.len() as i64)
+    .bind(message.body.as_slice())
+    .bind(message.origin)
+    .bind(message.priority)
+    .bind(message.created_at)
+    .bind(message.created_at)
+    .bind(lease_owner)
+    .bind(lease_until)
+    .execute(&mut **tx)
+    .await?;
+    for (idx, address) in message.envelope.rcpt_to.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO recipients (message_id, idx, address, domain, status, attempts) \
+                 VALUES ($1, $2, $3, $4, 'pending', 0)",
+        )
+        .bind(&message.id.0)
+        .bind(idx as i64)
+        .bind(address)
+        .bind(address_domain(address))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Applies one delivery report: per-recipient status and reply, the attempt log, and per
+/// message either the next attempt time (some recipient still pending) or `done` (its body is
+/// dropped then). Releases the lease. A report for a message that is gone (its tenant was
+/// deleted meanwhile) changes nothing.
+async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -> Result<()> {
+    for result in &report.results {
+        let status = match result.status {
+            RecipientStatus::Deferred => "pending",
+            other => other.as_str(),
+        };
+        sqlx::query(
+            "UPDATE recipients SET status = $3, attempts = attempts + 1, last_reply = $4, \
+                 last_attempt_at = $5 WHERE message_id = $1 AND idx = $2",
+        )
+        .bind(&report.message_id.0)
+        .bind(result.idx as i64)
+        .bind(status)
+        .bind(&result.reply)
+        .bind(report.at)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO delivery_attempts (message_id, idx, at, outcome, reply) \
+                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM messages WHERE id = $1)",
+        )
+        .bind(&report.message_id.0)
+        .bind(result.idx as i64)
+        .bind(report.at)
+        .bind(result.status.as_str())
+        .bind(&result.reply)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM recipients WHERE message_id = $1 AND status = 'pending'",
+    )
+    .bind(&report.message_id.0)
+    .fetch_one(&mut **tx)
+    .await?;
+    if pending == 0 {
+        sqlx::query(
+            "UPDATE messages SET status = 'done', body = NULL, attempts = attempts + 1, \
+                 lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(&report.message_id.0)
+        .execute(&mut **tx)
+        .await?;
+    } else {
+        sqlx::query(
+            "UPDATE messages SET next_attempt_at = $2, attempts = attempts + 1, \
+                 lease_owner = NULL, lease_until = NULL WHERE id = $1",
+        )
+        .bind(&report.message_id.0)
+        .bind(report.next_attempt_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

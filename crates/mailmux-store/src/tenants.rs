@@ -1,0 +1,126 @@
+//! Tenants: rows of `tenants`, with limits as columns and feature flags as a JSON object.
+
+use mailmux_core::{Features, Limits, Tenant, TenantStatus, Tier, TransportKind, now_ms};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Result, Store, StoreError, bool_to_i64};
+
+const COLUMNS: &str = "id, name, tier, status, status_reason, enabled, transport, max_users, \
+     max_domains, max_storage_mb, max_messages_per_day, features, created_at";
+
+impl Store {
+    pub async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let features = serde_json::to_string(&tenant.features).expect("features serialise");
+        sqlx::query(
+            "INSERT INTO tenants (id, name, tier, status, status_reason, enabled, transport, \
+             max_users, max_domains, max_storage_mb, max_messages_per_day, features, created_at, \
+             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(tenant.tier.as_str())
+        .bind(tenant.status.as_str())
+        .bind(tenant.status_reason.as_deref())
+        .bind(bool_to_i64(tenant.enabled))
+        .bind(tenant.transport.map(TransportKind::as_str))
+        .bind(tenant.limits.max_users as i64)
+        .bind(tenant.limits.max_domains as i64)
+        .bind(tenant.limits.max_storage_mb as i64)
+        .bind(tenant.limits.max_messages_per_day as i64)
+        .bind(features)
+        .bind(tenant.created_at)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| StoreError::conflict_or(e, format!("tenant {}", tenant.id)))?;
+        Ok(())
+    }
+
+    pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| tenant_from_row(&row)).transpose()
+    }
+
+    pub async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tenants ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    /// Writes every mutable field of `tenant` (all but id and created_at).
+    pub async fn update_tenant(&self, tenant: &Tenant) -> Result<()> {
+        let features = serde_json::to_string(&tenant.features).expect("features serialise");
+        let done = sqlx::query(
+            "UPDATE tenants SET name = $2, tier = $3, status = $4, status_reason = $5, \
+             enabled = $6, transport = $7, max_users = $8, max_domains = $9, \
+             max_storage_mb = $10, max_messages_per_day = $11, features = $12, updated_at = $13 \
+             WHERE id = $1",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.name)
+        .bind(tenant.tier.as_str())
+        .bind(tenant.status.as_str())
+        .bind(tenant.status_reason.as_deref())
+        .bind(bool_to_i64(tenant.enabled))
+        .bind(tenant.transport.map(TransportKind::as_str))
+        .bind(tenant.limits.max_users as i64)
+        .bind(tenant.limits.max_domains as i64)
+        .bind(tenant.limits.max_storage_mb as i64)
+        .bind(tenant.limits.max_messages_per_day as i64)
+        .bind(features)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant {}", tenant.id)));
+        }
+        Ok(())
+    }
+
+    /// Deletes the tenant and, by cascade, its domains, credentials and messages.
+    pub async fn delete_tenant(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
+    let id: String = row.try_get("id")?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("tenant {id}: {what}"));
+    let tier: String = row.try_get("tier")?;
+    let status: String = row.try_get("status")?;
+    let transport: Option<String> = row.try_get("transport")?;
+    let features: String = row.try_get("features")?;
+    let features: Features = serde_json::from_str(&features).map_err(|_| corrupt("features"))?;
+    let limit = |column: &str| -> Result<u64> { Ok(row.try_get::<i64, _>(column)?.max(0) as u64) };
+    Ok(Tenant {
+        tier: Tier::parse(&tier).ok_or_else(|| corrupt("tier"))?,
+        status: TenantStatus::parse(&status).ok_or_else(|| corrupt("status"))?,
+        transport: match transport {
+            Some(t) => Some(TransportKind::parse(&t).ok_or_else(|| corrupt("transport"))?),
+            None => None,
+        },
+        name: row.try_get("name")?,
+        status_reason: row.try_get("status_reason")?,
+        enabled: row.try_get::<i64, _>("enabled")? != 0,
+        limits: Limits {
+            max_users: limit("max_users")?,
+            max_domains: limit("max_domains")?,
+            max_storage_mb: limit("max_storage_mb")?,
+            max_messages_per_day: limit("max_messages_per_day")?,
+        },
+        features,
+        created_at: row.try_get("created_at")?,
+        id,
+    })
+}
