@@ -308,6 +308,13 @@ impl Config {
                 "must be set when delivery.transport = \"smarthost\"",
             );
         }
+        if self.delivery.transport == TransportKind::Ses {
+            // Refused rather than accepted and silently failing every message later.
+            return invalid(
+                "delivery.transport",
+                "\"ses\" is not available in this version; use \"mx\" or \"smarthost\"",
+            );
+        }
         if let Some(host) = &self.delivery.smarthost
             && parse_host_port(host).is_none()
         {

@@ -18,6 +18,55 @@ pub struct Domain {
     pub created_at: i64,
 }
 
+/// A DNS record a tenant must publish for a domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecord {
+    #[serde(rename = "type")]
+    pub record_type: String,
+    pub name: String,
+    pub value: String,
+    /// `pending` until a verification finds it, then `verified` (or `missing`/`mismatch`).
+    pub status: String,
+}
+
+/// Name of the TXT record that proves control of `domain`.
+pub fn verification_record_name(domain: &str) -> String {
+    format!("_mailmux.{domain}")
+}
+
+/// The records to publish for a sending domain: the verification TXT, SPF and DMARC.
+/// `relay_hostname` is this relay's public name (SPF authorises its addresses).
+pub fn sending_dns_records(domain: &Domain, relay_hostname: &str) -> Vec<DnsRecord> {
+    let status = if domain.verified {
+        "verified"
+    } else {
+        "pending"
+    };
+    let record = |record_type: &str, name: String, value: String| DnsRecord {
+        record_type: record_type.to_string(),
+        name,
+        value,
+        status: status.to_string(),
+    };
+    vec![
+        record(
+            "TXT",
+            verification_record_name(&domain.name),
+            format!("mailmux-verification={}", domain.verification_token),
+        ),
+        record(
+            "TXT",
+            domain.name.clone(),
+            format!("v=spf1 a:{relay_hostname} ~all"),
+        ),
+        record(
+            "TXT",
+            format!("_dmarc.{}", domain.name),
+            "v=DMARC1; p=none".to_string(),
+        ),
+    ]
+}
+
 /// Why a domain name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainNameError {

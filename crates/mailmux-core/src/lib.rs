@@ -6,11 +6,13 @@ pub mod credential;
 pub mod domain;
 pub mod envelope;
 pub mod error;
+pub mod metrics;
 pub mod tenant;
 
 pub use config::{Config, ConfigError, SmarthostTls, TransportKind};
 pub use credential::Credential;
-pub use domain::{Domain, DomainNameError, normalize_domain};
+pub use domain::{DnsRecord, Domain, DomainNameError, normalize_domain, sending_dns_records};
 pub use envelope::{BodyFlags, Envelope, QueueId, QueueIdGenerator, address_domain, now_ms};
 pub use error::Permanence;
+pub use metrics::MetricSource;
 pub use tenant::{Features, Limits, Tenant, TenantId, TenantStatus, Tier};

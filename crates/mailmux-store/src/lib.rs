@@ -8,6 +8,8 @@
 mod credentials;
 mod domains;
 mod queue;
+#[cfg(any(test, feature = "test-suite"))]
+pub mod suite;
 mod tenants;
 
 use std::path::Path;

@@ -1,0 +1,192 @@
+//! `mailmux serve`: builds the shared context once and runs every part until SIGINT/SIGTERM.
+//!
+//! Start-up order matters: the database is migrated before anything listens; the queue gives
+//! back this node's old leases (so mail accepted before a crash is delivered again) before
+//! delivery starts; `listeners.json` is written only once every listener is bound, so whoever
+//! waits for it (tests, scripts) can connect at once.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mailmux_core::Config;
+use mailmux_core::credential::random_id;
+use tracing::info;
+
+use crate::commands::{open_store, redact};
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    init_tracing();
+    let config = Arc::new(config);
+    let data_dir = &config.storage.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("storage.data_dir: cannot create {}", data_dir.display()))?;
+
+    let tls = crate::tls::server_config(&config)?;
+    let admin_token = admin_token(&config)?;
+    let store = open_store(&config).await?;
+    info!(database = %redact(&config.database_url()), "database ready");
+
+    let node_id = persistent_value(&data_dir.join("node.id"), || random_id("n_", 16))?;
+    let (queue, jobs) =
+        mailmux_queue::Queue::start(store.clone(), node_id, &config.queue, &config.delivery)
+            .await?;
+
+    let deliverer = mailmux_delivery::Deliverer::new(config.clone(), queue.clone())?;
+    tokio::spawn(deliverer.run(jobs));
+
+    let smtp = mailmux_smtp::Server::new(config.clone(), store.clone(), queue.clone(), tls);
+    let listeners = smtp.bind().await.context(
+        "cannot bind the SMTP listeners (smtp.submission, smtp.submission_tls, smtp.mx)",
+    )?;
+
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin = mailmux_admin::router(mailmux_admin::AdminState {
+        config: config.clone(),
+        store: store.clone(),
+        operator_token: Arc::new(admin_token),
+    });
+
+    let addresses = Addresses {
+        submission: listeners.submission_addr(),
+        submission_tls: listeners.submission_tls_addr(),
+        mx: listeners.mx_addr(),
+        admin: admin_addr,
+    };
+    write_atomically(
+        &data_dir.join("listeners.json"),
+        serde_json::to_string_pretty(&addresses)?.as_bytes(),
+    )?;
+    info!(
+        submission = %addresses.submission,
+        submission_tls = %addresses.submission_tls,
+        mx = %addresses.mx,
+        admin = %addresses.admin,
+        "mailmux {} listening",
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_stop = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    };
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin)
+            .with_graceful_shutdown(admin_stop)
+            .await
+    });
+    let smtp_stop = {
+        let mut stop = stop_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+        }
+    };
+    let smtp_task = tokio::spawn(mailmux_smtp::serve(smtp, listeners, smtp_stop));
+
+    shutdown_signal().await;
+    info!("shutting down: no new sessions; open sessions may finish");
+    let _ = stop_tx.send(true);
+    let _ = smtp_task.await;
+    let _ = admin_task.await;
+    store.close().await;
+    Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Addresses {
+    submission: SocketAddr,
+    submission_tls: SocketAddr,
+    mx: SocketAddr,
+    admin: SocketAddr,
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
+}
+
+/// The operator token: configured, or generated on first start, kept in the data dir and
+/// printed this once (stdout, so it is not mixed into the logs).
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if let Some(token) = &config.admin.token {
+        return Ok(token.clone());
+    }
+    let path = config.storage.data_dir.join("admin.token");
+    if path.exists() {
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok(token.trim().to_string());
+    }
+    let token = mailmux_core::credential::generate_secret();
+    write_private_file(&path, token.as_bytes())?;
+    println!(
+        "admin token (shown once; kept in {}): {token}",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// Reads a small value kept in a file, creating it with `make` the first time.
+fn persistent_value(path: &Path, make: impl FnOnce() -> String) -> anyhow::Result<String> {
+    if let Ok(value) = std::fs::read_to_string(path) {
+        let value = value.trim();
+        if !value.is_empty() {
+            return Ok(value.to_string());
+        }
+    }
+    let value = make();
+    write_atomically(path, value.as_bytes())?;
+    Ok(value)
+}
+
+/// Writes a secret readable by this user only (0600).
+pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// Temp file, fsync, rename: readers see the old file or the whole new one.
+fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
