@@ -323,7 +323,7 @@ impl Config {
         if self.delivery.concurrency == 0 || self.delivery.max_connections_per_destination == 0 {
             return invalid("delivery.concurrency", "must be at least 1");
         }
-        if !(self.delivery.retry_factor >= 1.0) {
+        if self.delivery.retry_factor.is_nan() || self.delivery.retry_factor < 1.0 {
             return invalid("delivery.retry_factor", "must be at least 1.0");
         }
         if self.delivery.retry_initial_secs == 0 {

@@ -1,1 +1,343 @@
-//! mailmux outbound transports: direct MX, smarthost; DSN bounces
+//! mailmux-delivery: the outbound side. Takes messages from the queue, routes each by its
+//! tenant's transport, delivers it, bounces what failed for good and reports the outcome.
+//!
+//! Per message (one tracing span carrying `queue_id` and `tenant`):
+//!
+//! ```text
+//! job ─▶ route (tenant.transport or delivery.transport)
+//!     ─▶ group recipients by next hop (MX: per domain, concurrently; smarthost: all at once)
+//!     ─▶ per hop: pooled connection (RSET) or MX hosts in order ─▶ one transaction
+//!     ─▶ queue.retry.finish (deferred too long → bounced)
+//!     ─▶ DSN for the bounced recipients (never for a null sender), enqueued durably
+//!     ─▶ queue.report
+//! ```
+//!
+//! Files: `route.rs` picks the transport, `mx.rs` resolves hosts, `client.rs` holds one SMTP
+//! conversation, `pool.rs` keeps connections between messages, `smarthost.rs` is the relay
+//! transport, `attempt.rs` delivers one message to one next hop, `dsn.rs` writes bounces.
+
+mod attempt;
+mod client;
+mod date;
+mod dsn;
+mod error;
+mod mx;
+mod pool;
+mod reply;
+mod route;
+mod smarthost;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use lettre::transport::smtp::extension::ClientId;
+use mailmux_core::{BodyFlags, Config, Envelope, TransportKind, now_ms};
+use mailmux_queue::{Jobs, Queue, Submission};
+use mailmux_store::{
+    DeliveryReport, QueuedMessage, QueuedRecipient, RecipientResult, RecipientStatus,
+};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::attempt::Outcome;
+use crate::client::{SessionPolicy, TlsMode};
+use crate::dsn::{BouncedRecipient, Dsn};
+use crate::mx::MxResolver;
+use crate::pool::{NextHop, Pool};
+use crate::route::Router;
+use crate::smarthost::Smarthost;
+
+pub use error::{DeliveryError, Result};
+pub use reply::Reply;
+
+/// The delivery workers' shared state, built once at start-up.
+pub struct Deliverer {
+    config: Arc<Config>,
+    queue: Arc<Queue>,
+    router: Router,
+    /// Holds the DNS cache: one for the process.
+    mx: MxResolver,
+    /// Sessions with MX hosts: opportunistic TLS, no AUTH.
+    mx_policy: SessionPolicy,
+    smarthost: Option<Smarthost>,
+    pool: Pool,
+}
+
+impl Deliverer {
+    /// Builds the resolver (from `delivery.dns_servers`, or the system configuration) and
+    /// checks the smarthost settings; fails only on configuration that cannot work.
+    pub fn new(config: Arc<Config>, queue: Arc<Queue>) -> Result<Arc<Deliverer>> {
+        let delivery = &config.delivery;
+        let mx_policy = SessionPolicy {
+            helo: ClientId::Domain(config.helo_name().to_string()),
+            tls: TlsMode::Opportunistic,
+            credentials: None,
+            connect_timeout: Duration::from_secs(delivery.connect_timeout_secs.max(1)),
+            command_timeout: Duration::from_secs(delivery.command_timeout_secs.max(1)),
+        };
+        let smarthost = Smarthost::from_config(delivery, &mx_policy)?;
+        if delivery.transport == TransportKind::Smarthost && smarthost.is_none() {
+            return Err(DeliveryError::Smarthost(
+                "must be set when delivery.transport = \"smarthost\"".into(),
+            ));
+        }
+        let mx = MxResolver::new(&delivery.dns_servers)?;
+        Ok(Arc::new(Deliverer {
+            router: Router::new(queue.store().clone(), delivery.transport),
+            pool: Pool::new(
+                delivery.max_connections_per_destination,
+                Duration::from_secs(delivery.idle_connection_secs),
+            ),
+            mx,
+            mx_policy,
+            smarthost,
+            queue,
+            config,
+        }))
+    }
+
+    /// Takes jobs until the channel closes; at most `delivery.concurrency` messages in flight.
+    /// Returns once the last of them is reported, after closing idle connections.
+    pub async fn run(self: Arc<Self>, mut jobs: Jobs) {
+        let slots = Arc::new(Semaphore::new(self.config.delivery.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
+        loop {
+            // A slot first, then a job: a job is only taken off the channel when a worker is
+            // free for it, so the channel's free room tells the queue how much we can take.
+            let slot = slots
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the slot semaphore is never closed");
+            let Some(message) = jobs.recv().await else {
+                break;
+            };
+            let span = info_span!("delivery", queue_id = %message.id, tenant = %message.tenant_id);
+            let this = self.clone();
+            tasks.spawn(
+                async move {
+                    this.deliver(message).await;
+                    drop(slot);
+                }
+                .instrument(span),
+            );
+            while let Some(done) = tasks.try_join_next() {
+                log_task_end(done);
+            }
+        }
+        while let Some(done) = tasks.join_next().await {
+            log_task_end(done);
+        }
+        self.pool.close_idle().await;
+    }
+
+    /// One delivery attempt of one message, from routing to the recorded report.
+    async fn deliver(&self, message: QueuedMessage) {
+        let outcomes = self.attempt(&message).await;
+        let results = outcomes
+            .iter()
+            .map(|outcome| RecipientResult {
+                idx: outcome.idx,
+                status: outcome.reply.status(),
+                reply: outcome.reply.to_string(),
+            })
+            .collect();
+        let mut report = self.queue.retry.finish(&message, results, now_ms());
+        log_results(&message, &report, &outcomes);
+        // The DSN is durable before the report: once the report says "bounced", nothing will
+        // look at these recipients again, so a DSN not yet queued then would be lost.
+        self.send_bounce(&message, &mut report, &outcomes).await;
+        if let Err(error) = self.queue.report(report).await {
+            // The lease runs out and the message is tried again: nothing is lost.
+            error!(%error, "cannot record the delivery report");
+        }
+    }
+
+    /// Routes the message and delivers it to each of its next hops.
+    async fn attempt(&self, message: &QueuedMessage) -> Vec<Outcome> {
+        let everyone = |reply: Reply| -> Vec<Outcome> {
+            message
+                .recipients
+                .iter()
+                .map(|r| Outcome {
+                    idx: r.idx,
+                    reply: reply.clone(),
+                    remote: None,
+                })
+                .collect()
+        };
+        let transport = match self.router.transport(&message.tenant_id).await {
+            Ok(transport) => transport,
+            Err(error) => {
+                return everyone(Reply::new(
+                    451,
+                    format!("4.3.0 cannot look up the tenant's transport: {error}"),
+                ));
+            }
+        };
+        match transport {
+            TransportKind::Ses => everyone(Reply::new(
+                451,
+                "4.3.5 the SES transport is not available in this version; the message waits \
+                 until the tenant's transport is changed",
+            )),
+            TransportKind::Smarthost => match &self.smarthost {
+                Some(smarthost) => {
+                    let recipients: Vec<&QueuedRecipient> = message.recipients.iter().collect();
+                    self.deliver_to_hop(message, &recipients, smarthost.hop())
+                        .await
+                }
+                None => everyone(Reply::new(
+                    451,
+                    "4.3.5 the tenant's transport is smarthost but delivery.smarthost is not set",
+                )),
+            },
+            TransportKind::Mx => {
+                // One transaction per domain; the domains of one message go out concurrently.
+                let mut by_domain: BTreeMap<&str, Vec<&QueuedRecipient>> = BTreeMap::new();
+                for recipient in &message.recipients {
+                    by_domain
+                        .entry(recipient.domain.as_str())
+                        .or_default()
+                        .push(recipient);
+                }
+                join_all(
+                    by_domain
+                        .into_iter()
+                        .map(|(domain, recipients)| async move {
+                            self.deliver_to_hop(
+                                message,
+                                &recipients,
+                                NextHop::Mx(domain.to_string()),
+                            )
+                            .await
+                        }),
+                )
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+            }
+        }
+    }
+
+    /// Queues one DSN to the sender listing every recipient bounced in this attempt.
+    async fn send_bounce(
+        &self,
+        message: &QueuedMessage,
+        report: &mut DeliveryReport,
+        outcomes: &[Outcome],
+    ) {
+        let bounced: Vec<BouncedRecipient> = report
+            .results
+            .iter()
+            .filter(|r| r.status == RecipientStatus::Bounced)
+            .map(|r| BouncedRecipient {
+                address: message
+                    .recipients
+                    .iter()
+                    .find(|q| q.idx == r.idx)
+                    .map(|q| q.address.clone())
+                    .unwrap_or_default(),
+                reply: r.reply.clone(),
+                remote_mta: outcomes
+                    .iter()
+                    .find(|o| o.idx == r.idx)
+                    .and_then(|o| o.remote.clone()),
+            })
+            .collect();
+        if bounced.is_empty() {
+            return;
+        }
+        if message.mail_from.is_empty() {
+            // RFC 5321 §6.1/§4.5.5: a message from the null sender (itself a bounce) is never
+            // answered with a bounce; that is how bounce loops are prevented.
+            info!(
+                recipients = bounced.len(),
+                "no bounce for a null-sender message"
+            );
+            return;
+        }
+        let dsn_id = self.queue.next_id();
+        let dsn = Dsn {
+            reporting_mta: &self.config.smtp.hostname,
+            queue_id: &message.id.0,
+            dsn_id: &dsn_id.0,
+            sender: &message.mail_from,
+            original: &message.body,
+            smtputf8: message.flags.smtputf8,
+            arrival_ms: message.created_at,
+            now_ms: now_ms(),
+            recipients: &bounced,
+        };
+        let body = dsn.render();
+        let flags = BodyFlags {
+            eight_bit: !body.is_ascii(),
+            smtputf8: message.flags.smtputf8 || !message.mail_from.is_ascii(),
+        };
+        let submission = Submission {
+            id: dsn_id,
+            tenant_id: message.tenant_id.clone(),
+            envelope: Envelope {
+                mail_from: String::new(),
+                rcpt_to: vec![message.mail_from.clone()],
+                flags,
+            },
+            body,
+            origin: "dsn",
+            priority: 0,
+        };
+        match self.queue.enqueue(submission).await {
+            Ok(id) => {
+                info!(dsn = %id, to = %message.mail_from, recipients = bounced.len(), "bounce queued")
+            }
+            Err(error) => {
+                // Not bounced yet, then: the recipients stay pending and bounce (with their
+                // DSN) at the next attempt.
+                error!(%error, "cannot queue the bounce; its recipients stay deferred");
+                for result in &mut report.results {
+                    if result.status == RecipientStatus::Bounced {
+                        result.status = RecipientStatus::Deferred;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn log_results(message: &QueuedMessage, report: &DeliveryReport, outcomes: &[Outcome]) {
+    for result in &report.results {
+        let rcpt = message
+            .recipients
+            .iter()
+            .find(|r| r.idx == result.idx)
+            .map_or("", |r| r.address.as_str());
+        let host = outcomes
+            .iter()
+            .find(|o| o.idx == result.idx)
+            .and_then(|o| o.remote.as_deref())
+            .unwrap_or("-");
+        let reply = result.reply.as_str();
+        match result.status {
+            RecipientStatus::Delivered => info!(rcpt, host, reply, "delivered"),
+            RecipientStatus::Deferred => warn!(
+                rcpt,
+                host,
+                reply,
+                next_attempt_at = report.next_attempt_at,
+                "deferred"
+            ),
+            RecipientStatus::Bounced => warn!(rcpt, host, reply, "bounced"),
+        }
+    }
+}
+
+fn log_task_end(done: std::result::Result<(), tokio::task::JoinError>) {
+    if let Err(error) = done {
+        // The message's lease runs out and it is delivered again later.
+        error!(%error, "a delivery task failed");
+    }
+}

@@ -44,11 +44,12 @@ impl RetryPolicy {
             for result in &mut results {
                 if result.status == RecipientStatus::Deferred {
                     result.status = RecipientStatus::Bounced;
+                    // The remote reply stays first: the DSN takes its status code from it.
                     result.reply = format!(
-                        "gave up after {} attempts over {} hours; last reply: {}",
+                        "{} (gave up after {} attempts over {} hours)",
+                        result.reply,
                         message.attempts + 1,
-                        self.max_age_ms / 3_600_000,
-                        result.reply
+                        self.max_age_ms / 3_600_000
                     );
                 }
             }
@@ -114,7 +115,7 @@ mod tests {
         assert_eq!(fresh.next_attempt_at, 1000 + 480_000);
         let old = policy().finish(&message, results, 5 * 86_400_000);
         assert_eq!(old.results[0].status, RecipientStatus::Bounced);
-        assert!(old.results[0].reply.contains("451 4.3.0 busy"));
+        assert!(old.results[0].reply.starts_with("451 4.3.0 busy (gave up after 4 attempts"));
         assert_eq!(old.results[1].status, RecipientStatus::Delivered);
     }
 }

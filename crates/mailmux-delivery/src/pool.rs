@@ -1,0 +1,230 @@
+//! Connections per next hop, reused across messages.
+//!
+//! A next hop is a recipient domain (direct MX) or the smarthost. Each has a semaphore of
+//! `delivery.max_connections_per_destination` permits; a permit is held by every open
+//! connection to the hop, busy or idle, so the limit bounds what the remote sees, not just
+//! what we are doing right now. After a transaction a healthy connection waits idle for
+//! `delivery.idle_connection_secs`; the next message for the hop takes it (LIFO: the warmest
+//! one, letting the others expire), RSETs it and sends.
+//!
+//! A waiting message wakes either when a permit frees up (a connection closed) or when a
+//! connection is given back idle, whichever comes first.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tracing::debug;
+
+use crate::client::Connection;
+
+/// Hops remembered before those with no connection at all are forgotten (bounds memory for a
+/// relay that sends to many domains).
+const SWEEP_HOPS_AT: usize = 4096;
+
+/// Where a connection goes: the unit of reuse and of the connection limit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum NextHop {
+    /// Direct delivery to a recipient domain's MX hosts.
+    Mx(String),
+    /// The configured smarthost (`host:port`).
+    Smarthost(String),
+}
+
+impl std::fmt::Display for NextHop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NextHop::Mx(domain) => write!(f, "mx:{domain}"),
+            NextHop::Smarthost(host) => write!(f, "smarthost:{host}"),
+        }
+    }
+}
+
+pub(crate) struct Pool {
+    hops: Mutex<HashMap<NextHop, Arc<Slot>>>,
+    max_per_hop: usize,
+    idle_for: Duration,
+    next_id: AtomicU64,
+}
+
+struct Slot {
+    permits: Arc<Semaphore>,
+    idle: Mutex<Vec<Idle>>,
+    /// Signalled when a connection is given back idle.
+    returned: Notify,
+}
+
+struct Idle {
+    id: u64,
+    conn: Connection,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The right to one connection to a hop, with the connection when a pooled one was taken.
+pub(crate) struct Lease {
+    slot: Arc<Slot>,
+    permit: OwnedSemaphorePermit,
+    /// A pooled connection (RSET it before use), or none: open a fresh one and put it here to
+    /// have it kept by [`Pool::give_back`].
+    pub conn: Option<Connection>,
+}
+
+impl Pool {
+    pub(crate) fn new(max_per_hop: usize, idle_for: Duration) -> Pool {
+        Pool {
+            hops: Mutex::new(HashMap::new()),
+            max_per_hop: max_per_hop.max(1),
+            idle_for,
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Waits until a connection to `hop` may be used: an idle one, or room for a new one.
+    pub(crate) async fn lease(&self, hop: &NextHop) -> Lease {
+        let slot = self.slot(hop);
+        loop {
+            // Registered before looking, so a give-back between the look and the wait is not
+            // missed.
+            let returned = slot.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(idle) = lock(&slot.idle).pop() {
+                return Lease {
+                    slot: slot.clone(),
+                    permit: idle.permit,
+                    conn: Some(idle.conn),
+                };
+            }
+            tokio::select! {
+                permit = slot.permits.clone().acquire_owned() => {
+                    let permit = permit.expect("the pool never closes its semaphores");
+                    return Lease { slot: slot.clone(), permit, conn: None };
+                }
+                () = &mut returned => continue,
+            }
+        }
+    }
+
+    /// Ends a lease: a reusable connection waits idle for the next message; anything else
+    /// is closed and its permit freed.
+    pub(crate) async fn give_back(&self, lease: Lease) {
+        let Lease { slot, permit, conn } = lease;
+        let Some(conn) = conn else { return };
+        if !conn.is_reusable() || self.idle_for.is_zero() {
+            conn.quit().await;
+            return;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&slot.idle).push(Idle { id, conn, permit });
+        slot.returned.notify_one();
+        // One timer per idle period: if the connection is still idle (same id) when it fires,
+        // it is closed. Weak, so a forgotten hop does not stay alive for its timer.
+        let weak = Arc::downgrade(&slot);
+        let idle_for = self.idle_for;
+        tokio::spawn(async move {
+            tokio::time::sleep(idle_for).await;
+            expire(weak, id).await;
+        });
+    }
+
+    /// Closes every idle connection (at shutdown).
+    pub(crate) async fn close_idle(&self) {
+        let slots: Vec<Arc<Slot>> = lock(&self.hops).values().cloned().collect();
+        for slot in slots {
+            let idle: Vec<Idle> = lock(&slot.idle).drain(..).collect();
+            for entry in idle {
+                entry.conn.quit().await;
+            }
+        }
+    }
+
+    /// Idle connections kept for `hop` (tests and metrics).
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self, hop: &NextHop) -> usize {
+        lock(&self.hops)
+            .get(hop)
+            .map(|slot| lock(&slot.idle).len())
+            .unwrap_or(0)
+    }
+
+    fn slot(&self, hop: &NextHop) -> Arc<Slot> {
+        let mut hops = lock(&self.hops);
+        if hops.len() >= SWEEP_HOPS_AT {
+            let max = self.max_per_hop;
+            // A slot nobody holds, with no connection open, carries no state worth keeping.
+            hops.retain(|_, slot| {
+                Arc::strong_count(slot) > 1 || slot.permits.available_permits() < max
+            });
+        }
+        hops.entry(hop.clone())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    permits: Arc::new(Semaphore::new(self.max_per_hop)),
+                    idle: Mutex::new(Vec::new()),
+                    returned: Notify::new(),
+                })
+            })
+            .clone()
+    }
+}
+
+impl Lease {
+    /// Takes another idle connection of the same hop, if there is one, instead of the one
+    /// this lease had (which the caller found dead and dropped).
+    pub(crate) fn next_idle(&mut self) -> Option<Connection> {
+        let idle = lock(&self.slot.idle).pop()?;
+        // The taken connection brings its own permit; ours is released by the swap.
+        self.permit = idle.permit;
+        Some(idle.conn)
+    }
+}
+
+async fn expire(slot: Weak<Slot>, id: u64) {
+    let Some(slot) = slot.upgrade() else { return };
+    let expired = {
+        let mut idle = lock(&slot.idle);
+        let position = idle.iter().position(|entry| entry.id == id);
+        position.map(|i| idle.remove(i))
+    };
+    if let Some(entry) = expired {
+        debug!(host = entry.conn.label(), "closing idle connection");
+        entry.conn.quit().await;
+        // `entry.permit` drops here: room for a new connection.
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Only plain values live behind these locks; a panic elsewhere cannot corrupt them.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn leases_are_limited_per_hop() {
+        let pool = Pool::new(2, Duration::from_secs(30));
+        let hop = NextHop::Mx("a.test".into());
+        let first = pool.lease(&hop).await;
+        let _second = pool.lease(&hop).await;
+        // A third waits for a permit...
+        let third = tokio::time::timeout(Duration::from_millis(50), pool.lease(&hop)).await;
+        assert!(third.is_err(), "the limit of 2 must hold");
+        // ...but another hop does not.
+        let other = NextHop::Mx("b.test".into());
+        let _other = tokio::time::timeout(Duration::from_millis(50), pool.lease(&other))
+            .await
+            .expect("other hops have their own limit");
+        // Ending a lease without a connection frees its permit.
+        pool.give_back(first).await;
+        tokio::time::timeout(Duration::from_millis(50), pool.lease(&hop))
+            .await
+            .expect("a freed permit is reused");
+        assert_eq!(pool.idle_count(&hop), 0);
+    }
+}
