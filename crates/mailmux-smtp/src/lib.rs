@@ -1,1 +1,31 @@
-//! mailmux SMTP listeners and sessions
+//! mailmux-smtp: the SMTP listeners and sessions, where mail enters mailmux.
+//!
+//! Three listeners share one [`Server`] context: submission with STARTTLS, submission with
+//! implicit TLS, and MX. Each connection runs a session (`session.rs`) — a state machine over any
+//! `AsyncRead + AsyncWrite` stream, driven by smtp-proto's command parser — that dispatches
+//! to one handler per verb (`ehlo.rs`, `starttls.rs`, `auth.rs`, `mail.rs`, `rcpt.rs`,
+//! `data.rs`, `simple.rs`). Policy decisions (tenant status, sender rights, quota, the MX
+//! relay rule) are values computed in [`policy`]; an accepted message gets a `Received:`
+//! header and is answered `250` only once [`mailmux_queue::Queue::enqueue`] made it durable.
+
+mod auth;
+mod content;
+mod data;
+mod data_decoder;
+mod ehlo;
+mod error;
+mod mail;
+pub mod metrics;
+pub mod policy;
+mod rcpt;
+mod received;
+pub mod reply;
+mod server;
+mod session;
+mod simple;
+mod starttls;
+
+pub use error::{Result, SmtpError};
+pub use metrics::{Metrics, RejectReason};
+pub use reply::Reply;
+pub use server::{Listener, Listeners, Server, serve};

@@ -1,0 +1,225 @@
+//! DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030), and what happens when a message is complete:
+//! size, content and header-sender checks, the Received: header, and the durable enqueue that
+//! must succeed before the client hears 250.
+
+use mail_parser::{HeaderName, HeaderValue, MessageParser};
+use mailmux_core::{Envelope, Tenant};
+use mailmux_queue::Submission;
+use smtp_proto::request::receiver::BdatReceiver;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{info, warn};
+
+use crate::content;
+use crate::data_decoder::DataDecoder;
+use crate::mail::ascii_domain;
+use crate::metrics::{Metrics, RejectReason};
+use crate::policy::{self, Refusal, Verdict};
+use crate::received::{self, Trace};
+use crate::reply::Reply;
+use crate::session::{Body, Flow, Session, State};
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
+    pub(crate) fn handle_data(&mut self) -> Flow {
+        if let Some(text) = self.body_sequence_error(false) {
+            return self.reject(RejectReason::Protocol, Reply::new(503, "5.5.1", text));
+        }
+        self.state = State::Data(DataDecoder::default());
+        self.reply(Reply::bare(354, "Start mail input; end with <CRLF>.<CRLF>"))
+    }
+
+    pub(crate) fn handle_bdat(&mut self, size: usize, last: bool) -> Flow {
+        // The chunk follows the command whatever we answer; it is read either way so that
+        // its bytes are never taken for commands.
+        let discard = match self.body_sequence_error(true) {
+            Some(text) => {
+                self.reject(RejectReason::Protocol, Reply::new(503, "5.5.1", text));
+                true
+            }
+            None => false,
+        };
+        if let Some(tx) = &mut self.tx
+            && !discard
+        {
+            tx.bdat = true;
+        }
+        self.state = State::Bdat {
+            receiver: BdatReceiver::new(size, last),
+            size,
+            discard,
+        };
+        Flow::Continue
+    }
+
+    /// Why DATA/BDAT cannot start now, if it cannot.
+    fn body_sequence_error(&self, bdat: bool) -> Option<&'static str> {
+        match &self.tx {
+            None => Some("Need MAIL and RCPT first"),
+            Some(tx) if tx.rcpt_to.is_empty() => Some("Need RCPT first"),
+            Some(tx) if tx.bdat && !bdat => Some("DATA cannot follow BDAT in one transaction"),
+            Some(_) => None,
+        }
+    }
+
+    /// The DATA body or a BDAT chunk has been read in full.
+    pub(crate) async fn body_complete(&mut self) -> Flow {
+        let state = std::mem::replace(&mut self.state, State::Command);
+        match state {
+            State::Bdat { discard: true, .. } => Flow::Continue,
+            State::Bdat { receiver, size, .. } if !receiver.is_last => {
+                self.reply(Reply::new(250, "2.0.0", format!("{size} bytes received")))
+            }
+            _ => self.finish_message().await,
+        }
+    }
+
+    /// Checks the complete message, adds the trace header and queues it durably.
+    async fn finish_message(&mut self) -> Flow {
+        let body = std::mem::take(&mut self.body);
+        let (queue_id, tenant) = self.log_ids();
+        let scan = match self.message_verdict(&body).await {
+            Ok(scan) => scan,
+            Err(refusal) => {
+                let flow = self.refuse(refusal);
+                self.reset_transaction();
+                return flow;
+            }
+        };
+        let Some(tx) = self.tx.take() else {
+            return self.reply(Reply::new(503, "5.5.1", "No transaction"));
+        };
+        let Some(tenant_record) = tx.tenant else {
+            // MX transactions never get a recipient yet (policy::mx_recipient), so they
+            // never reach here; once they do, inbound delivery decides.
+            return self.reject(
+                RejectReason::Relay,
+                Reply::new(554, "5.7.1", "No inbound delivery for these recipients"),
+            );
+        };
+        let mut flags = tx.flags;
+        flags.eight_bit |= scan.eight_bit;
+        let helo = self.helo.as_ref();
+        let header = received::header(&Trace {
+            helo: helo.map_or("unknown", |h| h.name.as_str()),
+            ip: self.conn.peer.ip(),
+            hostname: &self.server.config.smtp.hostname,
+            protocol: received::protocol(
+                helo.is_some_and(|h| h.extended),
+                self.conn.tls,
+                self.identity.is_authenticated(),
+                flags.smtputf8,
+            ),
+            id: &tx.queue_id,
+            recipient: match tx.rcpt_to.as_slice() {
+                [only] => Some(only.as_str()),
+                _ => None,
+            },
+            timestamp: mailmux_core::now_ms() / 1000,
+        });
+        let mut message = Vec::with_capacity(header.len() + body.bytes.len());
+        message.extend_from_slice(header.as_bytes());
+        message.extend_from_slice(&body.bytes);
+        drop(body);
+        let size = message.len();
+        let recipients = tx.rcpt_to.len();
+        // Whatever is still queued (replies to earlier BDAT chunks) goes out before we wait
+        // on the disk; a client that is gone by now never sees a 250, so nothing is queued
+        // for it to send again.
+        if self.flush().await.is_err() {
+            return Flow::Close;
+        }
+        let submission = Submission {
+            id: tx.queue_id,
+            tenant_id: tenant_record.id,
+            envelope: Envelope {
+                mail_from: tx.mail_from,
+                rcpt_to: tx.rcpt_to,
+                flags,
+            },
+            body: message,
+            origin: "smtp",
+            priority: 0,
+        };
+        // Durability: 250 only after enqueue returned, i.e. after the commit carrying this
+        // message. On any error the client hears 4xx and keeps its copy.
+        match self.server.queue.enqueue(submission).await {
+            Ok(id) => {
+                Metrics::add(&self.server.metrics().messages_accepted);
+                let username = self.identity.username();
+                info!(queue_id = %id, tenant, username, size, recipients, "queued");
+                self.reset_idle();
+                self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")))
+            }
+            Err(error) => {
+                warn!(queue_id, tenant, %error, "enqueue failed");
+                self.reject(
+                    RejectReason::Storage,
+                    Reply::new(451, "4.3.0", "Temporary storage failure, try again"),
+                )
+            }
+        }
+    }
+
+    /// Size, then content, then the senders named in the headers.
+    async fn message_verdict(&self, body: &Body) -> Result<content::Scan, Refusal> {
+        if body.too_large {
+            return Err(policy::too_large(self.server.config.smtp.max_message_size));
+        }
+        let scan = content::scan(&body.bytes);
+        if let Some(problem) = scan.problem {
+            return Err(Refusal::new(RejectReason::Content, problem.reply()));
+        }
+        if let Some(tenant) = self.tx.as_ref().and_then(|tx| tx.tenant.as_ref()) {
+            self.header_senders_verdict(tenant, &body.bytes).await?;
+        }
+        Ok(scan)
+    }
+
+    /// Every address in From: and Sender: must be in a verified domain of the tenant. A
+    /// message without From: passes (applications do this; the header is not ours to add
+    /// here), but a From: that names no checkable address does not.
+    async fn header_senders_verdict(&self, tenant: &Tenant, body: &[u8]) -> Result<(), Refusal> {
+        let Some(message) = MessageParser::new().parse_headers(body) else {
+            return Ok(());
+        };
+        // All of them, not the first: a second From: is how a forged sender would hide.
+        for header in message.headers() {
+            let field = match header.name {
+                HeaderName::From => "From",
+                HeaderName::Sender => "Sender",
+                _ => continue,
+            };
+            let addresses: Option<Vec<&str>> = match &header.value {
+                HeaderValue::Address(list) => list.iter().map(|a| a.address()).collect(),
+                _ => None,
+            };
+            let Some(addresses) = addresses.filter(|a| !a.is_empty()) else {
+                return Err(Refusal::new(
+                    RejectReason::Sender,
+                    Reply::new(
+                        550,
+                        "5.7.1",
+                        format!("{field}: header has no address that can be checked"),
+                    ),
+                ));
+            };
+            for address in addresses {
+                let domain = ascii_domain(address);
+                let record = self
+                    .server
+                    .store
+                    .get_domain(&domain)
+                    .await
+                    .map_err(|error| {
+                        warn!(%error, domain, "domain lookup failed");
+                        policy::lookup_failed()
+                    })?;
+                if let Verdict::Refuse(refusal) =
+                    policy::header_address(field, address, record.as_ref(), &tenant.id)
+                {
+                    return Err(refusal);
+                }
+            }
+        }
+        Ok(())
+    }
+}
