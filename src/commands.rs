@@ -2,7 +2,10 @@
 //! thing and prints JSON on stdout.
 
 use anyhow::Context;
-use mailmux_admin::provision::{self, DomainView};
+use mailmux_admin::dkim::KeyType;
+use mailmux_admin::pagination::PageQuery;
+use mailmux_admin::tenants::{CreateTenant, FeatureUpdate, StatusName, UpdateTenant};
+use mailmux_admin::{Actor, credentials, domains, tenants, usage};
 use mailmux_core::{Config, Tier};
 use mailmux_store::Store;
 
@@ -39,18 +42,152 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     print(&serde_json::json!({"migrated": true}))
 }
 
+// Every command below calls the same operation as the matching REST handler, as the actor
+// `cli` in the audit log.
+
 pub async fn tenant_create(config: &Config, name: &str, tier: Tier) -> anyhow::Result<()> {
     let store = open_store(config).await?;
-    let tenant = provision::create_tenant(&store, name, tier).await?;
+    let request = CreateTenant {
+        name: name.to_string(),
+        tier: Some(tier.into()),
+        domain: None,
+    };
+    let created = tenants::create(&store, config, &Actor::cli(), request).await;
     store.close().await;
-    print(&tenant)
+    print(&created?.tenant)
+}
+
+pub async fn tenant_list(config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let mut all = Vec::new();
+    let mut page = PageQuery {
+        limit: Some(mailmux_admin::pagination::MAX_LIMIT),
+        cursor: None,
+    };
+    let result = loop {
+        match tenants::list(&store, &page, None).await {
+            Ok(list) => {
+                all.extend(list.tenants);
+                match list.next_cursor {
+                    Some(cursor) => page.cursor = Some(cursor),
+                    None => break Ok(()),
+                }
+            }
+            Err(error) => break Err(error),
+        }
+    };
+    store.close().await;
+    result?;
+    print(&serde_json::json!({ "tenants": all }))
+}
+
+pub async fn tenant_show(config: &Config, tenant_id: &str) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let shown = async {
+        let tenant = tenants::get(&store, tenant_id).await?;
+        let usage = usage::usage(&store, tenant_id).await?;
+        let mut value =
+            serde_json::to_value(tenants::TenantView::from(&tenant)).expect("tenant serialises");
+        value["usage"] = serde_json::to_value(usage.usage).expect("usage serialises");
+        Ok::<_, mailmux_admin::AdminError>(value)
+    }
+    .await;
+    store.close().await;
+    print(&shown?)
+}
+
+/// The options of `tenant update`.
+pub struct TenantUpdateArgs {
+    pub name: Option<String>,
+    pub tier: Option<Tier>,
+    pub max_users: Option<u64>,
+    pub max_domains: Option<u64>,
+    pub max_storage_mb: Option<u64>,
+    pub max_messages_per_day: Option<u64>,
+    pub enabled: Option<bool>,
+    pub status: Option<String>,
+    pub status_reason: Option<String>,
+    /// `name=bool`.
+    pub features: Vec<String>,
+}
+
+impl TenantUpdateArgs {
+    fn into_update(self) -> anyhow::Result<UpdateTenant> {
+        let status = match self.status.as_deref() {
+            None => None,
+            Some("active") => Some(StatusName::Active),
+            Some("paused") => Some(StatusName::Paused),
+            Some("suspended") => Some(StatusName::Suspended),
+            Some(other) => {
+                anyhow::bail!("--status: unknown status {other:?} (active, paused, suspended)")
+            }
+        };
+        let features = if self.features.is_empty() {
+            None
+        } else {
+            // The same parser as the REST body: unknown flags are refused by name.
+            let mut map = serde_json::Map::new();
+            for flag in &self.features {
+                let (name, value) = flag
+                    .split_once('=')
+                    .with_context(|| format!("--feature {flag:?}: expected NAME=true|false"))?;
+                let value: bool = value
+                    .parse()
+                    .with_context(|| format!("--feature {flag:?}: expected true or false"))?;
+                map.insert(name.to_string(), serde_json::Value::Bool(value));
+            }
+            Some(
+                serde_json::from_value::<FeatureUpdate>(serde_json::Value::Object(map))
+                    .context("--feature")?,
+            )
+        };
+        Ok(UpdateTenant {
+            name: self.name,
+            tier: self.tier.map(Into::into),
+            max_users: self.max_users,
+            max_domains: self.max_domains,
+            max_storage_mb: self.max_storage_mb,
+            max_messages_per_day: self.max_messages_per_day,
+            enabled: self.enabled,
+            status,
+            status_reason: self.status_reason,
+            features,
+        })
+    }
+}
+
+pub async fn tenant_update(
+    config: &Config,
+    tenant_id: &str,
+    args: TenantUpdateArgs,
+) -> anyhow::Result<()> {
+    let update = args.into_update()?;
+    let store = open_store(config).await?;
+    let updated = tenants::update(&store, &Actor::cli(), tenant_id, &update).await;
+    store.close().await;
+    print(&tenants::TenantView::from(&updated?))
+}
+
+pub async fn tenant_delete(config: &Config, tenant_id: &str, force: bool) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let deleted = tenants::delete(&store, &Actor::cli(), tenant_id, force).await;
+    store.close().await;
+    deleted?;
+    print(&serde_json::json!({"success": true, "id": tenant_id}))
 }
 
 pub async fn credential_create(config: &Config, tenant_id: &str) -> anyhow::Result<()> {
     let store = open_store(config).await?;
-    let credential = provision::create_credential(&store, tenant_id).await?;
+    let credential = credentials::create(&store, &Actor::cli(), tenant_id).await;
     store.close().await;
-    print(&credential)
+    print(&credential?)
+}
+
+pub async fn credential_revoke(config: &Config, tenant_id: &str, id: &str) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let revoked = credentials::revoke(&store, &Actor::cli(), tenant_id, id).await;
+    store.close().await;
+    print(&revoked?)
 }
 
 pub async fn domain_add(
@@ -58,9 +195,26 @@ pub async fn domain_add(
     tenant_id: &str,
     domain: &str,
     verified: bool,
+    key_type: KeyType,
 ) -> anyhow::Result<()> {
     let store = open_store(config).await?;
-    let domain = provision::add_domain(&store, tenant_id, domain, verified).await?;
+    let added = domains::add(
+        &store,
+        config,
+        &Actor::cli(),
+        tenant_id,
+        domain,
+        key_type,
+        verified,
+    )
+    .await;
     store.close().await;
-    print(&DomainView::new(&domain, &config.smtp.hostname))
+    print(&added?)
+}
+
+pub async fn domain_verify(config: &Config, tenant_id: &str, domain: &str) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let checked = domains::verify(&store, config, &Actor::cli(), tenant_id, domain).await;
+    store.close().await;
+    print(&checked?)
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use mailmux_admin::dkim::KeyType;
 use mailmux_core::{Config, Tier};
 
 #[derive(Parser)]
@@ -58,6 +59,49 @@ enum TenantCommand {
         #[arg(long, default_value = "free", value_parser = parse_tier)]
         tier: Tier,
     },
+    /// List every tenant as JSON (`{"tenants": [...]}`).
+    List,
+    /// Show one tenant with its usage.
+    Show {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Change a tenant's limits, tier, status, enabled flag or features; prints the tenant.
+    /// A new tier brings its default limits and features, except those set in the same command.
+    Update {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, value_parser = parse_tier)]
+        tier: Option<Tier>,
+        #[arg(long)]
+        max_users: Option<u64>,
+        #[arg(long)]
+        max_domains: Option<u64>,
+        #[arg(long)]
+        max_storage_mb: Option<u64>,
+        #[arg(long)]
+        max_messages_per_day: Option<u64>,
+        #[arg(long)]
+        enabled: Option<bool>,
+        /// active, paused or suspended.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        status_reason: Option<String>,
+        /// A feature flag, e.g. `--feature webhooks=true`; repeatable.
+        #[arg(long = "feature", value_name = "NAME=BOOL")]
+        features: Vec<String>,
+    },
+    /// Delete a tenant with its domains, keys and credentials. Refused while it has queued
+    /// mail, unless --force (which drops that mail).
+    Delete {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -66,6 +110,14 @@ enum CredentialCommand {
     Create {
         #[arg(long)]
         tenant: String,
+    },
+    /// Revoke an SMTP credential (refused at its next AUTH, within a second); prints it.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        /// The credential's id (`c_…`).
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -80,7 +132,25 @@ enum DomainCommand {
         /// Operator override: treat the domain as verified without checking DNS.
         #[arg(long)]
         verified: bool,
+        /// DKIM key type: rsa (2048 bits, default) or ed25519.
+        #[arg(long, default_value = "rsa", value_parser = parse_key_type)]
+        key_type: KeyType,
     },
+    /// Look the domain's records up in DNS now; prints the per-record status.
+    Verify {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        domain: String,
+    },
+}
+
+fn parse_key_type(value: &str) -> Result<KeyType, String> {
+    match value {
+        "rsa" => Ok(KeyType::Rsa),
+        "ed25519" => Ok(KeyType::Ed25519),
+        _ => Err(format!("unknown key type {value:?} (rsa, ed25519)")),
+    }
 }
 
 fn parse_tier(value: &str) -> Result<Tier, String> {
@@ -108,20 +178,62 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve::run(config).await,
             Command::Migrate => commands::migrate(&config).await,
-            Command::Tenant {
-                command: TenantCommand::Create { name, tier },
-            } => commands::tenant_create(&config, &name, tier).await,
-            Command::Credential {
-                command: CredentialCommand::Create { tenant },
-            } => commands::credential_create(&config, &tenant).await,
-            Command::Domain {
-                command:
-                    DomainCommand::Add {
-                        tenant,
-                        domain,
-                        verified,
-                    },
-            } => commands::domain_add(&config, &tenant, &domain, verified).await,
+            Command::Tenant { command } => match command {
+                TenantCommand::Create { name, tier } => {
+                    commands::tenant_create(&config, &name, tier).await
+                }
+                TenantCommand::List => commands::tenant_list(&config).await,
+                TenantCommand::Show { tenant } => commands::tenant_show(&config, &tenant).await,
+                TenantCommand::Update {
+                    tenant,
+                    name,
+                    tier,
+                    max_users,
+                    max_domains,
+                    max_storage_mb,
+                    max_messages_per_day,
+                    enabled,
+                    status,
+                    status_reason,
+                    features,
+                } => {
+                    let update = commands::TenantUpdateArgs {
+                        name,
+                        tier,
+                        max_users,
+                        max_domains,
+                        max_storage_mb,
+                        max_messages_per_day,
+                        enabled,
+                        status,
+                        status_reason,
+                        features,
+                    };
+                    commands::tenant_update(&config, &tenant, update).await
+                }
+                TenantCommand::Delete { tenant, force } => {
+                    commands::tenant_delete(&config, &tenant, force).await
+                }
+            },
+            Command::Credential { command } => match command {
+                CredentialCommand::Create { tenant } => {
+                    commands::credential_create(&config, &tenant).await
+                }
+                CredentialCommand::Revoke { tenant, id } => {
+                    commands::credential_revoke(&config, &tenant, &id).await
+                }
+            },
+            Command::Domain { command } => match command {
+                DomainCommand::Add {
+                    tenant,
+                    domain,
+                    verified,
+                    key_type,
+                } => commands::domain_add(&config, &tenant, &domain, verified, key_type).await,
+                DomainCommand::Verify { tenant, domain } => {
+                    commands::domain_verify(&config, &tenant, &domain).await
+                }
+            },
         }
     });
     match outcome {

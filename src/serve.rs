@@ -17,6 +17,9 @@ use tracing::info;
 
 use crate::commands::{open_store, redact};
 
+/// How often verified domains' DNS records are checked again.
+const DOMAIN_RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     init_tracing();
     let config = Arc::new(config);
@@ -38,6 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tokio::spawn(deliverer.run(jobs));
 
     let smtp = mailmux_smtp::Server::new(config.clone(), store.clone(), queue.clone(), tls);
+    let smtp_metrics: Arc<dyn mailmux_core::MetricSource> = smtp.metrics().clone();
     let listeners = smtp.bind().await.context(
         "cannot bind the SMTP listeners (smtp.submission, smtp.submission_tls, smtp.mx)",
     )?;
@@ -46,11 +50,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
     let admin_addr = admin_listener.local_addr()?;
-    let admin = mailmux_admin::router(mailmux_admin::AdminState {
+    let admin_state = mailmux_admin::AdminState {
         config: config.clone(),
         store: store.clone(),
         operator_token: Arc::new(admin_token),
-    });
+        metric_sources: vec![smtp_metrics],
+    };
+    // Verified domains whose DNS records disappear are flagged (not unverified) once a day.
+    mailmux_admin::spawn_domain_rechecks(admin_state.clone(), DOMAIN_RECHECK_INTERVAL);
+    let admin = mailmux_admin::router(admin_state);
 
     let addresses = Addresses {
         submission: listeners.submission_addr(),

@@ -1,28 +1,70 @@
 //! Admin errors and the one place they become HTTP statuses and `{"error": {"code","message"}}`.
+//!
+//! Messages are written for the person calling the API. Storage, key and resolver failures keep
+//! their details for the log: a client never sees SQL, file paths or a stack trace.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mailmux_store::StoreError;
+use mailmux_store::{KeyVaultError, StoreError};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 pub type Result<T> = std::result::Result<T, AdminError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// Malformed request: JSON that does not parse or does not fit (the message names the
+    /// field), a bad query parameter or cursor.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or invalid bearer token")]
+    Unauthorized,
+    /// A valid token that may not do this (a tenant key on an operator-only route). Never used
+    /// for another tenant's resources: those are `NotFound`, so nothing leaks their existence.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// No route at this path (the router's fallback).
+    #[error("no such endpoint: {0}")]
+    NoRoute(String),
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
+    #[error("request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
     /// A tenant limit would be exceeded (max_users, max_domains…).
     #[error("{0}")]
     LimitExceeded(String),
-    /// Well-formed but unacceptable input (bad domain name, unknown tier…).
+    /// Well-formed but unacceptable input (bad domain name, empty name…).
     #[error("{0}")]
     Invalid(String),
-    #[error("missing or invalid bearer token")]
-    Unauthorized,
     #[error("storage is unavailable")]
     Storage(#[source] StoreError),
+    /// Something on our side that the client cannot fix (key generation, master key, DNS
+    /// resolver set-up); the detail goes to the log.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `payload_too_large`, `limit_exceeded`, `invalid`, …
+    pub code: String,
+    /// For a person.
+    pub message: String,
 }
 
 impl From<StoreError> for AdminError {
@@ -35,40 +77,96 @@ impl From<StoreError> for AdminError {
     }
 }
 
+impl From<KeyVaultError> for AdminError {
+    fn from(error: KeyVaultError) -> Self {
+        tracing::error!(%error, "master key");
+        AdminError::Internal("the key store is unavailable".into())
+    }
+}
+
+impl From<JsonRejection> for AdminError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            // serde_path_to_error inside axum: the text names the field and what was expected.
+            JsonRejection::JsonDataError(e) => AdminError::BadRequest(e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => AdminError::BadRequest(e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => AdminError::UnsupportedMediaType,
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                AdminError::PayloadTooLarge(crate::BODY_LIMIT)
+            }
+            other => AdminError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for AdminError {
+    fn from(rejection: QueryRejection) -> Self {
+        AdminError::BadRequest(rejection.body_text())
+    }
+}
+
 impl AdminError {
     pub fn status(&self) -> StatusCode {
         match self {
-            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AdminError::NotFound(_) | AdminError::NoRoute(_) => StatusCode::NOT_FOUND,
+            AdminError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Conflict(_) => StatusCode::CONFLICT,
+            AdminError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AdminError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AdminError::LimitExceeded(_) | AdminError::Invalid(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
             AdminError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     pub fn code(&self) -> &'static str {
         match self {
+            AdminError::BadRequest(_) => "bad_request",
+            AdminError::Unauthorized => "unauthorized",
+            AdminError::Forbidden(_) => "forbidden",
             AdminError::NotFound(_) => "not_found",
+            AdminError::NoRoute(_) => "no_route",
+            AdminError::MethodNotAllowed => "method_not_allowed",
             AdminError::Conflict(_) => "conflict",
+            AdminError::PayloadTooLarge(_) => "payload_too_large",
+            AdminError::UnsupportedMediaType => "unsupported_media_type",
             AdminError::LimitExceeded(_) => "limit_exceeded",
             AdminError::Invalid(_) => "invalid",
-            AdminError::Unauthorized => "unauthorized",
             AdminError::Storage(_) => "storage_unavailable",
+            AdminError::Internal(_) => "internal",
         }
     }
 }
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        if let AdminError::Storage(source) = &self {
+        match &self {
             // The details go to the log, never to the client (no SQL in responses).
-            tracing::error!(error = %source, "admin request failed on storage");
+            AdminError::Storage(source) => {
+                tracing::error!(error = %source, "admin request failed on storage")
+            }
+            AdminError::Internal(what) => tracing::error!(%what, "admin request failed"),
+            _ => {}
         }
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.to_string() }
-        });
-        (self.status(), Json(body)).into_response()
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.to_string(),
+            },
+        };
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, AdminError::Unauthorized) {
+            // RFC 6750 §3: tell the client which scheme to use.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mailmux\""),
+            );
+        }
+        response
     }
 }

@@ -1,31 +1,112 @@
-//! mailmux-admin: the control plane. The REST API (axum) over the store, `/healthz`, and the
-//! provisioning logic the CLI shares with it.
+//! mailmux-admin: the control plane. The REST API (axum) over the store: tenants, domains with
+//! their DKIM keys and DNS verification, SMTP credentials, tenant API keys, the queue as seen
+//! by a tenant, usage, the audit log, `/metrics`, `/healthz` and `/openapi.json`.
+//!
+//! Every resource module holds its operations as plain functions over the store (the CLI calls
+//! the same ones) and the thin handlers that put HTTP around them. Errors become HTTP in one
+//! place, `error.rs`; authentication happens in one place, `auth.rs`.
 
+pub mod api_keys;
+pub mod audit;
+pub mod auth;
+pub mod credentials;
+pub mod dkim;
+pub mod dns_check;
+pub mod domains;
 pub mod error;
+mod extract;
 mod health;
-pub mod provision;
+pub mod messages;
+mod metrics;
+mod openapi;
+pub mod pagination;
+pub mod tenants;
+pub mod usage;
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::routing::get;
-use mailmux_core::Config;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use axum::{Extension, Router};
+use mailmux_core::{Config, MetricSource};
 use mailmux_store::Store;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+pub use auth::{Actor, Principal};
+pub use dns_check::spawn_domain_rechecks;
 pub use error::{AdminError, Result};
 
-/// What every handler can reach.
+/// Largest request body accepted (413 beyond): every request here is a small JSON object.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// What every handler can reach. Built once by `serve`.
 #[derive(Clone)]
 pub struct AdminState {
     pub config: Arc<Config>,
     pub store: Store,
     /// The operator bearer token in force (configured or generated).
     pub operator_token: Arc<String>,
+    /// In-process counters of the other parts (SMTP sessions, auth failures, deliveries),
+    /// rendered by `/metrics` before the numbers counted from the database.
+    pub metric_sources: Vec<Arc<dyn MetricSource>>,
+}
+
+/// The routes: `(protected, public)`. This one list builds both the router and the OpenAPI
+/// document (utoipa-axum's `routes!` registers a handler and its `#[utoipa::path]` together).
+fn routes() -> (OpenApiRouter<AdminState>, OpenApiRouter<AdminState>) {
+    let protected = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(tenants::list_tenants, tenants::create_tenant))
+        .routes(routes!(
+            tenants::show_tenant,
+            tenants::update_tenant,
+            tenants::delete_tenant
+        ))
+        .routes(routes!(usage::tenant_usage))
+        .routes(routes!(domains::list_domains, domains::add_domain))
+        .routes(routes!(domains::show_domain, domains::delete_domain))
+        .routes(routes!(domains::verify_domain))
+        .routes(routes!(
+            credentials::list_credentials,
+            credentials::create_credential
+        ))
+        .routes(routes!(
+            credentials::show_credential,
+            credentials::revoke_credential
+        ))
+        .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
+        .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(messages::list_messages))
+        .routes(routes!(messages::show_message))
+        .routes(routes!(audit::tenant_audit))
+        .routes(routes!(audit::all_audit))
+        .routes(routes!(metrics::metrics))
+        .routes(routes!(openapi::openapi_json));
+    let public = OpenApiRouter::new().routes(routes!(health::healthz));
+    (protected, public)
+}
+
+/// The OpenAPI 3 document of every route [`router`] serves.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (protected, public) = routes();
+    protected.merge(public).into_openapi()
 }
 
 /// The admin listener's routes.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
+    let (protected, public) = routes();
+    // The token check wraps only the protected routes: a route is public by being listed in
+    // `public`, never by a path test inside the middleware.
+    let protected = protected.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::authenticate,
+    ));
+    let (router, doc) = protected.merge(public).split_for_parts();
+    router
+        .fallback(|uri: Uri| async move { AdminError::NoRoute(uri.path().to_string()) })
+        .method_not_allowed_fallback(|| async { AdminError::MethodNotAllowed })
+        .layer(Extension(openapi::Document(Arc::new(doc))))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }

@@ -80,19 +80,34 @@ pub enum DomainNameError {
     BadLabel(String),
     #[error("a domain needs at least two labels")]
     SingleLabel,
+    #[error("not a valid internationalised domain name")]
+    NotIdna,
 }
 
-/// Lowercases, strips one trailing dot and checks the name is a hostname-style domain
-/// (letters, digits, hyphens; 1-63 characters per label). Non-ASCII names must already be in
-/// A-label form (`xn--…`).
+/// Normalises a domain name as a tenant or a client writes it into the one form mailmux stores
+/// and compares: IDNA (UTS #46) to A-labels (`Bücher.Example` → `xn--bcher-kva.example`),
+/// lowercase, one trailing dot removed. Refuses IP literals, single labels and anything that is
+/// not a hostname-style name (letters, digits, hyphens; 1-63 characters per label, 253 in all).
+///
+/// Why A-labels: DNS, SPF, DKIM `d=` and the SMTP envelope (without SMTPUTF8) all speak them, so
+/// comparing in this form is what makes `bücher.example` and `xn--bcher-kva.example` one domain.
 pub fn normalize_domain(raw: &str) -> Result<String, DomainNameError> {
-    let name = raw.trim().trim_end_matches('.').to_ascii_lowercase();
-    if name.is_empty() {
+    let trimmed = raw.trim();
+    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    if trimmed.is_empty() {
         return Err(DomainNameError::Empty);
     }
-    if name.starts_with('[') || name.parse::<std::net::IpAddr>().is_ok() {
+    if trimmed.starts_with('[') || trimmed.parse::<std::net::IpAddr>().is_ok() {
         return Err(DomainNameError::IpLiteral);
     }
+    let name = if trimmed.is_ascii() && !trimmed.split('.').any(|l| l.starts_with("xn--")) {
+        trimmed.to_ascii_lowercase()
+    } else {
+        // Only names that need it go through UTS #46: for plain ASCII it would only lowercase,
+        // and its error would hide which label is wrong. A-labels are checked here too (an
+        // `xn--` label that is not valid Punycode is refused).
+        idna::domain_to_ascii(trimmed).map_err(|_| DomainNameError::NotIdna)?
+    };
     if name.len() > 253 {
         return Err(DomainNameError::TooLong);
     }
@@ -112,6 +127,13 @@ pub fn normalize_domain(raw: &str) -> Result<String, DomainNameError> {
     if labels.len() < 2 {
         return Err(DomainNameError::SingleLabel);
     }
+    // An all-numeric last label is an IPv4-style literal in disguise (`1.2.3.4.`, `10.0`).
+    if labels
+        .last()
+        .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(DomainNameError::IpLiteral);
+    }
     Ok(name)
 }
 
@@ -126,6 +148,10 @@ mod tests {
             ("example.com.", "example.com"),
             (" mail.example.org ", "mail.example.org"),
             ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+            ("Bücher.Example", "xn--bcher-kva.example"),
+            ("bücher.example.", "xn--bcher-kva.example"),
+            ("ÄÖÜ.DE", "xn--4ca0bs.de"),
+            ("例え.テスト", "xn--r8jz45g.xn--zckzah"),
         ];
         for (raw, want) in ok {
             assert_eq!(normalize_domain(raw).as_deref(), Ok(want), "{raw}");
@@ -137,6 +163,12 @@ mod tests {
             ("localhost", DomainNameError::SingleLabel),
             ("-bad.example", DomainNameError::BadLabel("-bad".into())),
             ("a..b", DomainNameError::BadLabel("".into())),
+            ("10.0.0.1.", DomainNameError::IpLiteral),
+            ("1.2", DomainNameError::IpLiteral),
+            ("[::1]", DomainNameError::IpLiteral),
+            ("::1", DomainNameError::IpLiteral),
+            ("xn--zz--.example", DomainNameError::NotIdna),
+            ("a b.example", DomainNameError::BadLabel("a b".into())),
             (
                 "under_score.example",
                 DomainNameError::BadLabel("under_score".into()),

@@ -444,7 +444,10 @@ mod tests {
                 "451 4.7.1 greylisted (gave up after 9 attempts over 120 hours)",
                 "4.7.1",
             ),
-            ("421 busy (gave up after 9 attempts over 120 hours)", "4.0.0"),
+            (
+                "421 busy (gave up after 9 attempts over 120 hours)",
+                "4.0.0",
+            ),
             ("421 busy", "4.0.0"),
         ];
         for (reply, want) in table {

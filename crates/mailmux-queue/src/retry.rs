@@ -115,7 +115,11 @@ mod tests {
         assert_eq!(fresh.next_attempt_at, 1000 + 480_000);
         let old = policy().finish(&message, results, 5 * 86_400_000);
         assert_eq!(old.results[0].status, RecipientStatus::Bounced);
-        assert!(old.results[0].reply.starts_with("451 4.3.0 busy (gave up after 4 attempts"));
+        assert!(
+            old.results[0]
+                .reply
+                .starts_with("451 4.3.0 busy (gave up after 4 attempts")
+        );
         assert_eq!(old.results[1].status, RecipientStatus::Delivered);
     }
 }

@@ -1,6 +1,7 @@
 //! Counters for the admin `/metrics` endpoint. Plain atomics, owned by the [`crate::Server`]
 //! (no global registry): sessions bump them, the admin API reads them.
 
+use mailmux_core::metrics::{MetricSource, render_single};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Why a command, message or connection was refused, in classes coarse enough for a label.
@@ -94,6 +95,46 @@ impl Metrics {
 
     pub(crate) fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl MetricSource for Metrics {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        render_single(
+            out,
+            "mailmux_smtp_sessions_active",
+            "gauge",
+            "SMTP sessions open now, over all listeners.",
+            self.sessions_active.load(Ordering::Relaxed),
+        );
+        render_single(
+            out,
+            "mailmux_smtp_messages_accepted_total",
+            "counter",
+            "Messages made durable and answered 250 by this process.",
+            self.messages_accepted.load(Ordering::Relaxed),
+        );
+        render_single(
+            out,
+            "mailmux_smtp_auth_failures_total",
+            "counter",
+            "Failed SMTP AUTH attempts seen by this process.",
+            self.auth_failures.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP mailmux_smtp_rejected_total SMTP refusals by class."
+        );
+        let _ = writeln!(out, "# TYPE mailmux_smtp_rejected_total counter");
+        for reason in RejectReason::ALL {
+            let _ = writeln!(
+                out,
+                "mailmux_smtp_rejected_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                self.rejected(reason)
+            );
+        }
     }
 }
 

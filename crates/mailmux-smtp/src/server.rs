@@ -60,7 +60,7 @@ pub struct Server {
     pub(crate) store: Store,
     pub(crate) queue: Arc<Queue>,
     tls: TlsAcceptor,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     /// A `Semaphore` limits the number of concurrent sessions over all listeners.
     connections: Arc<Semaphore>,
     /// Open sessions per client IP, against `smtp.max_connections_per_ip`.
@@ -137,7 +137,7 @@ impl Server {
             ),
             credentials: CredentialCache::default(),
             tls: TlsAcceptor::from(tls),
-            metrics: Metrics::default(),
+            metrics: Arc::new(Metrics::default()),
             shutdown: watch::Sender::new(false),
             next_session: AtomicU64::new(1),
             config,
@@ -157,7 +157,7 @@ impl Server {
         })
     }
 
-    pub fn metrics(&self) -> &Metrics {
+    pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
     }
 

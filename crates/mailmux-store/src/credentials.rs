@@ -47,6 +47,40 @@ impl Store {
         rows.iter().map(credential_from_row).collect()
     }
 
+    /// A tenant's credentials (revoked ones too) by creation, `limit` after the cursor.
+    pub async fn list_credentials_page(
+        &self,
+        tenant_id: &str,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<Credential>> {
+        let (after_at, after_id) = after.unwrap_or((i64::MIN, String::new()));
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM credentials WHERE tenant_id = $1 \
+             AND (created_at > $2 OR (created_at = $2 AND id > $3)) \
+             ORDER BY created_at, id LIMIT $4"
+        ))
+        .bind(tenant_id)
+        .bind(after_at)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(credential_from_row).collect()
+    }
+
+    /// One credential of this tenant by id (None if it belongs to no such tenant).
+    pub async fn get_credential(&self, tenant_id: &str, id: &str) -> Result<Option<Credential>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM credentials WHERE tenant_id = $1 AND id = $2"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| credential_from_row(&row)).transpose()
+    }
+
     /// Revokes a credential of this tenant; false if there is no such live credential.
     pub async fn revoke_credential(&self, tenant_id: &str, id: &str, now_ms: i64) -> Result<bool> {
         let done = sqlx::query(

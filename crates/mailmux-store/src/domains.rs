@@ -11,20 +11,7 @@ const COLUMNS: &str = "name, tenant_id, verified, verified_by, verification_toke
 impl Store {
     /// Adds a domain; `Conflict` if any tenant already holds it.
     pub async fn add_domain(&self, domain: &Domain) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO domains (name, tenant_id, verified, verified_by, verification_token, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&domain.name)
-        .bind(&domain.tenant_id)
-        .bind(bool_to_i64(domain.verified))
-        .bind(domain.verified_by.as_deref())
-        .bind(&domain.verification_token)
-        .bind(domain.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| StoreError::conflict_or(e, format!("domain {}", domain.name)))?;
-        Ok(())
+        insert_domain(&self.pool, domain).await
     }
 
     pub async fn get_domain(&self, name: &str) -> Result<Option<Domain>> {
@@ -69,6 +56,37 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// A tenant's domains by name, `limit` of them after the `after` name (a cursor).
+    pub async fn list_domains_page(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Domain>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM domains WHERE tenant_id = $1 AND name > $2 \
+             ORDER BY name LIMIT $3"
+        ))
+        .bind(tenant_id)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(domain_from_row).collect()
+    }
+
+    /// Every domain verified by `by` (`dns` or `operator`), over all tenants: what the daily
+    /// re-check walks.
+    pub async fn list_domains_verified_by(&self, by: &str) -> Result<Vec<Domain>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM domains WHERE verified = 1 AND verified_by = $1 ORDER BY name"
+        ))
+        .bind(by)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(domain_from_row).collect()
+    }
+
     pub async fn count_domains(&self, tenant_id: &str) -> Result<u64> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE tenant_id = $1")
             .bind(tenant_id)
@@ -78,7 +96,29 @@ impl Store {
     }
 }
 
-fn domain_from_row(row: &AnyRow) -> Result<Domain> {
+/// The INSERT behind [`Store::add_domain`], on any executor (a transaction that also stores the
+/// domain's DKIM key uses it).
+pub(crate) async fn insert_domain<'e>(
+    executor: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    domain: &Domain,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO domains (name, tenant_id, verified, verified_by, verification_token, \
+         created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&domain.name)
+    .bind(&domain.tenant_id)
+    .bind(bool_to_i64(domain.verified))
+    .bind(domain.verified_by.as_deref())
+    .bind(&domain.verification_token)
+    .bind(domain.created_at)
+    .execute(executor)
+    .await
+    .map_err(|e| StoreError::conflict_or(e, format!("domain {}", domain.name)))?;
+    Ok(())
+}
+
+pub(crate) fn domain_from_row(row: &AnyRow) -> Result<Domain> {
     Ok(Domain {
         name: row.try_get("name")?,
         tenant_id: row.try_get("tenant_id")?,

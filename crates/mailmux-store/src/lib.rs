@@ -5,9 +5,15 @@
 //! integers. The one query that must differ (claiming due messages, which needs
 //! `FOR UPDATE SKIP LOCKED` on Postgres) is chosen by [`Backend`].
 
+mod api_keys;
+mod audit;
 mod credentials;
+mod dkim_keys;
 mod domains;
+mod history;
+mod key_vault;
 mod queue;
+mod stats;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
 mod tenants;
@@ -18,9 +24,16 @@ use std::time::Duration;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
+pub use api_keys::ApiKey;
+pub use audit::{AuditEntry, AuditRecord};
+pub use dkim_keys::{DkimKey, DomainCheck};
+pub use history::{AttemptView, MessageFilter, MessageState, MessageView, RecipientView};
+pub use key_vault::{KeyVaultError, MasterKey};
 pub use queue::{
     DeliveryReport, NewMessage, QueuedMessage, QueuedRecipient, RecipientResult, RecipientStatus,
 };
+pub use stats::TenantCounters;
+pub use tenants::TenantDeletion;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 

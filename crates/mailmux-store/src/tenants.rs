@@ -84,6 +84,48 @@ impl Store {
         Ok(())
     }
 
+    /// Tenants by creation, `limit` of them after the (created_at, id) cursor.
+    pub async fn list_tenants_page(
+        &self,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<Tenant>> {
+        let (after_at, after_id) = after.unwrap_or((i64::MIN, String::new()));
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM tenants \
+             WHERE created_at > $1 OR (created_at = $1 AND id > $2) \
+             ORDER BY created_at, id LIMIT $3"
+        ))
+        .bind(after_at)
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    /// Deletes the tenant (and by cascade its domains, keys, credentials and messages) unless
+    /// it still has queued mail. The check and the delete are one statement, so mail enqueued
+    /// in between cannot slip through and be dropped unannounced.
+    pub async fn delete_tenant_if_idle(&self, id: &str) -> Result<TenantDeletion> {
+        let done = sqlx::query(
+            "DELETE FROM tenants WHERE id = $1 AND NOT EXISTS \
+             (SELECT 1 FROM messages WHERE tenant_id = $1 AND status = 'queued')",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() > 0 {
+            return Ok(TenantDeletion::Deleted);
+        }
+        if self.get_tenant(id).await?.is_none() {
+            return Ok(TenantDeletion::NotFound);
+        }
+        Ok(TenantDeletion::HasQueuedMail(
+            self.queue_depth(Some(id)).await?,
+        ))
+    }
+
     /// Deletes the tenant and, by cascade, its domains, credentials and messages.
     pub async fn delete_tenant(&self, id: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
@@ -123,4 +165,13 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
         created_at: row.try_get("created_at")?,
         id,
     })
+}
+
+/// What [`Store::delete_tenant_if_idle`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantDeletion {
+    Deleted,
+    NotFound,
+    /// Not deleted: this many messages are still queued.
+    HasQueuedMail(u64),
 }

@@ -1,0 +1,339 @@
+//! Checking a domain's published records with hickory-resolver: the lookups, the pure rules
+//! that judge each answer (table-tested below), and the daily re-check of verified domains.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+
+use crate::AdminState;
+use crate::error::{AdminError, Result};
+
+/// What a TXT lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxtAnswer {
+    /// The TXT records at the name, each with its character-strings joined.
+    Records(Vec<String>),
+    /// NXDOMAIN, or the name has no TXT record.
+    None,
+    /// The lookup itself failed (timeout, SERVFAIL, REFUSED…): no verdict about the record.
+    Failed(String),
+}
+
+/// Status of one expected record after a check.
+pub const VERIFIED: &str = "verified";
+pub const MISSING: &str = "missing";
+pub const MISMATCH: &str = "mismatch";
+pub const LOOKUP_ERROR: &str = "error";
+/// Never checked yet.
+pub const PENDING: &str = "pending";
+
+/// Which record a status belongs to; also the rule that judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// `_mailmux.<domain>` TXT = `mailmux-verification=<token>`: proves control.
+    Verification,
+    /// `<selector>._domainkey.<domain>` TXT with our public key.
+    Dkim,
+    /// `v=spf1 …` at the domain, authorising this relay.
+    Spf,
+    /// `v=DMARC1 …` at `_dmarc.<domain>`.
+    Dmarc,
+}
+
+impl RecordKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordKind::Verification => "verification",
+            RecordKind::Dkim => "dkim",
+            RecordKind::Spf => "spf",
+            RecordKind::Dmarc => "dmarc",
+        }
+    }
+
+    /// The records that must be found before the domain may send: proof of control, and the
+    /// DKIM key (mail signed with a key nobody can fetch fails DKIM everywhere). SPF and DMARC
+    /// are advice: a tenant may well run its own.
+    pub fn required(self) -> bool {
+        matches!(self, RecordKind::Verification | RecordKind::Dkim)
+    }
+
+    /// Judges a lookup's answer against the `expected` record value.
+    pub fn judge(self, expected: &str, answer: &TxtAnswer) -> &'static str {
+        let records = match answer {
+            TxtAnswer::Failed(_) => return LOOKUP_ERROR,
+            TxtAnswer::None => return MISSING,
+            TxtAnswer::Records(records) => records,
+        };
+        let found = match self {
+            RecordKind::Verification => {
+                let relevant: Vec<&String> = records
+                    .iter()
+                    .filter(|r| r.trim_start().starts_with("mailmux-verification="))
+                    .collect();
+                if relevant.is_empty() {
+                    return MISSING;
+                }
+                relevant.iter().any(|r| r.trim() == expected)
+            }
+            RecordKind::Dkim => {
+                let want = dkim_tags(expected);
+                let want_key = want.p.unwrap_or_default();
+                records.iter().any(|r| {
+                    let tags = dkim_tags(r);
+                    tags.p.is_some_and(|p| p == want_key) && tags.k == want.k
+                })
+            }
+            RecordKind::Spf => {
+                let spf: Vec<&String> = records.iter().filter(|r| is_spf(r)).collect();
+                match spf.as_slice() {
+                    [] => return MISSING,
+                    // RFC 7208 §4.5: more than one SPF record is a permanent error.
+                    [one] => {
+                        let mechanism = expected
+                            .split_whitespace()
+                            .find(|t| t.starts_with("a:") || t.starts_with("include:"))
+                            .unwrap_or_default();
+                        one.split_whitespace().any(|term| {
+                            let term = term.trim_start_matches(['+', '?', '~']);
+                            term.eq_ignore_ascii_case(mechanism)
+                        })
+                    }
+                    _ => false,
+                }
+            }
+            RecordKind::Dmarc => {
+                let dmarc: Vec<&String> = records
+                    .iter()
+                    .filter(|r| r.trim_start().to_ascii_lowercase().starts_with("v=dmarc1"))
+                    .collect();
+                if dmarc.is_empty() {
+                    return MISSING;
+                }
+                // RFC 7489 §6.6.3: exactly one record, whatever its policy.
+                dmarc.len() == 1
+            }
+        };
+        if found { VERIFIED } else { MISMATCH }
+    }
+}
+
+fn is_spf(record: &str) -> bool {
+    let lower = record.trim_start().to_ascii_lowercase();
+    lower == "v=spf1" || lower.starts_with("v=spf1 ")
+}
+
+struct DkimTags {
+    k: String,
+    p: Option<String>,
+}
+
+/// The `k=` (default `rsa`) and `p=` (whitespace removed, RFC 6376 §3.6.1) tags of a DKIM
+/// key record.
+fn dkim_tags(record: &str) -> DkimTags {
+    let mut tags = DkimTags {
+        k: "rsa".into(),
+        p: None,
+    };
+    for tag in record.split(';') {
+        let Some((name, value)) = tag.split_once('=') else {
+            continue;
+        };
+        let value: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+        match name.trim() {
+            "k" => tags.k = value.to_ascii_lowercase(),
+            "p" => tags.p = Some(value),
+            _ => {}
+        }
+    }
+    tags
+}
+
+/// Asks DNS for TXT records: the configured servers (`delivery.dns_servers`) or the system's.
+pub struct DnsChecker {
+    resolver: TokioResolver,
+}
+
+impl DnsChecker {
+    pub fn new(servers: &[SocketAddr]) -> Result<DnsChecker> {
+        let failed = |e: NetError| AdminError::Internal(format!("DNS resolver: {e}"));
+        let mut builder = if servers.is_empty() {
+            TokioResolver::builder_tokio().map_err(failed)?
+        } else {
+            let name_servers = servers
+                .iter()
+                .map(|server| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = server.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = server.port();
+                    NameServerConfig::new(server.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, Vec::new(), name_servers),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let options = builder.options_mut();
+        options.try_tcp_on_error = true;
+        // A verification must see what is published now, not what was cached an hour ago: a
+        // tenant who just fixed a record clicks "verify" again.
+        options.cache_size = 0;
+        // Someone is waiting on the answer (a REST call): two tries of three seconds at most.
+        options.timeout = Duration::from_secs(3);
+        options.attempts = 2;
+        if !servers.is_empty() {
+            options.use_hosts_file = ResolveHosts::Never;
+        }
+        Ok(DnsChecker {
+            resolver: builder.build().map_err(failed)?,
+        })
+    }
+
+    pub async fn txt(&self, name: &str) -> TxtAnswer {
+        // from_ascii: our names are already A-labels, and underscores (`_dmarc`) are valid in
+        // DNS though not in hostnames. The trailing dot keeps search domains out of it.
+        let Ok(mut fqdn) = Name::from_ascii(name) else {
+            return TxtAnswer::Failed(format!("{name:?} is not a DNS name"));
+        };
+        fqdn.set_fqdn(true);
+        match self.resolver.lookup(fqdn, RecordType::TXT).await {
+            Ok(lookup) => {
+                let records: Vec<String> = lookup
+                    .answers()
+                    .iter()
+                    .filter_map(|record| match &record.data {
+                        RData::TXT(txt) => Some(
+                            txt.txt_data
+                                .iter()
+                                .map(|part| String::from_utf8_lossy(part))
+                                .collect::<String>(),
+                        ),
+                        _ => None,
+                    })
+                    .collect();
+                if records.is_empty() {
+                    TxtAnswer::None
+                } else {
+                    TxtAnswer::Records(records)
+                }
+            }
+            Err(NetError::Dns(DnsError::NoRecordsFound(_))) => TxtAnswer::None,
+            Err(error) => TxtAnswer::Failed(error.to_string()),
+        }
+    }
+}
+
+/// Runs [`crate::domains::recheck_verified`] every `interval` (the binary passes a day) until
+/// the runtime shuts down. Domains whose required records disappeared are flagged (visible in
+/// the domain's `flagged_at`, in the audit log and the log) but keep sending: a DNS outage at
+/// the wrong moment must not stop a tenant's mail; an operator decides.
+pub fn spawn_domain_rechecks(state: AdminState, interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick completes at once: skip it, checks start one interval after start-up.
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            match crate::domains::recheck_verified(&state.store, &state.config).await {
+                Ok(summary) => tracing::info!(
+                    checked = summary.checked,
+                    flagged = summary.flagged,
+                    "domain DNS re-check done"
+                ),
+                Err(error) => tracing::warn!(%error, "domain DNS re-check failed"),
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(list: &[&str]) -> TxtAnswer {
+        TxtAnswer::Records(list.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn judging_answers() {
+        use RecordKind::*;
+        let token = "mailmux-verification=abc";
+        let dkim = "v=DKIM1; k=rsa; p=MIIBIjAN";
+        let spf = "v=spf1 a:relay.example ~all";
+        let dmarc = "v=DMARC1; p=none";
+        let table: &[(RecordKind, &str, TxtAnswer, &str)] = &[
+            (Verification, token, records(&[token]), VERIFIED),
+            (Verification, token, records(&["other", token]), VERIFIED),
+            (
+                Verification,
+                token,
+                records(&["mailmux-verification=zzz"]),
+                MISMATCH,
+            ),
+            (Verification, token, records(&["something else"]), MISSING),
+            (Verification, token, TxtAnswer::None, MISSING),
+            (
+                Verification,
+                token,
+                TxtAnswer::Failed("timeout".into()),
+                LOOKUP_ERROR,
+            ),
+            (
+                Dkim,
+                dkim,
+                records(&["v=DKIM1; k=rsa; p=MIIB IjAN"]),
+                VERIFIED,
+            ),
+            (Dkim, dkim, records(&["v=DKIM1; p=MIIBIjAN"]), VERIFIED),
+            (
+                Dkim,
+                dkim,
+                records(&["v=DKIM1; k=ed25519; p=MIIBIjAN"]),
+                MISMATCH,
+            ),
+            (Dkim, dkim, records(&["v=DKIM1; k=rsa; p=OTHER"]), MISMATCH),
+            (Dkim, dkim, records(&["v=DKIM1; k=rsa; p="]), MISMATCH),
+            (Dkim, dkim, TxtAnswer::None, MISSING),
+            (
+                Spf,
+                spf,
+                records(&["v=spf1 ip4:1.2.3.4 a:relay.example -all"]),
+                VERIFIED,
+            ),
+            (
+                Spf,
+                spf,
+                records(&["V=SPF1 +a:RELAY.example ~all"]),
+                VERIFIED,
+            ),
+            (Spf, spf, records(&["v=spf1 -all"]), MISMATCH),
+            (
+                Spf,
+                spf,
+                records(&[spf, "v=spf1 a:relay.example -all"]),
+                MISMATCH,
+            ),
+            (Spf, spf, records(&["google-site-verification=x"]), MISSING),
+            (Dmarc, dmarc, records(&["v=DMARC1; p=reject"]), VERIFIED),
+            (
+                Dmarc,
+                dmarc,
+                records(&["v=DMARC1; p=none", "v=DMARC1; p=reject"]),
+                MISMATCH,
+            ),
+            (Dmarc, dmarc, records(&["nope"]), MISSING),
+        ];
+        for (kind, expected, answer, want) in table {
+            assert_eq!(kind.judge(expected, answer), *want, "{kind:?} {answer:?}");
+        }
+        assert!(Verification.required() && Dkim.required());
+        assert!(!Spf.required() && !Dmarc.required());
+    }
+}
