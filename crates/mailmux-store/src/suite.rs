@@ -262,7 +262,10 @@ async fn queue_lifecycle(store: &Store) {
     paused.status = TenantStatus::Paused;
     store.create_tenant(&paused).await.unwrap();
     let held = message(&paused.id, &["z@x.test"], now);
-    store.commit_batch(&[held.clone()], &[]).await.unwrap();
+    store
+        .commit_batch(std::slice::from_ref(&held), &[])
+        .await
+        .unwrap();
     let claimed = store
         .claim_due("node-a", now + 10, now + 60_000, 100)
         .await
@@ -274,7 +277,10 @@ async fn queue_lifecycle(store: &Store) {
         lease: Some(("node-c".into(), now + 600_000)),
         ..message(&tenant.id, &["q@x.test"], now)
     };
-    store.commit_batch(&[leased.clone()], &[]).await.unwrap();
+    store
+        .commit_batch(std::slice::from_ref(&leased), &[])
+        .await
+        .unwrap();
     let claimed = store
         .claim_due("node-a", now + 10, now + 60_000, 100)
         .await
