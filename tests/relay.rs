@@ -261,7 +261,10 @@ fn kill_9_after_250_loses_nothing() {
     };
     common::wait_until(Duration::from_secs(60), || {
         let delivered = delivered_ids();
-        accepted.iter().all(|id| delivered.contains(id)).then_some(())
+        accepted
+            .iter()
+            .all(|id| delivered.contains(id))
+            .then_some(())
     });
     let delivered = delivered_ids();
     let lost: Vec<_> = accepted

@@ -597,7 +597,7 @@ async fn credentials_limits_and_revocation(h: Harness) {
         )
         .await;
     assert!(first["username"].as_str().unwrap().starts_with("mm_"));
-    assert_eq!(first["password"].as_str().unwrap().len(), 43);
+    assert_eq!(first["password"].as_str().unwrap().len(), 64);
     let second = h
         .op(
             Method::POST,

@@ -261,7 +261,9 @@ impl Config {
             serde_path_to_error::deserialize(toml::Value::Table(merged)).map_err(|e| {
                 ConfigError::Invalid {
                     key: e.path().to_string(),
-                    message: e.inner().to_string(),
+                    // The bare message: the path is already in `key`, and toml adds it again
+                    // on a second line ("in `smtp.submission`").
+                    message: e.inner().message().lines().next().unwrap_or("").to_string(),
                 }
             })?;
         config.validate()?;
@@ -520,6 +522,7 @@ mod tests {
             let err = Config::load(None, env(&[(name, value)])).unwrap_err();
             let text = err.to_string();
             assert!(text.contains(key), "{name}={value}: {text}");
+            assert_eq!(text.lines().count(), 1, "one line: {text}");
         }
     }
 

@@ -2,7 +2,6 @@
 //! SHA-256 hash. The secrets carry 256 bits of entropy, so a fast hash is enough (a slow KDF
 //! protects guessable passwords; these are not guessable) and AUTH stays cheap.
 
-use base64::Engine;
 use rand::RngExt;
 use sha2::{Digest, Sha256};
 
@@ -28,11 +27,13 @@ pub fn random_id(prefix: &str, hex_chars: usize) -> String {
     format!("{prefix}{id}")
 }
 
-/// A new random secret: 32 random bytes, URL-safe base64 without padding (43 characters).
+/// A new random secret: 32 random bytes as 64 hex characters. Hex rather than base64 so a
+/// secret never starts with `-` (which command-line tools such as swaks take for an option)
+/// and survives any shell or URL unquoted.
 pub fn generate_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill(&mut bytes[..]);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    hex::encode(bytes)
 }
 
 /// The stored form of a secret.
@@ -59,7 +60,8 @@ mod tests {
         let a = generate_secret();
         let b = generate_secret();
         assert_ne!(a, b);
-        assert_eq!(a.len(), 43);
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
         let hash = hash_secret(&a);
         assert!(verify_secret(&a, &hash));
         assert!(!verify_secret(&b, &hash));
