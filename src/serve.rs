@@ -54,7 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: config.clone(),
         store: store.clone(),
         operator_token: Arc::new(admin_token),
-        metric_sources: vec![smtp_metrics],
+        metric_sources: vec![smtp_metrics, queue.commit_stats().clone()],
     };
     // Verified domains whose DNS records disappear are flagged (not unverified) once a day.
     mailmux_admin::spawn_domain_rechecks(admin_state.clone(), DOMAIN_RECHECK_INTERVAL);

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 pub use retry::RetryPolicy;
+pub use writer::CommitStats;
 
 pub type Result<T> = std::result::Result<T, QueueError>;
 
@@ -67,6 +68,7 @@ pub struct Queue {
     jobs: mpsc::Sender<QueuedMessage>,
     /// Wakes the scheduler early (a report freed capacity, a retry became due sooner).
     wake_scheduler: Arc<Notify>,
+    commit_stats: Arc<CommitStats>,
     pub retry: RetryPolicy,
 }
 
@@ -90,6 +92,7 @@ impl Queue {
         // Room for every worker plus a worker's worth queued: enough to keep them busy, small
         // enough that a backlog stays in the store, not in memory.
         let (jobs, jobs_rx) = mpsc::channel(delivery.concurrency * 2);
+        let commit_stats = Arc::new(CommitStats::default());
         let queue_handle = Arc::new(Queue {
             store: store.clone(),
             ids: QueueIdGenerator::default(),
@@ -98,9 +101,10 @@ impl Queue {
             writes,
             jobs,
             wake_scheduler: Arc::new(Notify::new()),
+            commit_stats: commit_stats.clone(),
             retry: RetryPolicy::from_config(delivery),
         });
-        tokio::spawn(writer::run(store, write_rx, queue.max_batch));
+        tokio::spawn(writer::run(store, write_rx, queue.max_batch, commit_stats));
         tokio::spawn(scheduler(
             Arc::downgrade(&queue_handle),
             Duration::from_millis(queue.poll_interval_ms),
@@ -110,6 +114,11 @@ impl Queue {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Commits and messages so far (group commit at work); also a `/metrics` source.
+    pub fn commit_stats(&self) -> &Arc<CommitStats> {
+        &self.commit_stats
     }
 
     pub fn next_id(&self) -> QueueId {

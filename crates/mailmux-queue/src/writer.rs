@@ -5,6 +5,9 @@
 //! the channel and form the next batch: the busier the relay, the more each fsync carries, and
 //! an idle relay still commits a lone message at once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mailmux_core::metrics::{MetricSource, render_single};
 use mailmux_store::{DeliveryReport, NewMessage, Store};
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
@@ -16,7 +19,40 @@ pub(crate) enum WriteOp {
     Report(DeliveryReport, oneshot::Sender<Result<()>>),
 }
 
-pub(crate) async fn run(store: Store, mut ops: mpsc::Receiver<WriteOp>, max_batch: usize) {
+/// How well group commit works: messages per commit is what the fsyncs are shared by.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Transactions committed (each one fsync).
+    pub commits: AtomicU64,
+    /// Messages made durable by those commits.
+    pub messages: AtomicU64,
+}
+
+impl MetricSource for CommitStats {
+    fn render(&self, out: &mut String) {
+        render_single(
+            out,
+            "mailmux_queue_commits_total",
+            "counter",
+            "Queue transactions committed by this process (one fsync each).",
+            self.commits.load(Ordering::Relaxed),
+        );
+        render_single(
+            out,
+            "mailmux_queue_committed_messages_total",
+            "counter",
+            "Messages made durable by those commits.",
+            self.messages.load(Ordering::Relaxed),
+        );
+    }
+}
+
+pub(crate) async fn run(
+    store: Store,
+    mut ops: mpsc::Receiver<WriteOp>,
+    max_batch: usize,
+    stats: std::sync::Arc<CommitStats>,
+) {
     let mut batch = Vec::with_capacity(max_batch);
     while ops.recv_many(&mut batch, max_batch).await > 0 {
         let mut messages = Vec::new();
@@ -35,6 +71,12 @@ pub(crate) async fn run(store: Store, mut ops: mpsc::Receiver<WriteOp>, max_batc
             }
         }
         let outcome = store.commit_batch(&messages, &reports).await;
+        if outcome.is_ok() {
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats
+                .messages
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        }
         if let Err(error) = &outcome {
             error!(%error, messages = messages.len(), reports = reports.len(), "queue commit failed");
         }
