@@ -5,8 +5,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
@@ -161,35 +159,14 @@ pub struct DnsChecker {
 impl DnsChecker {
     pub fn new(servers: &[SocketAddr]) -> Result<DnsChecker> {
         let failed = |e: NetError| AdminError::Internal(format!("DNS resolver: {e}"));
-        let mut builder = if servers.is_empty() {
-            TokioResolver::builder_tokio().map_err(failed)?
-        } else {
-            let name_servers = servers
-                .iter()
-                .map(|server| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = server.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = server.port();
-                    NameServerConfig::new(server.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, Vec::new(), name_servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
+        let mut builder = mailmux_core::dns::resolver_builder(servers).map_err(failed)?;
         let options = builder.options_mut();
-        options.try_tcp_on_error = true;
         // A verification must see what is published now, not what was cached an hour ago: a
         // tenant who just fixed a record clicks "verify" again.
         options.cache_size = 0;
         // Someone is waiting on the answer (a REST call): two tries of three seconds at most.
         options.timeout = Duration::from_secs(3);
         options.attempts = 2;
-        if !servers.is_empty() {
-            options.use_hosts_file = ResolveHosts::Never;
-        }
         Ok(DnsChecker {
             resolver: builder.build().map_err(failed)?,
         })

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod credential;
+pub mod dns;
 pub mod domain;
 pub mod envelope;
 pub mod error;

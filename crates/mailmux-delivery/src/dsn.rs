@@ -11,7 +11,6 @@
 
 use std::fmt::Write as _;
 
-use crate::date::rfc5322;
 use crate::reply::enhanced_status_in;
 
 /// Longest original header block copied into a DSN; the rest is cut at a line boundary.
@@ -57,7 +56,7 @@ impl Dsn<'_> {
             || !self.sender.is_ascii()
             || self.recipients.iter().any(|r| !r.address.is_ascii());
         let boundary = format!("{}/{}", self.dsn_id, self.reporting_mta);
-        let date = rfc5322(self.now_ms);
+        let date = rfc5322_date(self.now_ms);
 
         let mut head = String::new();
         let mut line = |text: &str| {
@@ -127,7 +126,7 @@ impl Dsn<'_> {
         line("");
         line(&format!("Reporting-MTA: dns; {}", self.reporting_mta));
         line(&format!("X-Mailmux-Queue-ID: {}", self.queue_id));
-        line(&format!("Arrival-Date: {}", rfc5322(self.arrival_ms)));
+        line(&format!("Arrival-Date: {}", rfc5322_date(self.arrival_ms)));
         let address_type = if global { "utf-8" } else { "rfc822" };
         for recipient in self.recipients {
             line("");
@@ -240,6 +239,11 @@ fn fold(text: &str) -> String {
         line_len += word.len();
     }
     out
+}
+
+/// An RFC 5322 date-time (UTC) for Unix milliseconds; mail-parser already knows the format.
+fn rfc5322_date(ms: i64) -> String {
+    mail_parser::DateTime::from_timestamp(ms.div_euclid(1000)).to_rfc822()
 }
 
 #[cfg(test)]

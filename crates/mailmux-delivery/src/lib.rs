@@ -18,7 +18,6 @@
 
 mod attempt;
 mod client;
-mod date;
 mod dsn;
 mod error;
 mod mx;

@@ -12,10 +12,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{
-    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
-};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::config::LookupIpStrategy;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::ProtoError;
 use hickory_resolver::proto::op::ResponseCode;
@@ -131,31 +128,10 @@ impl MxResolver {
     /// the system configuration when `servers` is empty. Built once at start-up: it holds the
     /// cache and the connections.
     pub(crate) fn new(servers: &[SocketAddr]) -> Result<MxResolver> {
-        let mut builder = if servers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| DeliveryError::Resolver(e.to_string()))?
-        } else {
-            let name_servers = servers
-                .iter()
-                .map(|server| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = server.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = server.port();
-                    NameServerConfig::new(server.ip(), true, vec![udp, tcp])
-                })
-                .collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, Vec::new(), name_servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
+        let mut builder = mailmux_core::dns::resolver_builder(servers)
+            .map_err(|e| DeliveryError::Resolver(e.to_string()))?;
         let options = builder.options_mut();
         options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
-        options.try_tcp_on_error = true;
-        if !servers.is_empty() {
-            // Configured servers are the whole truth (tests rely on it); /etc/hosts is not.
-            options.use_hosts_file = ResolveHosts::Never;
-        }
         let resolver = builder
             .build()
             .map_err(|e| DeliveryError::Resolver(e.to_string()))?;
