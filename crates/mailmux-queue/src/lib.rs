@@ -39,6 +39,10 @@ pub enum QueueError {
     /// The queue is shutting down.
     #[error("queue is shutting down")]
     Closed,
+    /// Not written: the tenant reached its daily quota, decided inside the commit (see
+    /// `mailmux_store::Admission`) so that concurrent sessions and nodes never overshoot it.
+    #[error("daily quota of {max_per_day} messages reached")]
+    OverQuota { max_per_day: u64 },
 }
 
 /// What a listener hands to [`Queue::enqueue`].
@@ -89,9 +93,9 @@ impl Queue {
             info!(released, "resuming messages leased before the restart");
         }
         let (writes, write_rx) = mpsc::channel(queue.max_batch * 4);
-        // Room for every worker plus a worker's worth queued: enough to keep them busy, small
-        // enough that a backlog stays in the store, not in memory.
-        let (jobs, jobs_rx) = mpsc::channel(delivery.concurrency * 2);
+        // Room for every worker and three times as many waiting: a burst is delivered straight
+        // from memory (no claim, no re-read), while a real backlog stays in the store.
+        let (jobs, jobs_rx) = mpsc::channel(delivery.concurrency * 4);
         let commit_stats = Arc::new(CommitStats::default());
         let queue_handle = Arc::new(Queue {
             store: store.clone(),
@@ -181,6 +185,41 @@ impl Queue {
         Ok(id)
     }
 
+    /// Leases up to `limit` due messages to this node (through the writer: see writer.rs) and
+    /// loads them.
+    async fn claim(&self, limit: usize) -> Result<Vec<QueuedMessage>> {
+        let now = now_ms();
+        let (done, claimed) = oneshot::channel();
+        let claim = writer::Claim {
+            owner: self.node_id.clone(),
+            now,
+            lease_until: now + self.lease.as_millis() as i64,
+            limit,
+        };
+        self.writes
+            .send(writer::WriteOp::Claim(claim, done))
+            .await
+            .map_err(|_| QueueError::Closed)?;
+        let ids = claimed.await.map_err(|_| QueueError::Closed)??;
+        let mut messages = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(message) = self.store.load_pending(&id).await? {
+                messages.push(message);
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Gives a message taken for delivery back to the store untried: no attempt is recorded
+    /// and nothing is rescheduled. Delivery does this for a tenant that is not active (paused,
+    /// suspended, disabled); the scheduler claims only active tenants' mail, so the message
+    /// waits in the store until its tenant is active again. Not through the writer: losing
+    /// this update (a crash) only means the lease runs out instead.
+    pub async fn hold(&self, id: &QueueId) -> Result<()> {
+        self.store.release_lease(&id.0, &self.node_id).await?;
+        Ok(())
+    }
+
     /// Records a delivery attempt's outcome (batched with other writes). Waits until it is
     /// committed so that a DSN enqueued before it is never lost behind it.
     pub async fn report(&self, report: DeliveryReport) -> Result<()> {
@@ -197,20 +236,20 @@ impl Queue {
 }
 
 /// Claims due messages while delivery has room; sleeps `poll` between looks unless woken.
+///
+/// Woken after every report, it still claims only when a quarter of the delivery channel is
+/// free (or the poll interval passed): one claim per many messages, not one per message.
 async fn scheduler(queue: std::sync::Weak<Queue>, poll: Duration) {
+    let mut last_look = tokio::time::Instant::now();
     loop {
         let Some(queue) = queue.upgrade() else {
             return;
         };
         let room = queue.jobs.capacity();
-        if room > 0 {
-            let now = now_ms();
-            let lease_until = now + queue.lease.as_millis() as i64;
-            match queue
-                .store
-                .claim_due(&queue.node_id, now, lease_until, room)
-                .await
-            {
+        let batch_worth = (queue.jobs.max_capacity() / 4).max(1);
+        if room >= batch_worth || (room > 0 && last_look.elapsed() >= poll) {
+            last_look = tokio::time::Instant::now();
+            match queue.claim(room).await {
                 Ok(messages) => {
                     let claimed = messages.len();
                     for message in messages {

@@ -4,9 +4,10 @@
 //! Writes come in batches (many messages per transaction) because a commit is an fsync: the
 //! queue crate collects concurrent enqueues and delivery reports and hands them over together.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use mailmux_core::{BodyFlags, Envelope, QueueId, address_domain};
+use mailmux_core::{BodyFlags, Envelope, QueueId, address_domain, now_ms};
 use sqlx::{Any, Row, Transaction};
 
 use crate::{Backend, Result, Store};
@@ -108,29 +109,58 @@ fn flags_from_i64(value: i64) -> BodyFlags {
 impl Store {
     /// Makes `messages` durable and records `reports`, all in one transaction: one commit,
     /// one fsync, however many sessions and deliveries contributed. When this returns Ok,
-    /// every message is durable.
+    /// every message it answers [`Admission::Written`] for is durable; the others (over their
+    /// tenant's daily quota, see [`admit_within_quota`]) were not written. One answer per
+    /// message, in order.
     pub async fn commit_batch(
         &self,
         messages: &[NewMessage],
         reports: &[DeliveryReport],
-    ) -> Result<()> {
+    ) -> Result<Vec<Admission>> {
         let mut tx = self.pool.begin().await?;
-        for message in messages {
-            insert_message(&mut tx, message).await?;
+        let admissions = admit_within_quota(&mut tx, self.backend, messages, now_ms()).await?;
+        for (message, admission) in messages.iter().zip(&admissions) {
+            if *admission == Admission::Written {
+                insert_message(&mut tx, message).await?;
+            }
         }
         for report in reports {
             record_report(&mut tx, report).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(admissions)
     }
 
-    /// Leases up to `limit` messages that are due (`next_attempt_at <= now`), not leased by a
-    /// live lease, and whose tenant is active, to `owner` until `lease_until`; returns them with
-    /// their pending recipients. Priority first, then the oldest due.
-    ///
-    /// On Postgres several nodes claim concurrently: `FOR UPDATE SKIP LOCKED` makes each row go
-    /// to exactly one of them. SQLite has a single writer, so the UPDATE is atomic as it is.
+    /// Gives a leased message back without recording an attempt (its tenant is paused: the
+    /// scheduler takes it again once the tenant is active). Only `owner`'s lease is released.
+    pub async fn release_lease(&self, message_id: &str, owner: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE messages SET lease_owner = NULL, lease_until = NULL \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(message_id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// When the oldest message a tenant submitted at or after `since` was accepted (Unix ms):
+    /// the daily quota frees its next slot 24 hours after that.
+    pub async fn oldest_message_since(&self, tenant_id: &str, since: i64) -> Result<Option<i64>> {
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(created_at) FROM messages \
+             WHERE tenant_id = $1 AND created_at >= $2 AND origin <> 'dsn'",
+        )
+        .bind(tenant_id)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(oldest)
+    }
+
+    /// Leases up to `limit` due messages to `owner` and returns them with their pending
+    /// recipients: [`Store::claim_due_ids`], then [`Store::load_pending`] for each.
     pub async fn claim_due(
         &self,
         owner: &str,
@@ -138,9 +168,34 @@ impl Store {
         lease_until: i64,
         limit: usize,
     ) -> Result<Vec<QueuedMessage>> {
+        let ids = self.claim_due_ids(owner, now, lease_until, limit).await?;
+        let mut messages = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(message) = self.load_pending(&id).await? {
+                messages.push(message);
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Leases up to `limit` messages that are due (`next_attempt_at <= now`), not leased by a
+    /// live lease, and whose tenant is active, to `owner` until `lease_until`; returns their
+    /// ids. Priority first, then the oldest due.
+    ///
+    /// On Postgres several nodes claim concurrently: `FOR UPDATE OF m SKIP LOCKED` makes each
+    /// message row go to exactly one of them (`OF m`: the tenant rows of the join are only
+    /// read, and locking them would make other nodes skip a whole tenant). SQLite has a single
+    /// writer, so the UPDATE is atomic as it is.
+    pub async fn claim_due_ids(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<String>> {
         let lock = match self.backend {
             Backend::Sqlite => "",
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Postgres => "FOR UPDATE OF m SKIP LOCKED",
         };
         let claim = format!(
             "UPDATE messages SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
@@ -158,13 +213,7 @@ impl Store {
             .bind(limit as i64)
             .fetch_all(&self.pool)
             .await?;
-        let mut messages = Vec::with_capacity(ids.len());
-        for id in ids {
-            if let Some(message) = self.load_pending(&id).await? {
-                messages.push(message);
-            }
-        }
-        Ok(messages)
+        Ok(ids)
     }
 
     /// One queued message with its pending recipients (None if gone or finished).
@@ -276,6 +325,74 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// What [`Store::commit_batch`] did with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Durable once the batch's commit returned.
+    Written,
+    /// Not written: its tenant had accepted `max_per_day` messages in the last 24 hours.
+    OverQuota { max_per_day: u64 },
+}
+
+/// Rolling window of the daily quota.
+pub const QUOTA_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The daily quota, decided inside the commit that writes the messages: per tenant with
+/// messages in the batch (DSNs count against no quota), its quota is read and its messages of
+/// the last 24 hours counted in this transaction, and only as many of the batch's messages as
+/// fit are written. The count is of message rows, so it is exact after a restart and on every
+/// node.
+///
+/// Concurrency: the MAIL-time check alone would let every session that passed it at
+/// `max - 1` commit. Here the check and the insert are one transaction, and on Postgres the
+/// tenant's row is locked (`FOR UPDATE`) first, so two nodes committing for one tenant take
+/// turns; under READ COMMITTED the count that follows the lock sees what the other node
+/// committed. Tenants are locked in id order, so two batches never wait on each other in a
+/// cycle. SQLite has one writer (the queue's writer task), which serialises commits anyway.
+async fn admit_within_quota(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    messages: &[NewMessage],
+    now: i64,
+) -> Result<Vec<Admission>> {
+    let mut admissions = vec![Admission::Written; messages.len()];
+    let mut by_tenant: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (n, message) in messages.iter().enumerate() {
+        if message.origin != "dsn" {
+            by_tenant.entry(&message.tenant_id).or_default().push(n);
+        }
+    }
+    let lock = match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => "FOR UPDATE",
+    };
+    let quota_query = format!("SELECT max_messages_per_day FROM tenants WHERE id = $1 {lock}");
+    for (tenant_id, indexes) in by_tenant {
+        let max: Option<i64> = sqlx::query_scalar(&quota_query)
+            .bind(tenant_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+        // No such tenant: the insert fails on the foreign key, as it always did.
+        let max = match max {
+            Some(max) if max > 0 => max as u64,
+            _ => continue,
+        };
+        let sent: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM messages \
+             WHERE tenant_id = $1 AND created_at >= $2 AND origin <> 'dsn'",
+        )
+        .bind(tenant_id)
+        .bind(now - QUOTA_WINDOW_MS)
+        .fetch_one(&mut **tx)
+        .await?;
+        let room = max.saturating_sub(sent.max(0) as u64) as usize;
+        for &n in indexes.iter().skip(room) {
+            admissions[n] = Admission::OverQuota { max_per_day: max };
+        }
+    }
+    Ok(admissions)
 }
 
 async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> Result<()> {
