@@ -40,6 +40,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub queue: QueueConfig,
     pub ses: SesConfig,
+    pub dkim: DkimConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -205,6 +206,22 @@ pub struct QueueConfig {
     pub lease_secs: u64,
     /// How often the scheduler looks for due retries and orphaned leases.
     pub poll_interval_ms: u64,
+    /// Days a finished message's record (envelope, per-recipient outcome, attempt history;
+    /// the body is dropped at once) is kept for the messages API; 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+/// DKIM key rotation (`POST …/dkim/rotate`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimConfig {
+    /// Seconds a replaced key stays listed as `retiring` ("keep published") after signing
+    /// switched to its successor: mail signed with it may still be queued elsewhere or checked
+    /// again later.
+    pub retiring_secs: u64,
+    /// How often domains with a rotation in progress have the new key's record looked up; once
+    /// found, signing switches to it.
+    pub rotation_check_secs: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -336,6 +353,9 @@ impl Config {
         }
         if self.queue.lease_secs == 0 {
             return invalid("queue.lease_secs", "must be at least 1");
+        }
+        if self.dkim.rotation_check_secs == 0 {
+            return invalid("dkim.rotation_check_secs", "must be at least 1");
         }
         Ok(())
     }

@@ -113,6 +113,12 @@ impl Queue {
             Arc::downgrade(&queue_handle),
             Duration::from_millis(queue.poll_interval_ms),
         ));
+        if queue.retention_days > 0 {
+            tokio::spawn(purge_finished(
+                Arc::downgrade(&queue_handle),
+                Duration::from_secs(queue.retention_days * 86_400),
+            ));
+        }
         Ok((queue_handle, jobs_rx))
     }
 
@@ -269,5 +275,22 @@ async fn scheduler(queue: std::sync::Weak<Queue>, poll: Duration) {
         let wake = queue.wake_scheduler.clone();
         drop(queue);
         let _ = tokio::time::timeout(poll, wake.notified()).await;
+    }
+}
+
+/// Once an hour, forgets finished messages older than `retention`.
+async fn purge_finished(queue: std::sync::Weak<Queue>, retention: Duration) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        hourly.tick().await;
+        let Some(queue) = queue.upgrade() else {
+            return;
+        };
+        let before = now_ms() - retention.as_millis() as i64;
+        match queue.store.purge_finished(before).await {
+            Ok(0) => {}
+            Ok(purged) => info!(purged, "forgot finished messages past retention"),
+            Err(error) => warn!(%error, "cannot purge finished messages"),
+        }
     }
 }

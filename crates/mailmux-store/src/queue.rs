@@ -117,7 +117,13 @@ impl Store {
         messages: &[NewMessage],
         reports: &[DeliveryReport],
     ) -> Result<Vec<Admission>> {
-        let mut tx = self.pool.begin().await?;
+        // SQLite: IMMEDIATE takes the write lock first, so the quota count below and the
+        // inserts see one state even if another connection writes too (a deferred transaction
+        // that reads, then writes, fails instead of waiting when another wrote meanwhile).
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         let admissions = admit_within_quota(&mut tx, self.backend, messages, now_ms()).await?;
         for (message, admission) in messages.iter().zip(&admissions) {
             if *admission == Admission::Written {
@@ -258,6 +264,16 @@ impl Store {
         }))
     }
 
+    /// Deletes finished messages created before `before` (their recipients and attempt log go
+    /// with them); returns how many.
+    pub async fn purge_finished(&self, before: i64) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM messages WHERE status = 'done' AND created_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Gives back every lease held by `owner` (a node that restarted holds none in memory).
     pub async fn release_leases(&self, owner: &str) -> Result<u64> {
         let done = sqlx::query(
@@ -350,7 +366,8 @@ pub const QUOTA_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 /// tenant's row is locked (`FOR UPDATE`) first, so two nodes committing for one tenant take
 /// turns; under READ COMMITTED the count that follows the lock sees what the other node
 /// committed. Tenants are locked in id order, so two batches never wait on each other in a
-/// cycle. SQLite has one writer (the queue's writer task), which serialises commits anyway.
+/// cycle. On SQLite the transaction holds the database's write lock from its start
+/// (`BEGIN IMMEDIATE`), which serialises commits.
 async fn admit_within_quota(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
@@ -366,7 +383,7 @@ async fn admit_within_quota(
     }
     let lock = match backend {
         Backend::Sqlite => "",
-        Backend::Postgres => "FOR UPDATE",
+        Backend::Postgres => "",
     };
     let quota_query = format!("SELECT max_messages_per_day FROM tenants WHERE id = $1 {lock}");
     for (tenant_id, indexes) in by_tenant {

@@ -7,14 +7,20 @@ use std::sync::Arc;
 use mailmux_core::credential::{hash_secret, random_id};
 use mailmux_core::{BodyFlags, Credential, Domain, Envelope, QueueId, Tenant, TenantStatus, Tier};
 
-use crate::{DeliveryReport, NewMessage, RecipientResult, RecipientStatus, Store, StoreError};
+use crate::{
+    DeliveryReport, DkimKey, DkimKeyStatus, DkimSigningState, NewMessage, RecipientResult,
+    RecipientStatus, Store, StoreError,
+};
 
 /// Runs every check against `store` (freshly migrated, empty or not: ids are random).
 pub async fn run_all(store: &Store) {
     tenants(store).await;
     domains_and_credentials(store).await;
+    dkim_rotation(store).await;
     queue_lifecycle(store).await;
     concurrent_claims_never_overlap(store).await;
+    tenant_policy(store).await;
+    daily_quota_is_decided_in_the_commit(store).await;
 }
 
 fn new_tenant(tier: Tier) -> Tenant {
@@ -96,6 +102,8 @@ async fn domains_and_credentials(store: &Store) {
         secret_hash: hash_secret("s3cret"),
         created_at: 2,
         revoked_at: None,
+        rate_per_second: None,
+        rate_per_minute: Some(30),
     };
     store.create_credential(&credential).await.unwrap();
     assert_eq!(
@@ -137,6 +145,204 @@ async fn domains_and_credentials(store: &Store) {
             .unwrap()
             .is_none()
     );
+}
+
+fn dkim_key(domain: &str, selector: &str, status: DkimKeyStatus, at: i64) -> DkimKey {
+    DkimKey {
+        domain: domain.into(),
+        selector: selector.into(),
+        key_type: "ed25519".into(),
+        public_key: format!("pub-{selector}"),
+        private_key_sealed: selector.as_bytes().to_vec(),
+        created_at: at,
+        status,
+        activated_at: (status == DkimKeyStatus::Active).then_some(at),
+        retire_at: None,
+        updated_at: at,
+    }
+}
+
+/// A domain's keys through a rotation: pending, switched (the old one retiring), dropped after
+/// its grace period; one active and one pending key at most, whatever the callers do.
+async fn dkim_rotation(store: &Store) {
+    let tenant = new_tenant(Tier::Starter);
+    store.create_tenant(&tenant).await.unwrap();
+    let name = format!("{}.example.test", random_id("k", 8));
+    let domain = Domain {
+        name: name.clone(),
+        tenant_id: tenant.id.clone(),
+        verified: true,
+        verified_by: Some("operator".into()),
+        verification_token: "tok".into(),
+        created_at: 10,
+    };
+    let first = dkim_key(&name, "mm202601", DkimKeyStatus::Active, 10);
+    store.add_domain_with_dkim(&domain, &first).await.unwrap();
+    let state = |active: Option<(&str, i64)>| DkimSigningState {
+        tenant_id: tenant.id.clone(),
+        verified: true,
+        active: active.map(|(s, at)| (s.to_string(), at)),
+    };
+    assert_eq!(
+        store.dkim_signing_state(&name).await.unwrap(),
+        Some(state(Some(("mm202601", 10))))
+    );
+    assert_eq!(
+        store
+            .dkim_signing_state("nobody.example.test")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_dkim_key(&name).await.unwrap(),
+        Some(first.clone())
+    );
+
+    // A rotation adds a pending key; a second rotation replaces it.
+    let pending = dkim_key(&name, "mm202602", DkimKeyStatus::Pending, 20);
+    assert_eq!(store.add_pending_dkim_key(&pending).await.unwrap(), None);
+    let pending2 = dkim_key(&name, "mm202602b", DkimKeyStatus::Pending, 21);
+    assert_eq!(
+        store
+            .add_pending_dkim_key(&pending2)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("mm202602")
+    );
+    // A taken selector is a conflict; a key for a domain that does not exist is not found.
+    assert!(matches!(
+        store
+            .add_pending_dkim_key(&dkim_key(&name, "mm202601", DkimKeyStatus::Pending, 22))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .add_pending_dkim_key(&dkim_key(
+                "gone.example.test",
+                "s",
+                DkimKeyStatus::Pending,
+                22
+            ))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    let keys = store.list_dkim_keys(&name).await.unwrap();
+    assert_eq!(
+        keys.iter()
+            .map(|k| (k.selector.as_str(), k.status))
+            .collect::<Vec<_>>(),
+        [
+            ("mm202601", DkimKeyStatus::Active),
+            ("mm202602b", DkimKeyStatus::Pending)
+        ]
+    );
+    assert_eq!(
+        store
+            .list_domains_with_pending_dkim()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|d| d.name == name)
+            .count(),
+        1
+    );
+    // Signing still uses the active key while the new one is pending.
+    assert_eq!(
+        store.dkim_signing_state(&name).await.unwrap(),
+        Some(state(Some(("mm202601", 10))))
+    );
+
+    // Only the pending key can be activated, once.
+    assert!(
+        !store
+            .activate_dkim_key(&name, "mm202601", 30, 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .activate_dkim_key(&name, "mm202602b", 30, 100)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .activate_dkim_key(&name, "mm202602b", 31, 101)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.dkim_signing_state(&name).await.unwrap(),
+        Some(state(Some(("mm202602b", 21))))
+    );
+    let keys = store.list_dkim_keys(&name).await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].selector, "mm202602b");
+    assert_eq!(keys[0].status, DkimKeyStatus::Active);
+    assert_eq!(keys[0].activated_at, Some(30));
+    assert_eq!(keys[1].selector, "mm202601");
+    assert_eq!(keys[1].status, DkimKeyStatus::Retiring);
+    assert_eq!(keys[1].retire_at, Some(100));
+    assert_eq!(keys[1].private_key_sealed, first.private_key_sealed);
+    assert!(
+        store
+            .list_domains_with_pending_dkim()
+            .await
+            .unwrap()
+            .iter()
+            .all(|d| d.name != name)
+    );
+
+    // The retiring key stays until its time, then goes; the active one never does.
+    let dropped = store.drop_retired_dkim_keys(99).await.unwrap();
+    assert!(dropped.iter().all(|k| k.domain != name));
+    let dropped = store.drop_retired_dkim_keys(100).await.unwrap();
+    assert_eq!(
+        dropped
+            .iter()
+            .filter(|k| k.domain == name)
+            .map(|k| k.selector.as_str())
+            .collect::<Vec<_>>(),
+        ["mm202601"]
+    );
+    assert_eq!(store.list_dkim_keys(&name).await.unwrap().len(), 1);
+
+    // The database allows one active key per domain, whatever a caller tries.
+    let second_active = dkim_key(&name, "mm209912", DkimKeyStatus::Active, 40);
+    assert!(
+        store
+            .add_pending_dkim_key(&DkimKey {
+                status: DkimKeyStatus::Pending,
+                ..second_active.clone()
+            })
+            .await
+            .is_ok()
+    );
+    assert!(
+        store
+            .activate_dkim_key(&name, "mm209912", 41, 41)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .list_dkim_keys(&name)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|k| k.status == DkimKeyStatus::Active)
+            .count(),
+        1
+    );
+
+    // Deleting the domain takes its keys with it.
+    assert!(store.delete_domain(&tenant.id, &name).await.unwrap());
+    assert!(store.list_dkim_keys(&name).await.unwrap().is_empty());
+    assert_eq!(store.dkim_signing_state(&name).await.unwrap(), None);
+    assert!(store.delete_tenant(&tenant.id).await.unwrap());
 }
 
 fn message(tenant: &str, rcpts: &[&str], created_at: i64) -> NewMessage {
@@ -256,6 +462,24 @@ async fn queue_lifecycle(store: &Store) {
     };
     store.commit_batch(&[], &[done]).await.unwrap();
     assert!(store.load_pending(&first.id.0).await.unwrap().is_none());
+    // Retention forgets finished messages only, and only older ones.
+    assert_eq!(
+        store.purge_finished(now).await.unwrap(),
+        0,
+        "not older than `now`"
+    );
+    assert!(store.purge_finished(now + 1).await.unwrap() >= 1);
+    assert!(
+        store
+            .recipient_states(&first.id.0)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store.load_pending(&dsn.id.0).await.unwrap().is_some(),
+        "queued ones stay"
+    );
 
     // A paused tenant's mail is held, not delivered.
     let mut paused = new_tenant(Tier::Enterprise);
@@ -333,4 +557,178 @@ async fn concurrent_claims_never_overlap(store: &Store) {
     unique.dedup();
     assert_eq!(ours.len(), 60, "every message claimed");
     assert_eq!(unique.len(), 60, "no message claimed twice");
+}
+
+/// Issue 4's columns: sending limits, credential rates, return paths; held messages; priority.
+async fn tenant_policy(store: &Store) {
+    let mut tenant = new_tenant(Tier::Professional);
+    tenant.limits.max_recipients_per_message = 7;
+    tenant.limits.max_message_size = 12_345;
+    tenant.limits.rate_per_second = 3;
+    tenant.limits.rate_per_minute = 90;
+    tenant.limits.max_connections = 4;
+    store.create_tenant(&tenant).await.unwrap();
+    assert_eq!(store.get_tenant(&tenant.id).await.unwrap(), Some(tenant.clone()));
+    tenant.limits.rate_per_second = 0;
+    tenant.limits.max_connections = 9;
+    store.update_tenant(&tenant).await.unwrap();
+    assert_eq!(store.get_tenant(&tenant.id).await.unwrap(), Some(tenant.clone()));
+
+    let credential = Credential {
+        id: random_id("c_", 16),
+        tenant_id: tenant.id.clone(),
+        username: random_id("mm_", 20),
+        secret_hash: hash_secret("pw"),
+        created_at: 1,
+        revoked_at: None,
+        rate_per_second: None,
+        rate_per_minute: None,
+    };
+    store.create_credential(&credential).await.unwrap();
+    assert!(
+        store
+            .set_credential_rates(&tenant.id, &credential.id, Some(2), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_credential_rates("t_other", &credential.id, Some(2), None)
+            .await
+            .unwrap(),
+        "another tenant's credential is not touched"
+    );
+    let loaded = store
+        .find_credential(&credential.username)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((loaded.rate_per_second, loaded.rate_per_minute), (Some(2), None));
+
+    let name = format!("{}.example", random_id("rp", 8));
+    store
+        .add_domain(&Domain {
+            name: name.clone(),
+            tenant_id: tenant.id.clone(),
+            verified: true,
+            verified_by: Some("operator".into()),
+            verification_token: "x".into(),
+            created_at: 1,
+        })
+        .await
+        .unwrap();
+    let bounce = format!("bounce.{name}");
+    assert_eq!(
+        store.get_return_path(&name).await.unwrap(),
+        Some((tenant.id.clone(), None))
+    );
+    store
+        .set_return_path(&tenant.id, &name, Some(&bounce))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_return_path(&name).await.unwrap(),
+        Some((tenant.id.clone(), Some(bounce.clone())))
+    );
+    assert!(matches!(
+        store.set_return_path("t_other", &name, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.set_return_path(&tenant.id, &name, None).await.unwrap();
+    assert_eq!(store.get_return_path(&name).await.unwrap().unwrap().1, None);
+    assert_eq!(store.get_return_path("nobody.example").await.unwrap(), None);
+
+    // A held message is given back untried; only its owner's lease is released.
+    let now = mailmux_core::now_ms();
+    let mut held = message(&tenant.id, &["r@x.test"], now);
+    held.lease = Some(("node-a".into(), now + 600_000));
+    store.commit_batch(std::slice::from_ref(&held), &[]).await.unwrap();
+    assert!(!store.release_lease(&held.id.0, "node-b").await.unwrap());
+    assert!(store.release_lease(&held.id.0, "node-a").await.unwrap());
+    let claimed = store.claim_due("node-b", now + 1, now + 600_000, 1000).await.unwrap();
+    let again = claimed.iter().find(|m| m.id == held.id).expect("claimable again");
+    assert_eq!(again.attempts, 0, "no attempt was counted");
+
+    // Priority first when the queue is contended: a later, higher-priority message is claimed
+    // before earlier ones.
+    let mut batch: Vec<NewMessage> = (0..3)
+        .map(|n| message(&tenant.id, &["r@x.test"], now + n))
+        .collect();
+    let mut urgent = message(&tenant.id, &["r@x.test"], now + 10);
+    urgent.priority = 10;
+    batch.push(urgent.clone());
+    store.commit_batch(&batch, &[]).await.unwrap();
+    let first = store.claim_due("node-c", now + 20, now + 600_000, 1).await.unwrap();
+    assert_eq!(first.iter().map(|m| &m.id).collect::<Vec<_>>(), [&urgent.id]);
+    assert!(store.delete_tenant(&tenant.id).await.unwrap());
+}
+
+/// The daily quota inside the commit: exactly `max` messages of the window are written,
+/// whatever the batches and however many writers commit at once (DSNs are never refused and
+/// never counted).
+async fn daily_quota_is_decided_in_the_commit(store: &Store) {
+    use crate::Admission;
+    let mut tenant = new_tenant(Tier::Free);
+    tenant.limits.max_messages_per_day = 5;
+    store.create_tenant(&tenant).await.unwrap();
+    let now = mailmux_core::now_ms();
+    // Outside the window: not counted.
+    let old = message(&tenant.id, &["r@x.test"], now - crate::QUOTA_WINDOW_MS - 1_000);
+    store.commit_batch(&[old], &[]).await.unwrap();
+    let batch: Vec<NewMessage> = (0..3).map(|_| message(&tenant.id, &["r@x.test"], now)).collect();
+    let admissions = store.commit_batch(&batch, &[]).await.unwrap();
+    assert_eq!(admissions, vec![Admission::Written; 3]);
+    let mut batch: Vec<NewMessage> = (0..4).map(|_| message(&tenant.id, &["r@x.test"], now)).collect();
+    let mut dsn = message(&tenant.id, &["sender@acme.test"], now);
+    dsn.origin = "dsn";
+    batch.insert(1, dsn);
+    let admissions = store.commit_batch(&batch, &[]).await.unwrap();
+    let over = Admission::OverQuota { max_per_day: 5 };
+    assert_eq!(
+        admissions,
+        [Admission::Written, Admission::Written, Admission::Written, over, over],
+        "two of four fit; the DSN always does"
+    );
+    // Nothing of the refused ones was written.
+    for (message, admission) in batch.iter().zip(&admissions) {
+        let written = store.load_pending(&message.id.0).await.unwrap().is_some();
+        assert_eq!(written, *admission == Admission::Written);
+    }
+    assert_eq!(
+        store.count_messages_since(&tenant.id, now - crate::QUOTA_WINDOW_MS).await.unwrap(),
+        5
+    );
+    assert!(store.oldest_message_since(&tenant.id, now - crate::QUOTA_WINDOW_MS).await.unwrap().is_some());
+
+    // Many writers at once (on Postgres: concurrent transactions, as several nodes make):
+    // still exactly the quota.
+    let mut racing = new_tenant(Tier::Free);
+    racing.limits.max_messages_per_day = 20;
+    store.create_tenant(&racing).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let id = racing.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut written = 0;
+            for _ in 0..3 {
+                let batch: Vec<NewMessage> =
+                    (0..2).map(|_| message(&id, &["r@x.test"], now)).collect();
+                let admissions = store.commit_batch(&batch, &[]).await.unwrap();
+                written += admissions.iter().filter(|a| **a == Admission::Written).count();
+            }
+            written
+        }));
+    }
+    let mut written = 0;
+    for task in tasks {
+        written += task.await.unwrap();
+    }
+    assert_eq!(written, 20, "48 offered, exactly the quota written");
+    assert_eq!(
+        store.count_messages_since(&racing.id, now - crate::QUOTA_WINDOW_MS).await.unwrap(),
+        20
+    );
+    assert!(store.delete_tenant(&tenant.id).await.unwrap());
+    assert!(store.delete_tenant(&racing.id).await.unwrap());
 }
