@@ -119,6 +119,7 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 default_destination_concurrency_limit = 20
 smtp_destination_concurrency_limit = 20
+maillog_file_prefixes = $PF
 maillog_file = $PF/maillog
 EOF
 # Debian's master.cf, without chroot (the temp queue dir has no chroot tree) and with smtpd on
@@ -129,8 +130,9 @@ awk -v port="$PF_PORT" '
     { print }
 ' /etc/postfix/master.cf > "$PF/etc/master.cf"
 grep -q '^postlog' "$PF/etc/master.cf" || echo "postlog unix-dgram n - n - 1 postlogd" >> "$PF/etc/master.cf"
-postfix -c "$PF/etc" check
-postfix -c "$PF/etc" start
+# Postfix prints its errors only to a terminal (else to syslog, absent here): `script` gives it one.
+script -qec "postfix -c $PF/etc check" /dev/null
+script -qec "postfix -c $PF/etc start" /dev/null
 sleep 1
 pf_queue_empty() { [ -z "$(find "$PF/queue/incoming" "$PF/queue/active" "$PF/queue/deferred" "$PF/queue/maildrop" -type f 2>/dev/null | head -n1)" ]; }
 wait_postfix_drained() { until pf_queue_empty; do sleep 0.05; done; }

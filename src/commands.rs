@@ -97,17 +97,45 @@ pub async fn tenant_show(config: &Config, tenant_id: &str) -> anyhow::Result<()>
 }
 
 /// The options of `tenant update`.
+#[derive(clap::Args)]
 pub struct TenantUpdateArgs {
+    #[arg(long)]
+    pub tenant: String,
+    #[arg(long)]
     pub name: Option<String>,
+    #[arg(long, value_parser = crate::parse_tier)]
     pub tier: Option<Tier>,
+    #[arg(long)]
     pub max_users: Option<u64>,
+    #[arg(long)]
     pub max_domains: Option<u64>,
+    #[arg(long)]
     pub max_storage_mb: Option<u64>,
+    #[arg(long)]
     pub max_messages_per_day: Option<u64>,
+    #[arg(long)]
+    pub max_recipients_per_message: Option<u64>,
+    /// Bytes.
+    #[arg(long)]
+    pub max_message_size: Option<u64>,
+    /// Messages per second (burst: as many); 0 = unlimited.
+    #[arg(long)]
+    pub rate_per_second: Option<u64>,
+    /// Messages per minute (burst: as many); 0 = unlimited.
+    #[arg(long)]
+    pub rate_per_minute: Option<u64>,
+    /// Concurrent authenticated SMTP sessions.
+    #[arg(long)]
+    pub max_connections: Option<u64>,
+    #[arg(long)]
     pub enabled: Option<bool>,
+    /// active, paused or suspended.
+    #[arg(long)]
     pub status: Option<String>,
+    #[arg(long)]
     pub status_reason: Option<String>,
-    /// `name=bool`.
+    /// A feature flag, e.g. `--feature webhooks=true`; repeatable.
+    #[arg(long = "feature", value_name = "NAME=BOOL")]
     pub features: Vec<String>,
 }
 
@@ -148,6 +176,11 @@ impl TenantUpdateArgs {
             max_domains: self.max_domains,
             max_storage_mb: self.max_storage_mb,
             max_messages_per_day: self.max_messages_per_day,
+            max_recipients_per_message: self.max_recipients_per_message,
+            max_message_size: self.max_message_size,
+            rate_per_second: self.rate_per_second,
+            rate_per_minute: self.rate_per_minute,
+            max_connections: self.max_connections,
             enabled: self.enabled,
             status,
             status_reason: self.status_reason,
@@ -156,11 +189,9 @@ impl TenantUpdateArgs {
     }
 }
 
-pub async fn tenant_update(
-    config: &Config,
-    tenant_id: &str,
-    args: TenantUpdateArgs,
-) -> anyhow::Result<()> {
+pub async fn tenant_update(config: &Config, args: TenantUpdateArgs) -> anyhow::Result<()> {
+    let tenant_id = args.tenant.clone();
+    let tenant_id = tenant_id.as_str();
     let update = args.into_update()?;
     let store = open_store(config).await?;
     let updated = tenants::update(&store, &Actor::cli(), tenant_id, &update).await;
@@ -217,4 +248,24 @@ pub async fn domain_verify(config: &Config, tenant_id: &str, domain: &str) -> an
     let checked = domains::verify(&store, config, &Actor::cli(), tenant_id, domain).await;
     store.close().await;
     print(&checked?)
+}
+
+pub async fn domain_rotate_dkim(
+    config: &Config,
+    tenant_id: &str,
+    domain: &str,
+    key_type: Option<KeyType>,
+) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let rotated = mailmux_admin::dkim_rotation::rotate(
+        &store,
+        config,
+        &Actor::cli(),
+        tenant_id,
+        domain,
+        key_type,
+    )
+    .await;
+    store.close().await;
+    print(&rotated?)
 }

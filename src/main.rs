@@ -68,32 +68,7 @@ enum TenantCommand {
     },
     /// Change a tenant's limits, tier, status, enabled flag or features; prints the tenant.
     /// A new tier brings its default limits and features, except those set in the same command.
-    Update {
-        #[arg(long)]
-        tenant: String,
-        #[arg(long)]
-        name: Option<String>,
-        #[arg(long, value_parser = parse_tier)]
-        tier: Option<Tier>,
-        #[arg(long)]
-        max_users: Option<u64>,
-        #[arg(long)]
-        max_domains: Option<u64>,
-        #[arg(long)]
-        max_storage_mb: Option<u64>,
-        #[arg(long)]
-        max_messages_per_day: Option<u64>,
-        #[arg(long)]
-        enabled: Option<bool>,
-        /// active, paused or suspended.
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        status_reason: Option<String>,
-        /// A feature flag, e.g. `--feature webhooks=true`; repeatable.
-        #[arg(long = "feature", value_name = "NAME=BOOL")]
-        features: Vec<String>,
-    },
+    Update(Box<commands::TenantUpdateArgs>),
     /// Delete a tenant with its domains, keys and credentials. Refused while it has queued
     /// mail, unless --force (which drops that mail).
     Delete {
@@ -143,6 +118,18 @@ enum DomainCommand {
         #[arg(long)]
         domain: String,
     },
+    /// Start a DKIM key rotation: a new key under a new selector; prints the record to
+    /// publish. Signing switches to the new key once its record is found (`domain verify`, or
+    /// serve's background check); the old record is then listed as retiring for a while.
+    RotateDkim {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        domain: String,
+        /// The new key's type: rsa or ed25519 (default: the type of the key in use).
+        #[arg(long, value_parser = parse_key_type)]
+        key_type: Option<KeyType>,
+    },
 }
 
 fn parse_key_type(value: &str) -> Result<KeyType, String> {
@@ -153,7 +140,7 @@ fn parse_key_type(value: &str) -> Result<KeyType, String> {
     }
 }
 
-fn parse_tier(value: &str) -> Result<Tier, String> {
+pub(crate) fn parse_tier(value: &str) -> Result<Tier, String> {
     Tier::parse(value)
         .ok_or_else(|| format!("unknown tier {value:?} (free, starter, professional, enterprise)"))
 }
@@ -184,33 +171,7 @@ fn main() -> ExitCode {
                 }
                 TenantCommand::List => commands::tenant_list(&config).await,
                 TenantCommand::Show { tenant } => commands::tenant_show(&config, &tenant).await,
-                TenantCommand::Update {
-                    tenant,
-                    name,
-                    tier,
-                    max_users,
-                    max_domains,
-                    max_storage_mb,
-                    max_messages_per_day,
-                    enabled,
-                    status,
-                    status_reason,
-                    features,
-                } => {
-                    let update = commands::TenantUpdateArgs {
-                        name,
-                        tier,
-                        max_users,
-                        max_domains,
-                        max_storage_mb,
-                        max_messages_per_day,
-                        enabled,
-                        status,
-                        status_reason,
-                        features,
-                    };
-                    commands::tenant_update(&config, &tenant, update).await
-                }
+                TenantCommand::Update(update) => commands::tenant_update(&config, *update).await,
                 TenantCommand::Delete { tenant, force } => {
                     commands::tenant_delete(&config, &tenant, force).await
                 }
@@ -233,6 +194,11 @@ fn main() -> ExitCode {
                 DomainCommand::Verify { tenant, domain } => {
                     commands::domain_verify(&config, &tenant, &domain).await
                 }
+                DomainCommand::RotateDkim {
+                    tenant,
+                    domain,
+                    key_type,
+                } => commands::domain_rotate_dkim(&config, &tenant, &domain, key_type).await,
             },
         }
     });

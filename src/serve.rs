@@ -55,9 +55,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store: store.clone(),
         operator_token: Arc::new(admin_token),
         metric_sources: vec![smtp_metrics, queue.commit_stats().clone()],
+        // One policy (and one set of rate limiters) for SMTP and the HTTP send API.
+        policy: smtp.policy().clone(),
+        queue: queue.clone(),
     };
     // Verified domains whose DNS records disappear are flagged (not unverified) once a day.
     mailmux_admin::spawn_domain_rechecks(admin_state.clone(), DOMAIN_RECHECK_INTERVAL);
+    // DKIM rotations: pending keys' records looked up (a found one switches signing), retired
+    // keys dropped at the end of their grace period.
+    mailmux_admin::spawn_dkim_rotation_checks(
+        admin_state.clone(),
+        std::time::Duration::from_secs(config.dkim.rotation_check_secs),
+    );
     let admin = mailmux_admin::router(admin_state);
 
     let addresses = Addresses {

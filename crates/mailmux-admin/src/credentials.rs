@@ -1,6 +1,8 @@
 //! `/api/tenants/{id}/credentials[/{credential_id}]`: SMTP users. The password is generated,
 //! returned once and stored only as a hash. Revoking takes effect at the credential's next
-//! AUTH on any node: the SMTP side re-reads credentials with at most a second of caching.
+//! AUTH on any node: the SMTP side re-reads credentials with at most a second of caching. A
+//! credential may have its own sending rate (`PUT`), applied on top of its tenant's; it takes
+//! effect within a second (the same cache).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -8,13 +10,13 @@ use axum::http::StatusCode;
 use mailmux_core::credential::{generate_secret, hash_secret, random_id};
 use mailmux_core::{Credential, now_ms};
 use mailmux_store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AdminState;
 use crate::auth::{Actor, Principal};
 use crate::error::{AdminError, ErrorBody, Result};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{self, PageQuery};
 use crate::tenants::Success;
 
@@ -39,6 +41,10 @@ pub struct CredentialView {
     pub created_at: i64,
     /// When it was revoked (Unix ms); null while it works.
     pub revoked_at: Option<i64>,
+    /// This credential's own rate (messages per second), on top of its tenant's; null: none.
+    pub rate_per_second: Option<u64>,
+    /// This credential's own rate (messages per minute); null: none.
+    pub rate_per_minute: Option<u64>,
 }
 
 impl From<&Credential> for CredentialView {
@@ -49,8 +55,20 @@ impl From<&Credential> for CredentialView {
             username: c.username.clone(),
             created_at: c.created_at,
             revoked_at: c.revoked_at,
+            rate_per_second: c.rate_per_second,
+            rate_per_minute: c.rate_per_minute,
         }
     }
+}
+
+/// `PUT /api/tenants/{id}/credentials/{credential_id}`: the credential's own sending rate.
+/// Both fields are set as given (null or absent: none of its own). It can only narrow what the
+/// tenant may send: the tenant's rate still applies.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateCredential {
+    pub rate_per_second: Option<u64>,
+    pub rate_per_minute: Option<u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,6 +104,8 @@ pub async fn create(store: &Store, actor: &Actor, tenant_id: &str) -> Result<New
         secret_hash: hash_secret(&password),
         created_at: now_ms(),
         revoked_at: None,
+        rate_per_second: None,
+        rate_per_minute: None,
     };
     store.create_credential(&credential).await?;
     crate::audit::record(
@@ -158,6 +178,46 @@ pub async fn revoke(
         actor,
         Some(tenant_id),
         "credential.revoke",
+        id,
+        Some(serde_json::to_value(&before).expect("serialises")),
+        Some(serde_json::to_value(&after).expect("serialises")),
+    )
+    .await?;
+    Ok(after)
+}
+
+/// Sets a credential's own sending rate (0 is read as "none of its own").
+pub async fn update(
+    store: &Store,
+    actor: &Actor,
+    tenant_id: &str,
+    id: &str,
+    update: &UpdateCredential,
+) -> Result<CredentialView> {
+    crate::tenants::get(store, tenant_id).await?;
+    let before = store
+        .get_credential(tenant_id, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let own = |rate: Option<u64>| rate.filter(|r| *r > 0);
+    let (per_second, per_minute) = (own(update.rate_per_second), own(update.rate_per_minute));
+    if !store
+        .set_credential_rates(tenant_id, id, per_second, per_minute)
+        .await?
+    {
+        return Err(not_found(id));
+    }
+    let after = Credential {
+        rate_per_second: per_second,
+        rate_per_minute: per_minute,
+        ..before.clone()
+    };
+    let (before, after) = (CredentialView::from(&before), CredentialView::from(&after));
+    crate::audit::record(
+        store,
+        actor,
+        Some(tenant_id),
+        "credential.update",
         id,
         Some(serde_json::to_value(&before).expect("serialises")),
         Some(serde_json::to_value(&after).expect("serialises")),
@@ -243,4 +303,32 @@ pub async fn revoke_credential(
     principal.scope(&id)?;
     revoke(&state.store, &principal.actor(), &id, &credential_id).await?;
     Ok(Success::json())
+}
+
+/// Sets the credential's own sending rate (applied within a second, on top of the tenant's).
+#[utoipa::path(
+    put, path = "/api/tenants/{id}/credentials/{credential_id}", tag = "credentials",
+    params(
+        ("id" = String, Path, description = "Tenant id"),
+        ("credential_id" = String, Path, description = "Credential id"),
+    ),
+    request_body = UpdateCredential,
+    responses(
+        (status = 200, body = CredentialView),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_credential(
+    State(state): State<AdminState>,
+    principal: Principal,
+    Path((id, credential_id)): Path<(String, String)>,
+    ApiJson(request): ApiJson<UpdateCredential>,
+) -> Result<Json<CredentialView>> {
+    principal.scope(&id)?;
+    let actor = principal.actor();
+    Ok(Json(
+        update(&state.store, &actor, &id, &credential_id, &request).await?,
+    ))
 }

@@ -28,6 +28,15 @@ impl KeyType {
             KeyType::Ed25519 => "ed25519",
         }
     }
+
+    /// The type of a stored key (`key_type` column); anything but `ed25519` is RSA.
+    pub fn from_name(name: &str) -> KeyType {
+        if name == "ed25519" {
+            KeyType::Ed25519
+        } else {
+            KeyType::Rsa
+        }
+    }
 }
 
 /// A freshly generated key pair.

@@ -2,6 +2,10 @@
 //! generates its DKIM key and verification token and answers with every DNS record to publish;
 //! verifying looks them up and records a status per record. A domain sends once its
 //! verification TXT and DKIM record are found (or the operator said so).
+//!
+//! With a DKIM rotation in progress (`dkim_rotation.rs`) the records also list the new key
+//! (`key_status: pending`; once a check finds it, signing switches to it) and, after the switch,
+//! the old one (`status: retiring`, keep it published) until its grace period ends.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +15,7 @@ use axum::http::StatusCode;
 use mailmux_core::credential::random_id;
 use mailmux_core::domain::verification_record_name;
 use mailmux_core::{Config, Domain, normalize_domain, now_ms, sending_dns_records};
-use mailmux_store::{DkimKey, DomainCheck, MasterKey, Store};
+use mailmux_store::{DkimKey, DkimKeyStatus, DomainCheck, MasterKey, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -39,6 +43,17 @@ pub struct DnsRecordView {
     pub purpose: String,
     /// Whether the domain may send only once this record is found.
     pub required: bool,
+    /// DKIM records: the key's selector.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// DKIM records: `active` (signs now), `pending` (a rotation's new key: signing switches
+    /// to it once this record is found) or `retiring` (replaced; keep it published until
+    /// `retire_at`, then it leaves this list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_status: Option<String>,
+    /// Retiring DKIM records: until when (Unix ms) to keep the record published.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retire_at: Option<i64>,
 }
 
 /// The DKIM key of a domain (public part).
@@ -88,16 +103,46 @@ pub struct DomainList {
     pub next_cursor: Option<String>,
 }
 
+/// Status shown for a retiring DKIM record: keep it published (it is not checked).
+pub const RETIRING: &str = "retiring";
+
 /// What one record should be, and which rule judges it.
-struct Expected {
+pub(crate) struct Expected {
     kind: RecordKind,
     record_type: &'static str,
     name: String,
     value: String,
+    /// Where its status is kept in the domain's check: the kind (`dkim` for the active key),
+    /// or `dkim:<selector>` for a rotation's pending key.
+    status_key: String,
+    /// DKIM records: the key they publish.
+    key: Option<(String, DkimKeyStatus, Option<i64>)>,
 }
 
-/// Every record of `domain`, in the order shown: verification, DKIM, SPF, DMARC.
-fn expected_records(domain: &Domain, key: Option<&DkimKey>, relay_hostname: &str) -> Vec<Expected> {
+impl Expected {
+    fn required(&self) -> bool {
+        self.kind.required() && self.status_key == self.kind.as_str()
+    }
+
+    /// Retiring records are listed, not looked up: their verdict is "keep it".
+    fn checked(&self) -> bool {
+        !matches!(self.key, Some((_, DkimKeyStatus::Retiring, _)))
+    }
+}
+
+/// The status key of a rotation's pending key `selector` in a domain's check.
+pub(crate) fn pending_status_key(selector: &str) -> String {
+    format!("{}:{selector}", RecordKind::Dkim.as_str())
+}
+
+/// Every record of `domain`, in the order shown: verification, DKIM (active, pending,
+/// retiring), SPF, DMARC. Retiring keys whose grace period ended by `now` are left out.
+pub(crate) fn expected_records(
+    domain: &Domain,
+    keys: &[DkimKey],
+    now: i64,
+    relay_hostname: &str,
+) -> Vec<Expected> {
     let mut out = Vec::new();
     // Verification, SPF and DMARC values come from core (one definition for CLI and API).
     for record in sending_dns_records(domain, relay_hostname) {
@@ -113,54 +158,79 @@ fn expected_records(domain: &Domain, key: Option<&DkimKey>, relay_hostname: &str
             record_type: "TXT",
             name: record.name,
             value: record.value,
+            status_key: kind.as_str().to_string(),
+            key: None,
         });
     }
-    if let Some(key) = key {
-        out.insert(
-            1,
-            Expected {
-                kind: RecordKind::Dkim,
-                record_type: "TXT",
-                name: format!("{}._domainkey.{}", key.selector, domain.name),
-                value: dkim::record_value(&key.key_type, &key.public_key),
+    let dkim = keys
+        .iter()
+        .filter(|k| k.status != DkimKeyStatus::Retiring || k.retire_at.is_some_and(|at| at > now))
+        .map(|key| Expected {
+            kind: RecordKind::Dkim,
+            record_type: "TXT",
+            name: format!("{}._domainkey.{}", key.selector, domain.name),
+            value: dkim::record_value(&key.key_type, &key.public_key),
+            status_key: match key.status {
+                DkimKeyStatus::Active => RecordKind::Dkim.as_str().to_string(),
+                _ => pending_status_key(&key.selector),
             },
-        );
-    }
+            key: Some((key.selector.clone(), key.status, key.retire_at)),
+        });
+    let at = 1.min(out.len());
+    out.splice(at..at, dkim);
     out
+}
+
+pub(crate) fn record_view(expected: Expected, check: Option<&DomainCheck>) -> DnsRecordView {
+    let status = if expected.checked() {
+        check
+            .and_then(|c| c.statuses.get(&expected.status_key).cloned())
+            .unwrap_or_else(|| dns_check::PENDING.to_string())
+    } else {
+        RETIRING.to_string()
+    };
+    let required = expected.required();
+    let (selector, key_status, retire_at) = match expected.key {
+        Some((selector, status, retire_at)) => (
+            Some(selector),
+            Some(status.as_str().to_string()),
+            retire_at.filter(|_| status == DkimKeyStatus::Retiring),
+        ),
+        None => (None, None, None),
+    };
+    DnsRecordView {
+        status,
+        record_type: expected.record_type.to_string(),
+        purpose: expected.kind.as_str().to_string(),
+        required,
+        name: expected.name,
+        value: expected.value,
+        selector,
+        key_status,
+        retire_at,
+    }
 }
 
 fn view(
     domain: &Domain,
-    key: Option<&DkimKey>,
+    keys: &[DkimKey],
     check: Option<&DomainCheck>,
     relay_hostname: &str,
 ) -> DomainView {
-    let records = expected_records(domain, key, relay_hostname)
+    let records = expected_records(domain, keys, now_ms(), relay_hostname)
         .into_iter()
-        .map(|e| DnsRecordView {
-            status: check
-                .and_then(|c| c.statuses.get(e.kind.as_str()).cloned())
-                .unwrap_or_else(|| dns_check::PENDING.to_string()),
-            record_type: e.record_type.to_string(),
-            purpose: e.kind.as_str().to_string(),
-            required: e.kind.required(),
-            name: e.name,
-            value: e.value,
-        })
+        .map(|e| record_view(e, check))
         .collect();
+    let active = keys.iter().find(|k| k.status == DkimKeyStatus::Active);
     DomainView {
         domain: domain.name.clone(),
         tenant_id: domain.tenant_id.clone(),
         verified: domain.verified,
         verified_by: domain.verified_by.clone(),
         records,
-        dkim: key.map(|k| DkimView {
+        dkim: active.map(|k| DkimView {
             selector: k.selector.clone(),
-            key_type: if k.key_type == "ed25519" {
-                KeyType::Ed25519
-            } else {
-                KeyType::Rsa
-            },
+            key_type: KeyType::from_name(&k.key_type),
         }),
         checked_at: check.map(|c| c.checked_at),
         flagged_at: check.and_then(|c| c.flagged_at),
@@ -169,17 +239,12 @@ fn view(
 }
 
 async fn load_view(store: &Store, config: &Config, domain: &Domain) -> Result<DomainView> {
-    let key = store.get_dkim_key(&domain.name).await?;
+    let keys = store.list_dkim_keys(&domain.name).await?;
     let check = store.get_domain_check(&domain.name).await?;
-    Ok(view(
-        domain,
-        key.as_ref(),
-        check.as_ref(),
-        &config.smtp.hostname,
-    ))
+    Ok(view(domain, &keys, check.as_ref(), &config.smtp.hostname))
 }
 
-fn not_found(name: &str) -> AdminError {
+pub(crate) fn not_found(name: &str) -> AdminError {
     AdminError::NotFound(format!("domain {name} not found"))
 }
 
@@ -189,7 +254,12 @@ fn audit_json(view: &DomainView) -> serde_json::Value {
         "verified": view.verified,
         "verified_by": view.verified_by,
         "statuses": view.records.iter()
-            .map(|r| (r.purpose.clone(), r.status.clone()))
+            .map(|r| match (&r.selector, r.key_status.as_deref()) {
+                (Some(selector), Some("pending" | "retiring")) => {
+                    (pending_status_key(selector), r.status.clone())
+                }
+                _ => (r.purpose.clone(), r.status.clone()),
+            })
             .collect::<BTreeMap<_, _>>(),
         "dkim_selector": view.dkim.as_ref().map(|d| d.selector.clone()),
         "flagged_at": view.flagged_at,
@@ -263,6 +333,10 @@ pub async fn add(
         public_key: generated.public_key,
         private_key_sealed: sealed,
         created_at: now,
+        status: DkimKeyStatus::Active,
+        activated_at: Some(now),
+        retire_at: None,
+        updated_at: now,
     };
     // The check above and this insert race with another request for the same name; the
     // primary key settles it (409 for the loser).
@@ -275,7 +349,12 @@ pub async fn add(
             }
             other => other,
         })?;
-    let view = view(&domain, Some(&key), None, &config.smtp.hostname);
+    let view = view(
+        &domain,
+        std::slice::from_ref(&key),
+        None,
+        &config.smtp.hostname,
+    );
     crate::audit::record(
         store,
         actor,
@@ -348,14 +427,17 @@ pub async fn delete(
     .await
 }
 
-/// Looks up every record of `domain` and judges each one.
+/// Looks up every record of `domain` (but retiring ones) and judges each one.
 async fn check_records(
     checker: &DnsChecker,
     domain: &Domain,
-    key: Option<&DkimKey>,
+    keys: &[DkimKey],
     relay_hostname: &str,
 ) -> BTreeMap<String, String> {
-    let expected = expected_records(domain, key, relay_hostname);
+    let expected: Vec<Expected> = expected_records(domain, keys, now_ms(), relay_hostname)
+        .into_iter()
+        .filter(Expected::checked)
+        .collect();
     // The lookups run together: a verification costs one round trip (or one timeout), not four.
     let answers = futures::future::join_all(expected.iter().map(|e| checker.txt(&e.name))).await;
     let mut statuses = BTreeMap::new();
@@ -364,9 +446,9 @@ async fn check_records(
         if let dns_check::TxtAnswer::Failed(why) = &answer {
             tracing::info!(name = %expected.name, %why, "DNS lookup failed during verification");
         }
-        statuses.insert(expected.kind.as_str().to_string(), status.to_string());
+        statuses.insert(expected.status_key.clone(), status.to_string());
     }
-    if key.is_none() {
+    if !keys.iter().any(|k| k.status == DkimKeyStatus::Active) {
         // A domain without a key cannot pass: its DKIM record cannot exist.
         statuses.insert(RecordKind::Dkim.as_str().into(), dns_check::MISSING.into());
     }
@@ -408,7 +490,7 @@ pub async fn verify(
     check_and_store(store, config, actor, &checker, domain, "domain.verify").await
 }
 
-async fn check_and_store(
+pub(crate) async fn check_and_store(
     store: &Store,
     config: &Config,
     actor: &Actor,
@@ -416,16 +498,23 @@ async fn check_and_store(
     mut domain: Domain,
     action: &str,
 ) -> Result<DomainView> {
-    let key = store.get_dkim_key(&domain.name).await?;
+    let mut keys = store.list_dkim_keys(&domain.name).await?;
     let previous = store.get_domain_check(&domain.name).await?;
-    let before = view(
-        &domain,
-        key.as_ref(),
-        previous.as_ref(),
-        &config.smtp.hostname,
-    );
-    let statuses = check_records(checker, &domain, key.as_ref(), &config.smtp.hostname).await;
+    let before = view(&domain, &keys, previous.as_ref(), &config.smtp.hostname);
+    let mut statuses = check_records(checker, &domain, &keys, &config.smtp.hostname).await;
     let now = now_ms();
+    // A rotation's key whose record is now found becomes the signing key; the old one is
+    // listed as retiring for dkim.retiring_secs.
+    if let Some(pending) = keys.iter().find(|k| k.status == DkimKeyStatus::Pending) {
+        let status_key = pending_status_key(&pending.selector);
+        if statuses.get(&status_key).map(String::as_str) == Some(dns_check::VERIFIED) {
+            crate::dkim_rotation::activate(store, config, actor, &domain, pending, &keys, now)
+                .await?;
+            statuses.remove(&status_key);
+            statuses.insert(RecordKind::Dkim.as_str().into(), dns_check::VERIFIED.into());
+            keys = store.list_dkim_keys(&domain.name).await?;
+        }
+    }
     let passed = required_pass(&statuses);
     let flagged_at = if domain.verified && required_gone(&statuses) {
         previous.as_ref().and_then(|c| c.flagged_at).or(Some(now))
@@ -447,7 +536,7 @@ async fn check_and_store(
         domain.verified = true;
         domain.verified_by = Some("dns".into());
     }
-    let after = view(&domain, key.as_ref(), Some(&check), &config.smtp.hostname);
+    let after = view(&domain, &keys, Some(&check), &config.smtp.hostname);
     let (before_json, after_json) = (audit_json(&before), audit_json(&after));
     // Only changes are logged: a daily re-check that finds everything in place adds nothing.
     if before_json != after_json {

@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mailmux_policy::{Refusal, RejectReason};
 use mailmux_store::{KeyVaultError, StoreError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -46,6 +47,11 @@ pub enum AdminError {
     Invalid(String),
     #[error("storage is unavailable")]
     Storage(#[source] StoreError),
+    /// The submission policy refused a send (the same refusal SMTP answers with a reply); its
+    /// class picks the status: 429 for rate and quota, 403 for rights, status and features,
+    /// 413 for size, 422 for the rest, 503 for storage.
+    #[error("{}", .0.reply.lines().join(" "))]
+    Refused(Refusal),
     /// Something on our side that the client cannot fix (key generation, master key, DNS
     /// resolver set-up); the detail goes to the log.
     #[error("internal error: {0}")]
@@ -74,6 +80,12 @@ impl From<StoreError> for AdminError {
             StoreError::Conflict(what) => AdminError::Conflict(format!("{what} already exists")),
             other => AdminError::Storage(other),
         }
+    }
+}
+
+impl From<Refusal> for AdminError {
+    fn from(refusal: Refusal) -> Self {
+        AdminError::Refused(refusal)
     }
 }
 
@@ -121,6 +133,20 @@ impl AdminError {
             }
             AdminError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Refused(refusal) => match refusal.reason {
+                RejectReason::Quota | RejectReason::Rate => StatusCode::TOO_MANY_REQUESTS,
+                RejectReason::Tenant
+                | RejectReason::Sender
+                | RejectReason::Feature
+                | RejectReason::Auth
+                | RejectReason::Relay => StatusCode::FORBIDDEN,
+                RejectReason::Size => StatusCode::PAYLOAD_TOO_LARGE,
+                RejectReason::Storage => StatusCode::SERVICE_UNAVAILABLE,
+                RejectReason::Recipients
+                | RejectReason::Content
+                | RejectReason::Connection
+                | RejectReason::Protocol => StatusCode::UNPROCESSABLE_ENTITY,
+            },
         }
     }
 
@@ -139,6 +165,21 @@ impl AdminError {
             AdminError::Invalid(_) => "invalid",
             AdminError::Storage(_) => "storage_unavailable",
             AdminError::Internal(_) => "internal",
+            AdminError::Refused(refusal) => match refusal.reason {
+                RejectReason::Quota => "quota_exceeded",
+                RejectReason::Rate => "rate_limited",
+                RejectReason::Tenant => "tenant_not_sending",
+                RejectReason::Sender => "sender_not_allowed",
+                RejectReason::Feature => "feature_disabled",
+                RejectReason::Size => "message_too_large",
+                RejectReason::Recipients => "too_many_recipients",
+                RejectReason::Content => "content_refused",
+                RejectReason::Storage => "storage_unavailable",
+                RejectReason::Auth
+                | RejectReason::Relay
+                | RejectReason::Connection
+                | RejectReason::Protocol => "refused",
+            },
         }
     }
 }
@@ -160,6 +201,19 @@ impl IntoResponse for AdminError {
             },
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if let AdminError::Refused(Refusal {
+            retry_after: Some(wait),
+            ..
+        }) = &self
+        {
+            // RFC 9110 §10.2.3: whole seconds, rounded up so a client that waits exactly this
+            // long is not refused again.
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&seconds.to_string()).expect("digits are a header value"),
+            );
+        }
         if matches!(self, AdminError::Unauthorized) {
             // RFC 6750 §3: tell the client which scheme to use.
             response.headers_mut().insert(

@@ -1,5 +1,5 @@
 //! mailmux-admin: the control plane. The REST API (axum) over the store: tenants, domains with
-//! their DKIM keys and DNS verification, SMTP credentials, tenant API keys, the queue as seen
+//! their DKIM keys (and their rotation) and DNS verification, SMTP credentials, tenant API keys, the queue as seen
 //! by a tenant, usage, the audit log, `/metrics`, `/healthz` and `/openapi.json`.
 //!
 //! Every resource module holds its operations as plain functions over the store (the CLI calls
@@ -9,17 +9,22 @@
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod compose;
 pub mod credentials;
 pub mod dkim;
+pub mod dkim_rotation;
 pub mod dns_check;
 pub mod domains;
 pub mod error;
 mod extract;
+pub mod features;
 mod health;
 pub mod messages;
 mod metrics;
 mod openapi;
 pub mod pagination;
+pub mod return_path;
+pub mod send;
 pub mod tenants;
 pub mod usage;
 
@@ -29,12 +34,15 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::{Extension, Router};
 use mailmux_core::{Config, MetricSource};
+use mailmux_policy::Policy;
+use mailmux_queue::Queue;
 use mailmux_store::Store;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Actor, Principal};
+pub use dkim_rotation::spawn_dkim_rotation_checks;
 pub use dns_check::spawn_domain_rechecks;
 pub use error::{AdminError, Result};
 
@@ -48,6 +56,11 @@ pub struct AdminState {
     pub store: Store,
     /// The operator bearer token in force (configured or generated).
     pub operator_token: Arc<String>,
+    /// The submission policy the SMTP listeners use (the same instance, so a tenant's rate
+    /// allowance is shared by SMTP and the HTTP send API).
+    pub policy: Arc<Policy>,
+    /// The durable queue the HTTP send API enqueues into.
+    pub queue: Arc<Queue>,
     /// In-process counters of the other parts (SMTP sessions, auth failures, deliveries),
     /// rendered by `/metrics` before the numbers counted from the database.
     pub metric_sources: Vec<Arc<dyn MetricSource>>,
@@ -68,15 +81,23 @@ fn routes() -> (OpenApiRouter<AdminState>, OpenApiRouter<AdminState>) {
         .routes(routes!(domains::show_domain, domains::delete_domain))
         .routes(routes!(domains::verify_domain))
         .routes(routes!(
+            return_path::show_return_path,
+            return_path::set_return_path,
+            return_path::delete_return_path
+        ))
+        .routes(routes!(dkim_rotation::rotate_dkim))
+        .routes(routes!(
             credentials::list_credentials,
             credentials::create_credential
         ))
         .routes(routes!(
             credentials::show_credential,
+            credentials::update_credential,
             credentials::revoke_credential
         ))
         .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
         .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(send::send))
         .routes(routes!(messages::list_messages))
         .routes(routes!(messages::show_message))
         .routes(routes!(audit::tenant_audit))

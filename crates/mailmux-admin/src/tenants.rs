@@ -79,15 +79,26 @@ impl From<TenantStatus> for StatusName {
     }
 }
 
-/// Per-tenant limits; 0 means unlimited.
+/// Per-tenant limits; 0 means unlimited. `smtp.max_message_size` and `smtp.max_recipients`
+/// still cap a tenant whose own limit is larger (or 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 pub struct LimitsView {
     /// SMTP credentials.
     pub max_users: u64,
     pub max_domains: u64,
     pub max_storage_mb: u64,
-    /// Rolling 24 hours.
+    /// Rolling 24 hours, exact over restarts and nodes (counted from the queue's rows).
     pub max_messages_per_day: u64,
+    /// Recipients of one message (SMTP `452 4.5.3`, HTTP 422 beyond).
+    pub max_recipients_per_message: u64,
+    /// Bytes of one message (EHLO SIZE after AUTH; `552 5.3.4`, HTTP 413 beyond).
+    pub max_message_size: u64,
+    /// Messages per second, with a burst of as many (`451 4.7.1`, HTTP 429 beyond).
+    pub rate_per_second: u64,
+    /// Messages per minute, with a burst of as many.
+    pub rate_per_minute: u64,
+    /// Concurrent authenticated SMTP sessions (per node).
+    pub max_connections: u64,
 }
 
 impl From<Limits> for LimitsView {
@@ -97,6 +108,11 @@ impl From<Limits> for LimitsView {
             max_domains: l.max_domains,
             max_storage_mb: l.max_storage_mb,
             max_messages_per_day: l.max_messages_per_day,
+            max_recipients_per_message: l.max_recipients_per_message,
+            max_message_size: l.max_message_size,
+            rate_per_second: l.rate_per_second,
+            rate_per_minute: l.rate_per_minute,
+            max_connections: l.max_connections,
         }
     }
 }
@@ -201,6 +217,11 @@ pub struct UpdateTenant {
     pub max_domains: Option<u64>,
     pub max_storage_mb: Option<u64>,
     pub max_messages_per_day: Option<u64>,
+    pub max_recipients_per_message: Option<u64>,
+    pub max_message_size: Option<u64>,
+    pub rate_per_second: Option<u64>,
+    pub rate_per_minute: Option<u64>,
+    pub max_connections: Option<u64>,
     pub enabled: Option<bool>,
     pub status: Option<StatusName>,
     /// Shown with the status; cleared when the status goes back to `active` unless given.
@@ -376,6 +397,14 @@ pub fn apply_update(tenant: &Tenant, update: &UpdateTenant) -> Result<Tenant> {
         &mut limits.max_messages_per_day,
         update.max_messages_per_day,
     );
+    set(
+        &mut limits.max_recipients_per_message,
+        update.max_recipients_per_message,
+    );
+    set(&mut limits.max_message_size, update.max_message_size);
+    set(&mut limits.rate_per_second, update.rate_per_second);
+    set(&mut limits.rate_per_minute, update.rate_per_minute);
+    set(&mut limits.max_connections, update.max_connections);
     if let Some(f) = &update.features {
         let features = &mut next.features;
         let set = |field: &mut bool, value: Option<bool>| {
@@ -604,6 +633,11 @@ mod tests {
             "field given wins over the tier default"
         );
         assert!(after.features.api_access, "starter default");
+        assert_eq!(
+            after.limits.rate_per_second,
+            Tier::Starter.default_limits().rate_per_second,
+            "the new tier's sending limits too"
+        );
         assert!(after.features.webhooks, "feature given wins");
         // Same tier: nothing reset.
         let same = UpdateTenant {
@@ -611,6 +645,39 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(apply_update(&before, &same).unwrap().limits.max_users, 7);
+    }
+
+    #[test]
+    fn sending_limits_are_set_one_by_one() {
+        let before = tenant(Tier::Free);
+        let update = UpdateTenant {
+            max_recipients_per_message: Some(3),
+            max_message_size: Some(2048),
+            rate_per_second: Some(0),
+            rate_per_minute: Some(7),
+            max_connections: Some(1),
+            ..Default::default()
+        };
+        let after = apply_update(&before, &update).unwrap();
+        let l = after.limits;
+        assert_eq!(
+            (
+                l.max_recipients_per_message,
+                l.max_message_size,
+                l.rate_per_second,
+                l.rate_per_minute,
+                l.max_connections
+            ),
+            (3, 2048, 0, 7, 1)
+        );
+        assert_eq!(l.max_users, before.limits.max_users, "others unchanged");
+        // The update's JSON names: what PUT /api/tenants/{id} and the CLI accept.
+        let parsed: UpdateTenant = serde_json::from_value(serde_json::json!({
+            "max_recipients_per_message": 3, "max_message_size": 2048, "rate_per_second": 0,
+            "rate_per_minute": 7, "max_connections": 1
+        }))
+        .unwrap();
+        assert_eq!(apply_update(&before, &parsed).unwrap().limits, l);
     }
 
     #[test]

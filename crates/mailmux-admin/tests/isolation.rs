@@ -111,6 +111,12 @@ fn body_for(method: &Method, template: &str) -> Option<Value> {
         ("POST", "/api/tenants/{id}/domains") => Some(json!({"domain": "fresh-a.example"})),
         ("PUT", "/api/tenants/{id}") => Some(json!({"max_users": 1000})),
         ("POST", "/api/tenants/{id}/api-keys") => Some(json!({"name": "intruder"})),
+        ("PUT", "/api/tenants/{id}/credentials/{credential_id}") => {
+            Some(json!({"rate_per_second": 1}))
+        }
+        ("PUT", "/api/tenants/{id}/domains/{domain}/return-path") => {
+            Some(json!({"return_path": "bounce.fresh-a.example"}))
+        }
         _ => None,
     }
 }

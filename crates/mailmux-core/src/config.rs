@@ -59,9 +59,11 @@ pub struct SmtpConfig {
     /// Tenant id that trusted networks submit as; the mapping is off unless both are set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_tenant: Option<String>,
-    /// Largest message accepted, in bytes (advertised in EHLO SIZE).
+    /// Largest message accepted, in bytes (advertised in EHLO SIZE); a cap over every
+    /// tenant's own `max_message_size`.
     pub max_message_size: u64,
-    /// Most recipients accepted in one transaction.
+    /// Most recipients accepted in one transaction; a cap over every tenant's own
+    /// `max_recipients_per_message`.
     pub max_recipients: usize,
     /// Concurrent sessions over all listeners.
     pub max_connections: usize,

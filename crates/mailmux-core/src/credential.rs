@@ -16,6 +16,10 @@ pub struct Credential {
     pub secret_hash: String,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+    /// This credential's own sending rate (messages per second / per minute), on top of its
+    /// tenant's; `None` means only the tenant's applies.
+    pub rate_per_second: Option<u64>,
+    pub rate_per_minute: Option<u64>,
 }
 
 /// `prefix` + `hex_chars` random lowercase hex characters, for ids and usernames.

@@ -54,17 +54,45 @@ pub fn sending_dns_records(domain: &Domain, relay_hostname: &str) -> Vec<DnsReco
             verification_record_name(&domain.name),
             format!("mailmux-verification={}", domain.verification_token),
         ),
-        record(
-            "TXT",
-            domain.name.clone(),
-            format!("v=spf1 a:{relay_hostname} ~all"),
-        ),
+        record("TXT", domain.name.clone(), spf_value(relay_hostname)),
         record(
             "TXT",
             format!("_dmarc.{}", domain.name),
             "v=DMARC1; p=none".to_string(),
         ),
     ]
+}
+
+/// The SPF policy a domain that sends through this relay publishes: the relay's addresses.
+pub fn spf_value(relay_hostname: &str) -> String {
+    format!("v=spf1 a:{relay_hostname} ~all")
+}
+
+/// The records to publish for a custom return-path (MAIL FROM) domain: an MX, so that bounces
+/// to it reach this relay, and SPF, since receivers check SPF against the MAIL FROM domain.
+pub fn return_path_dns_records(return_path: &str, relay_hostname: &str) -> Vec<DnsRecord> {
+    vec![
+        DnsRecord {
+            record_type: "MX".into(),
+            name: return_path.to_string(),
+            value: format!("10 {relay_hostname}"),
+            status: "pending".into(),
+        },
+        DnsRecord {
+            record_type: "TXT".into(),
+            name: return_path.to_string(),
+            value: spf_value(relay_hostname),
+            status: "pending".into(),
+        },
+    ]
+}
+
+/// Whether `sub` is a proper subdomain of `parent` (both normalised): `bounce.acme.example`
+/// of `acme.example`, but not `acme.example` itself nor `xacme.example`.
+pub fn is_subdomain_of(sub: &str, parent: &str) -> bool {
+    sub.len() > parent.len() + 1
+        && sub.ends_with(parent)
+        && sub.as_bytes()[sub.len() - parent.len() - 1] == b'.'
 }
 
 /// Why a domain name was refused.
@@ -140,6 +168,33 @@ pub fn normalize_domain(raw: &str) -> Result<String, DomainNameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subdomains_and_return_path_records() {
+        let cases = [
+            ("bounce.acme.example", "acme.example", true),
+            ("a.b.acme.example", "acme.example", true),
+            ("acme.example", "acme.example", false),
+            ("xacme.example", "acme.example", false),
+            ("acme.example.evil", "acme.example", false),
+            ("example", "acme.example", false),
+        ];
+        for (sub, parent, want) in cases {
+            assert_eq!(is_subdomain_of(sub, parent), want, "{sub} of {parent}");
+        }
+        let records = return_path_dns_records("bounce.acme.example", "relay.example");
+        let shown: Vec<(&str, &str, &str)> = records
+            .iter()
+            .map(|r| (r.record_type.as_str(), r.name.as_str(), r.value.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("MX", "bounce.acme.example", "10 relay.example"),
+                ("TXT", "bounce.acme.example", "v=spf1 a:relay.example ~all"),
+            ]
+        );
+    }
 
     #[test]
     fn normalisation_table() {

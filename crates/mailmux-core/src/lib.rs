@@ -12,8 +12,11 @@ pub mod tenant;
 
 pub use config::{Config, ConfigError, SmarthostTls, TransportKind};
 pub use credential::Credential;
-pub use domain::{DnsRecord, Domain, DomainNameError, normalize_domain, sending_dns_records};
+pub use domain::{
+    DnsRecord, Domain, DomainNameError, is_subdomain_of, normalize_domain, return_path_dns_records,
+    sending_dns_records, spf_value,
+};
 pub use envelope::{BodyFlags, Envelope, QueueId, QueueIdGenerator, address_domain, now_ms};
 pub use error::Permanence;
 pub use metrics::MetricSource;
-pub use tenant::{Features, Limits, Tenant, TenantId, TenantStatus, Tier};
+pub use tenant::{Feature, Features, Limits, Tenant, TenantId, TenantStatus, Tier};

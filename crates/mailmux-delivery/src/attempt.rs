@@ -36,10 +36,12 @@ pub(crate) struct Outcome {
 }
 
 impl Deliverer {
-    /// Delivers `message` to `recipients`, all of which go to `hop`.
+    /// Delivers `message` (as `body`: the queued bytes, or those with a DKIM signature on
+    /// top) to `recipients`, all of which go to `hop`.
     pub(crate) async fn deliver_to_hop(
         &self,
         message: &QueuedMessage,
+        body: &[u8],
         recipients: &[&QueuedRecipient],
         hop: NextHop,
     ) -> Vec<Outcome> {
@@ -50,7 +52,7 @@ impl Deliverer {
                 .iter()
                 .map(|r| (r.idx, r.address.as_str()))
                 .collect(),
-            body: &message.body,
+            body,
         };
         let everyone = |reply: Reply, remote: Option<&str>| -> Vec<Outcome> {
             recipients

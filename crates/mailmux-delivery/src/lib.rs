@@ -4,7 +4,10 @@
 //! Per message (one tracing span carrying `queue_id` and `tenant`):
 //!
 //! ```text
-//! job ─▶ route (tenant.transport or delivery.transport)
+//! job ─▶ held, untried, if the tenant is not active (paused, suspended, disabled)
+//!     ─▶ route (tenant.transport or delivery.transport)
+//!     ─▶ envelope sender on the wire: the sending domain's return-path domain (custom_domains)
+//!     ─▶ DKIM-sign (tenants with dkim_signing; the From: domain's active key)
 //!     ─▶ group recipients by next hop (MX: per domain, concurrently; smarthost: all at once)
 //!     ─▶ per hop: pooled connection (RSET) or MX hosts in order ─▶ one transaction
 //!     ─▶ queue.retry.finish (deferred too long → bounced)
@@ -12,17 +15,22 @@
 //!     ─▶ queue.report
 //! ```
 //!
-//! Files: `route.rs` picks the transport, `mx.rs` resolves hosts, `client.rs` holds one SMTP
+//! Files: `route.rs` picks the transport, `dkim.rs` signs, `mx.rs` resolves hosts, `client.rs` holds one SMTP
 //! conversation, `pool.rs` keeps connections between messages, `smarthost.rs` is the relay
-//! transport, `attempt.rs` delivers one message to one next hop, `dsn.rs` writes bounces.
+//! transport, `attempt.rs` delivers one message to one next hop, `dsn.rs` writes bounces,
+//! `hold.rs` keeps a paused tenant's mail back, `return_path.rs` puts custom MAIL FROM
+//! domains on the wire.
 
 mod attempt;
 mod client;
+pub mod dkim;
 mod dsn;
 mod error;
+mod hold;
 mod mx;
 mod pool;
 mod reply;
+mod return_path;
 mod route;
 mod smarthost;
 
@@ -39,10 +47,11 @@ use mailmux_store::{
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::attempt::Outcome;
 use crate::client::{SessionPolicy, TlsMode};
+use crate::dkim::{Signers, Signing};
 use crate::dsn::{BouncedRecipient, Dsn};
 use crate::mx::MxResolver;
 use crate::pool::{NextHop, Pool};
@@ -57,6 +66,8 @@ pub struct Deliverer {
     config: Arc<Config>,
     queue: Arc<Queue>,
     router: Router,
+    /// Built DKIM signers by domain, checked against the store once a second.
+    signers: Signers,
     /// Holds the DNS cache: one for the process.
     mx: MxResolver,
     /// Sessions with MX hosts: opportunistic TLS, no AUTH.
@@ -86,6 +97,7 @@ impl Deliverer {
         let mx = MxResolver::new(&delivery.dns_servers)?;
         Ok(Arc::new(Deliverer {
             router: Router::new(queue.store().clone(), delivery.transport),
+            signers: Signers::new(queue.store().clone(), &config),
             pool: Pool::new(
                 delivery.max_connections_per_destination,
                 Duration::from_secs(delivery.idle_connection_secs),
@@ -135,7 +147,11 @@ impl Deliverer {
 
     /// One delivery attempt of one message, from routing to the recorded report.
     async fn deliver(&self, message: QueuedMessage) {
-        let outcomes = self.attempt(&message).await;
+        if self.hold_if_not_sending(&message).await {
+            return;
+        }
+        let wire = self.on_the_wire(&message).await;
+        let outcomes = self.attempt(&wire, &message.mail_from).await;
         let results = outcomes
             .iter()
             .map(|outcome| RecipientResult {
@@ -155,8 +171,10 @@ impl Deliverer {
         }
     }
 
-    /// Routes the message and delivers it to each of its next hops.
-    async fn attempt(&self, message: &QueuedMessage) -> Vec<Outcome> {
+    /// Routes the message and delivers it to each of its next hops. `submitted_sender` is the
+    /// envelope sender as submitted (the wire's may carry a return-path domain instead): the
+    /// DKIM signer's fallback domain.
+    async fn attempt(&self, message: &QueuedMessage, submitted_sender: &str) -> Vec<Outcome> {
         let everyone = |reply: Reply| -> Vec<Outcome> {
             message
                 .recipients
@@ -168,8 +186,8 @@ impl Deliverer {
                 })
                 .collect()
         };
-        let transport = match self.router.transport(&message.tenant_id).await {
-            Ok(transport) => transport,
+        let route = match self.router.route(&message.tenant_id).await {
+            Ok(route) => route,
             Err(error) => {
                 return everyone(Reply::new(
                     451,
@@ -177,24 +195,64 @@ impl Deliverer {
                 ));
             }
         };
-        match transport {
-            TransportKind::Ses => everyone(Reply::new(
-                451,
-                "4.3.5 the SES transport is not available in this version; the message waits \
-                 until the tenant's transport is changed",
-            )),
-            TransportKind::Smarthost => match &self.smarthost {
-                Some(smarthost) => {
-                    let recipients: Vec<&QueuedRecipient> = message.recipients.iter().collect();
-                    self.deliver_to_hop(message, &recipients, smarthost.hop())
-                        .await
-                }
-                None => everyone(Reply::new(
+        match route.transport {
+            TransportKind::Ses => {
+                return everyone(Reply::new(
+                    451,
+                    "4.3.5 the SES transport is not available in this version; the message waits \
+                     until the tenant's transport is changed",
+                ));
+            }
+            TransportKind::Smarthost if self.smarthost.is_none() => {
+                return everyone(Reply::new(
                     451,
                     "4.3.5 the tenant's transport is smarthost but delivery.smarthost is not set",
-                )),
-            },
-            TransportKind::Mx => {
+                ));
+            }
+            _ => {}
+        }
+        // Signed per attempt (t= is the time of sending), after routing and before the
+        // transport, so every transport carries the same signed bytes. The signature goes on
+        // top, above our Received: header: header fields are prepended in the order they are
+        // added (RFC 5322 §3.6.7), and verifiers expect a signer's field above the trace
+        // fields that were there when it signed. Received: is not signed: it is not in
+        // SIGNED_HEADERS, since relays after us add their own.
+        let signed = if route.dkim_signing {
+            match self
+                .signers
+                .sign(&message.tenant_id, &message.body, submitted_sender)
+                .await
+            {
+                Signing::Signed {
+                    message: signed,
+                    domain,
+                    selector,
+                } => {
+                    debug!(%domain, %selector, "DKIM-signed");
+                    Some(signed)
+                }
+                Signing::Unsigned => {
+                    debug!(
+                        "not DKIM-signed: no domain of the message has an active key of this tenant"
+                    );
+                    None
+                }
+                Signing::Defer(reply) => {
+                    warn!(%reply, "not delivered: DKIM signing failed");
+                    return everyone(reply);
+                }
+            }
+        } else {
+            None
+        };
+        let body: &[u8] = signed.as_deref().unwrap_or(&message.body);
+        match (route.transport, &self.smarthost) {
+            (TransportKind::Smarthost, Some(smarthost)) => {
+                let recipients: Vec<&QueuedRecipient> = message.recipients.iter().collect();
+                self.deliver_to_hop(message, body, &recipients, smarthost.hop())
+                    .await
+            }
+            _ => {
                 // One transaction per domain; the domains of one message go out concurrently.
                 let mut by_domain: BTreeMap<&str, Vec<&QueuedRecipient>> = BTreeMap::new();
                 for recipient in &message.recipients {
@@ -209,6 +267,7 @@ impl Deliverer {
                         .map(|(domain, recipients)| async move {
                             self.deliver_to_hop(
                                 message,
+                                body,
                                 &recipients,
                                 NextHop::Mx(domain.to_string()),
                             )

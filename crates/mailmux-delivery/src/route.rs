@@ -1,5 +1,5 @@
 //! Routing: which transport carries a tenant's mail (`tenant.transport`, else
-//! `delivery.transport`).
+//! `delivery.transport`), and whether it is DKIM-signed on the way (`dkim_signing`).
 //!
 //! The tenant is read from the store through a cache that keeps an answer for at most
 //! [`TENANT_CACHE_TTL`]: a busy relay asks once a second per tenant instead of once per
@@ -19,10 +19,22 @@ pub(crate) const TENANT_CACHE_TTL: Duration = Duration::from_secs(1);
 /// Entries kept before stale ones are swept out (bounds memory with many tenants).
 const CACHE_SWEEP_AT: usize = 4096;
 
+/// How a tenant's mail leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Route {
+    pub transport: TransportKind,
+    /// The tenant's `dkim_signing` feature.
+    pub dkim_signing: bool,
+    /// Active and enabled: a tenant that is not has its mail held (hold.rs).
+    pub sending: bool,
+    /// The tenant's `custom_domains` feature: its return-path domains apply (return_path.rs).
+    pub custom_domains: bool,
+}
+
 pub(crate) struct Router {
     store: Store,
     default: TransportKind,
-    cache: Mutex<HashMap<String, (Instant, TransportKind)>>,
+    cache: Mutex<HashMap<String, (Instant, Route)>>,
 }
 
 impl Router {
@@ -34,30 +46,38 @@ impl Router {
         }
     }
 
-    /// The transport for `tenant_id`'s mail. A tenant that no longer exists gets the default:
-    /// its messages are deleted with it, so whatever is still in flight just finishes.
-    pub(crate) async fn transport(&self, tenant_id: &str) -> Result<TransportKind, StoreError> {
+    /// The route of `tenant_id`'s mail. A tenant that no longer exists gets the default
+    /// transport, unsigned: its messages are deleted with it, so whatever is still in flight
+    /// just finishes.
+    pub(crate) async fn route(&self, tenant_id: &str) -> Result<Route, StoreError> {
         let now = Instant::now();
-        if let Some((at, kind)) = self.lock().get(tenant_id)
+        if let Some((at, route)) = self.lock().get(tenant_id)
             && now.duration_since(*at) < TENANT_CACHE_TTL
         {
-            return Ok(*kind);
+            return Ok(*route);
         }
-        let kind = self
-            .store
-            .get_tenant(tenant_id)
-            .await?
-            .and_then(|tenant| tenant.transport)
-            .unwrap_or(self.default);
+        let tenant = self.store.get_tenant(tenant_id).await?;
+        let route = Route {
+            transport: tenant
+                .as_ref()
+                .and_then(|tenant| tenant.transport)
+                .unwrap_or(self.default),
+            dkim_signing: tenant
+                .as_ref()
+                .is_some_and(|tenant| tenant.features.dkim_signing),
+            // Gone: delivered as before (see above), not held forever.
+            sending: tenant.as_ref().is_none_or(|tenant| tenant.is_sending()),
+            custom_domains: tenant.is_some_and(|tenant| tenant.features.custom_domains),
+        };
         let mut cache = self.lock();
         if cache.len() >= CACHE_SWEEP_AT {
             cache.retain(|_, (at, _)| now.duration_since(*at) < TENANT_CACHE_TTL);
         }
-        cache.insert(tenant_id.to_string(), (now, kind));
-        Ok(kind)
+        cache.insert(tenant_id.to_string(), (now, route));
+        Ok(route)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, TransportKind)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Route)>> {
         // The map holds plain values: a panic elsewhere cannot leave it inconsistent.
         self.cache
             .lock()

@@ -1,6 +1,9 @@
 //! AUTH PLAIN and AUTH LOGIN (RFC 4954), only under TLS and only on submission. A credential
 //! maps a username to a tenant; success makes the session act for that tenant.
 //!
+//! A tenant's sessions are limited (`max_connections`): AUTH takes one of its places, and a
+//! session over the limit is told 421 and closed.
+//!
 //! Failures are counted per client IP over a sliding window; at the limit the session gets
 //! 421 and new connections from that IP are turned away until the window moves on, so a
 //! password guesser gets a handful of tries per window, not thousands.
@@ -161,11 +164,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         else {
             return self.auth_failed(username).await;
         };
-        match server.store.get_tenant(&credential.tenant_id).await {
-            Ok(Some(_)) => {}
+        let tenant = match server.store.get_tenant(&credential.tenant_id).await {
+            Ok(Some(tenant)) => tenant,
             Ok(None) => return self.auth_failed(username).await,
             Err(error) => return self.auth_unavailable(error),
-        }
+        };
+        // The tenant's concurrent-session limit, as read now: the place is held until the
+        // session ends.
+        let max = tenant.limits.max_connections;
+        let Some(place) = server.tenant_sessions.try_open(&tenant.id, max) else {
+            self.refuse(crate::policy::tenant_sessions_exceeded(max));
+            return Flow::Close;
+        };
+        self.tenant_session = Some(place);
         info!(tenant = %credential.tenant_id, username, "authenticated");
         self.identity = Identity::Authenticated {
             tenant_id: credential.tenant_id,

@@ -1,19 +1,18 @@
 //! DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030), and what happens when a message is complete:
-//! size, content and header-sender checks, the Received: header, and the durable enqueue that
-//! must succeed before the client hears 250.
+//! the policy's message checks (size, content, header senders, content hooks), the Received:
+//! header, and the durable enqueue that must succeed before the client hears 250 (and that
+//! re-checks the daily quota inside its commit).
 
-use mail_parser::{HeaderName, HeaderValue, MessageParser};
-use mailmux_core::{Envelope, Tenant};
-use mailmux_queue::Submission;
+use mailmux_core::Envelope;
+use mailmux_policy::content;
+use mailmux_queue::{QueueError, Submission};
 use smtp_proto::request::receiver::BdatReceiver;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
-use crate::content;
 use crate::data_decoder::DataDecoder;
-use crate::mail::ascii_domain;
 use crate::metrics::{Metrics, RejectReason};
-use crate::policy::{self, Refusal, Verdict};
+use crate::policy::{self, Refusal};
 use crate::received::{self, Trace};
 use crate::reply::Reply;
 use crate::session::{Body, Flow, Session, State};
@@ -137,8 +136,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
             body: message,
             origin: "smtp",
-            priority: 0,
+            priority: tx.priority,
         };
+        let tenant_id = submission.tenant_id.clone();
         // Durability: 250 only after enqueue returned, i.e. after the commit carrying this
         // message. On any error the client hears 4xx and keeps its copy.
         match self.server.queue.enqueue(submission).await {
@@ -149,77 +149,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 self.reset_idle();
                 self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")))
             }
+            Err(QueueError::OverQuota { max_per_day }) => {
+                // Other sessions (or nodes) used the last of the quota since MAIL.
+                let refusal = self
+                    .server
+                    .policy
+                    .quota_refusal(&tenant_id, max_per_day)
+                    .await;
+                self.refuse(refusal)
+            }
             Err(error) => {
                 warn!(queue_id, tenant, %error, "enqueue failed");
-                self.reject(
-                    RejectReason::Storage,
-                    Reply::new(451, "4.3.0", "Temporary storage failure, try again"),
-                )
+                self.refuse(policy::storage_failed())
             }
         }
     }
 
-    /// Size, then content, then the senders named in the headers.
+    /// The policy's checks of the complete message (for a tenant); on MX only the content's.
     async fn message_verdict(&self, body: &Body) -> Result<content::Scan, Refusal> {
-        if body.too_large {
-            return Err(policy::too_large(self.server.config.smtp.max_message_size));
-        }
-        let scan = content::scan(&body.bytes);
-        if let Some(problem) = scan.problem {
-            return Err(Refusal::new(RejectReason::Content, problem.reply()));
-        }
-        if let Some(tenant) = self.tx.as_ref().and_then(|tx| tx.tenant.as_ref()) {
-            self.header_senders_verdict(tenant, &body.bytes).await?;
-        }
-        Ok(scan)
-    }
-
-    /// Every address in From: and Sender: must be in a verified domain of the tenant. A
-    /// message without From: passes (applications do this; the header is not ours to add
-    /// here), but a From: that names no checkable address does not.
-    async fn header_senders_verdict(&self, tenant: &Tenant, body: &[u8]) -> Result<(), Refusal> {
-        let Some(message) = MessageParser::new().parse_headers(body) else {
-            return Ok(());
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(Refusal::new(
+                RejectReason::Protocol,
+                Reply::new(503, "5.5.1", "No transaction"),
+            ));
         };
-        // All of them, not the first: a second From: is how a forged sender would hide.
-        for header in message.headers() {
-            let field = match header.name {
-                HeaderName::From => "From",
-                HeaderName::Sender => "Sender",
-                _ => continue,
-            };
-            let addresses: Option<Vec<&str>> = match &header.value {
-                HeaderValue::Address(list) => list.iter().map(|a| a.address()).collect(),
-                _ => None,
-            };
-            let Some(addresses) = addresses.filter(|a| !a.is_empty()) else {
-                return Err(Refusal::new(
-                    RejectReason::Sender,
-                    Reply::new(
-                        550,
-                        "5.7.1",
-                        format!("{field}: header has no address that can be checked"),
-                    ),
-                ));
-            };
-            for address in addresses {
-                let domain = ascii_domain(address);
-                let record = self
-                    .server
-                    .store
-                    .get_domain(&domain)
-                    .await
-                    .map_err(|error| {
-                        warn!(%error, domain, "domain lookup failed");
-                        policy::lookup_failed()
-                    })?;
-                if let Verdict::Refuse(refusal) =
-                    policy::header_address(field, address, record.as_ref(), &tenant.id)
-                {
-                    return Err(refusal);
-                }
-            }
+        if body.too_large {
+            return Err(policy::too_large(tx.limits.max_size));
         }
-        Ok(())
+        match &tx.tenant {
+            Some(tenant) => {
+                self.server
+                    .policy
+                    .check_message(tenant, &tx.limits, &body.bytes)
+                    .await
+            }
+            None => content::check(&body.bytes),
+        }
     }
 }

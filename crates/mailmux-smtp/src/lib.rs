@@ -4,12 +4,12 @@
 //! implicit TLS, and MX. Each connection runs a session (`session.rs`) — a state machine over any
 //! `AsyncRead + AsyncWrite` stream, driven by smtp-proto's command parser — that dispatches
 //! to one handler per verb (`ehlo.rs`, `starttls.rs`, `auth.rs`, `mail.rs`, `rcpt.rs`,
-//! `data.rs`, `simple.rs`). Policy decisions (tenant status, sender rights, quota, the MX
-//! relay rule) are values computed in [`policy`]; an accepted message gets a `Received:`
-//! header and is answered `250` only once [`mailmux_queue::Queue::enqueue`] made it durable.
+//! `data.rs`, `simple.rs`). Policy decisions (tenant status, sender rights, limits, rates,
+//! quota) are values computed by [`mailmux_policy::Policy`], which the HTTP send API shares;
+//! the MX relay rule is in [`policy`]. An accepted message gets a `Received:` header and is
+//! answered `250` only once [`mailmux_queue::Queue::enqueue`] made it durable.
 
 mod auth;
-mod content;
 mod data;
 mod data_decoder;
 mod ehlo;
@@ -19,13 +19,14 @@ pub mod metrics;
 pub mod policy;
 mod rcpt;
 mod received;
-pub mod reply;
 mod server;
 mod session;
 mod simple;
 mod starttls;
+mod tenant_sessions;
 
 pub use error::{Result, SmtpError};
+/// Replies are the policy crate's values: a refusal carries the reply it is answered with.
+pub use mailmux_policy::reply::{self, Reply};
 pub use metrics::{Metrics, RejectReason};
-pub use reply::Reply;
 pub use server::{Listener, Listeners, Server, serve};

@@ -4,72 +4,8 @@
 use mailmux_core::metrics::{MetricSource, render_single};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Why a command, message or connection was refused, in classes coarse enough for a label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RejectReason {
-    /// AUTH missing (530), required TLS (538) or failed (535).
-    Auth,
-    /// Tenant disabled, suspended, paused or gone.
-    Tenant,
-    /// Envelope sender or From:/Sender: header outside the tenant's verified domains.
-    Sender,
-    /// Daily message quota.
-    Quota,
-    /// Too many recipients.
-    Recipients,
-    /// Message larger than `smtp.max_message_size`.
-    Size,
-    /// Content refused: bare CR/LF, NUL, over-long lines.
-    Content,
-    /// MX: domain not served or address unknown.
-    Relay,
-    /// Connection limits, auth-failure lockout, too many idle commands.
-    Connection,
-    /// Store or queue unavailable (4xx, try again).
-    Storage,
-    /// Syntax errors, unknown commands, bad sequence.
-    Protocol,
-}
-
-impl RejectReason {
-    pub const ALL: [RejectReason; 11] = [
-        RejectReason::Auth,
-        RejectReason::Tenant,
-        RejectReason::Sender,
-        RejectReason::Quota,
-        RejectReason::Recipients,
-        RejectReason::Size,
-        RejectReason::Content,
-        RejectReason::Relay,
-        RejectReason::Connection,
-        RejectReason::Storage,
-        RejectReason::Protocol,
-    ];
-
-    /// Label value for `/metrics`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectReason::Auth => "auth",
-            RejectReason::Tenant => "tenant",
-            RejectReason::Sender => "sender",
-            RejectReason::Quota => "quota",
-            RejectReason::Recipients => "recipients",
-            RejectReason::Size => "size",
-            RejectReason::Content => "content",
-            RejectReason::Relay => "relay",
-            RejectReason::Connection => "connection",
-            RejectReason::Storage => "storage",
-            RejectReason::Protocol => "protocol",
-        }
-    }
-
-    fn index(self) -> usize {
-        RejectReason::ALL
-            .iter()
-            .position(|r| *r == self)
-            .expect("every reason is in ALL")
-    }
-}
+/// The refusal classes are the policy's (shared with the HTTP send API).
+pub use mailmux_policy::RejectReason;
 
 /// Counters of the SMTP listeners.
 #[derive(Debug, Default)]

@@ -1,14 +1,15 @@
 //! RCPT TO: adds a recipient to the transaction. Submission relays to anywhere for its
-//! tenant, up to `smtp.max_recipients`; MX accepts only what the MX policy accepts (today:
-//! nothing, see [`crate::policy::mx_recipient`]).
+//! tenant, up to the tenant's `max_recipients_per_message` (under `smtp.max_recipients`); MX
+//! accepts only what the MX policy accepts (today: nothing, see
+//! [`crate::policy::mx_recipient`]).
 
 use std::borrow::Cow;
 
+use mailmux_policy::ascii_domain;
 use smtp_proto::RcptTo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::warn;
 
-use crate::mail::ascii_domain;
 use crate::metrics::RejectReason;
 use crate::policy::{self, Verdict};
 use crate::reply::Reply;
@@ -38,7 +39,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"),
             );
         }
-        let max = self.server.config.smtp.max_recipients;
+        let max = tx.limits.max_recipients;
         if let Verdict::Refuse(refusal) = policy::recipient_count(tx.rcpt_to.len(), max) {
             return self.refuse(refusal);
         }

@@ -1,5 +1,6 @@
-//! The listeners and the shared context every session runs in: connection limits (global and
-//! per client IP), the auth-failure lockout, TLS, graceful shutdown.
+//! The listeners and the shared context every session runs in: connection limits (global, per
+//! client IP, per tenant), the auth-failure lockout, the submission policy with its rate
+//! limiters, TLS, graceful shutdown.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailmux_core::Config;
+use mailmux_policy::Policy;
 use mailmux_queue::Queue;
 use mailmux_store::Store;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -24,6 +26,7 @@ use crate::error::{Result, SmtpError};
 use crate::metrics::{Metrics, RejectReason};
 use crate::reply::Reply;
 use crate::session::{Conn, Exit, Session};
+use crate::tenant_sessions::TenantSessions;
 
 /// How long `serve` waits, after it stops accepting, for open sessions to finish. Idle
 /// sessions close at once (421); this bounds a message still being transferred.
@@ -59,6 +62,11 @@ pub struct Server {
     pub(crate) config: Arc<Config>,
     pub(crate) store: Store,
     pub(crate) queue: Arc<Queue>,
+    /// The submission policy, with the rate limiters it keeps; built here, once, and shared
+    /// with the HTTP send API through [`Server::policy`].
+    pub(crate) policy: Arc<Policy>,
+    /// Open authenticated sessions per tenant, against the tenant's `max_connections`.
+    pub(crate) tenant_sessions: Arc<TenantSessions>,
     tls: TlsAcceptor,
     metrics: Arc<Metrics>,
     /// A `Semaphore` limits the number of concurrent sessions over all listeners.
@@ -136,6 +144,8 @@ impl Server {
                 Duration::from_secs(smtp.auth_failure_window_secs),
             ),
             credentials: CredentialCache::default(),
+            policy: Arc::new(Policy::new(&config, store.clone())),
+            tenant_sessions: Arc::default(),
             tls: TlsAcceptor::from(tls),
             metrics: Arc::new(Metrics::default()),
             shutdown: watch::Sender::new(false),
@@ -159,6 +169,12 @@ impl Server {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The submission policy (and its rate limiters): hand it to the HTTP send API so that a
+    /// tenant has one allowance in this process, whichever way its mail comes in.
+    pub fn policy(&self) -> &Arc<Policy> {
+        &self.policy
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {

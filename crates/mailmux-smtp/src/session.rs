@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use mailmux_core::{BodyFlags, QueueId, Tenant, TenantId};
+use mailmux_policy::MessageLimits;
 use smtp_proto::Request;
 use smtp_proto::request::receiver::BdatReceiver;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -26,6 +27,7 @@ use crate::metrics::RejectReason;
 use crate::policy::Refusal;
 use crate::reply::Reply;
 use crate::server::{Listener, Server};
+use crate::tenant_sessions::TenantSession;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub(crate) const MAX_COMMAND_LINE: usize = 512;
@@ -110,6 +112,10 @@ pub(crate) struct Transaction {
     pub queue_id: QueueId,
     /// The tenant as read at MAIL; `None` on the MX listener.
     pub tenant: Option<Tenant>,
+    /// Size and recipient limits of this message: the tenant's under the relay's.
+    pub limits: MessageLimits,
+    /// Queue priority (the tenant's `priority_support`).
+    pub priority: i64,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub flags: BodyFlags,
@@ -122,7 +128,7 @@ pub(crate) struct Transaction {
 #[derive(Default)]
 pub(crate) struct Body {
     pub bytes: Vec<u8>,
-    /// Past `smtp.max_message_size`: the rest is read and dropped, then 552.
+    /// Past the transaction's size limit: the rest is read and dropped, then 552.
     pub too_large: bool,
 }
 
@@ -154,6 +160,8 @@ pub(crate) struct Session<S> {
     pub(crate) state: State,
     pub(crate) helo: Option<Helo>,
     pub(crate) identity: Identity,
+    /// This session's place among its tenant's open sessions (taken at AUTH).
+    pub(crate) tenant_session: Option<TenantSession>,
     pub(crate) tx: Option<Transaction>,
     pub(crate) body: Body,
     input: Input,
@@ -183,6 +191,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             state: State::Command,
             helo: None,
             identity,
+            tenant_session: None,
             tx: None,
             body: Body::default(),
             input: Input::default(),
@@ -286,8 +295,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Err(error) => return self.idle(syntax_reply(error)),
         };
         match request {
-            Request::Ehlo { host } => self.handle_ehlo(&host, true),
-            Request::Helo { host } => self.handle_ehlo(&host, false),
+            Request::Ehlo { host } => self.handle_ehlo(&host, true).await,
+            Request::Helo { host } => self.handle_ehlo(&host, false).await,
             Request::Lhlo { .. } => self.idle(Reply::new(
                 502,
                 "5.5.1",
@@ -428,7 +437,11 @@ impl<S> Session<S> {
     /// Moves buffered input into the message; true when the DATA body or BDAT chunk is
     /// complete. Past the size limit the bytes are read and dropped.
     fn ingest_body(&mut self) -> bool {
-        let max = self.server.config.smtp.max_message_size as usize;
+        let limits = match &self.tx {
+            Some(tx) => tx.limits,
+            None => self.server.policy.relay_limits(),
+        };
+        let max = usize::try_from(limits.max_size).unwrap_or(usize::MAX);
         let input = &self.input.buf[self.input.pos..];
         let mut dropped = Vec::new();
         let (used, done) = match &mut self.state {

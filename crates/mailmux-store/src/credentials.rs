@@ -6,13 +6,14 @@ use sqlx::any::AnyRow;
 
 use crate::{Result, Store, StoreError};
 
-const COLUMNS: &str = "id, tenant_id, username, secret_hash, created_at, revoked_at";
+const COLUMNS: &str = "id, tenant_id, username, secret_hash, created_at, revoked_at, \
+     rate_per_second, rate_per_minute";
 
 impl Store {
     pub async fn create_credential(&self, credential: &Credential) -> Result<()> {
         sqlx::query(
-            "INSERT INTO credentials (id, tenant_id, username, secret_hash, created_at, revoked_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO credentials (id, tenant_id, username, secret_hash, created_at, revoked_at, \
+             rate_per_second, rate_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&credential.id)
         .bind(&credential.tenant_id)
@@ -20,6 +21,8 @@ impl Store {
         .bind(&credential.secret_hash)
         .bind(credential.created_at)
         .bind(credential.revoked_at)
+        .bind(credential.rate_per_second.map(|r| r as i64))
+        .bind(credential.rate_per_minute.map(|r| r as i64))
         .execute(&self.pool)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("credential {}", credential.username)))?;
@@ -95,6 +98,28 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Sets (or with `None` clears) a credential's own sending rate; false if this tenant has
+    /// no such credential.
+    pub async fn set_credential_rates(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        per_second: Option<u64>,
+        per_minute: Option<u64>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE credentials SET rate_per_second = $3, rate_per_minute = $4 \
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(per_second.map(|r| r as i64))
+        .bind(per_minute.map(|r| r as i64))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Live (not revoked) credentials of a tenant: its "users".
     pub async fn count_credentials(&self, tenant_id: &str) -> Result<u64> {
         let count: i64 = sqlx::query_scalar(
@@ -115,5 +140,11 @@ fn credential_from_row(row: &AnyRow) -> Result<Credential> {
         secret_hash: row.try_get("secret_hash")?,
         created_at: row.try_get("created_at")?,
         revoked_at: row.try_get("revoked_at")?,
+        rate_per_second: row
+            .try_get::<Option<i64>, _>("rate_per_second")?
+            .map(|r| r.max(0) as u64),
+        rate_per_minute: row
+            .try_get::<Option<i64>, _>("rate_per_minute")?
+            .map(|r| r.max(0) as u64),
     })
 }

@@ -13,6 +13,7 @@ mod domains;
 mod history;
 mod key_vault;
 mod queue;
+mod return_paths;
 mod stats;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
@@ -26,11 +27,12 @@ use sqlx::{AnyPool, Executor};
 
 pub use api_keys::ApiKey;
 pub use audit::{AuditEntry, AuditRecord};
-pub use dkim_keys::{DkimKey, DomainCheck};
+pub use dkim_keys::{DkimKey, DkimKeyStatus, DkimSigningState, DomainCheck};
 pub use history::{AttemptView, MessageFilter, MessageState, MessageView, RecipientView};
 pub use key_vault::{KeyVaultError, MasterKey};
 pub use queue::{
-    DeliveryReport, NewMessage, QueuedMessage, QueuedRecipient, RecipientResult, RecipientStatus,
+    Admission, DeliveryReport, NewMessage, QUOTA_WINDOW_MS, QueuedMessage, QueuedRecipient,
+    RecipientResult, RecipientStatus,
 };
 pub use stats::TenantCounters;
 pub use tenants::TenantDeletion;

@@ -383,7 +383,7 @@ async fn admit_within_quota(
     }
     let lock = match backend {
         Backend::Sqlite => "",
-        Backend::Postgres => "",
+        Backend::Postgres => "FOR UPDATE",
     };
     let quota_query = format!("SELECT max_messages_per_day FROM tenants WHERE id = $1 {lock}");
     for (tenant_id, indexes) in by_tenant {

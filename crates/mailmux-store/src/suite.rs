@@ -568,11 +568,17 @@ async fn tenant_policy(store: &Store) {
     tenant.limits.rate_per_minute = 90;
     tenant.limits.max_connections = 4;
     store.create_tenant(&tenant).await.unwrap();
-    assert_eq!(store.get_tenant(&tenant.id).await.unwrap(), Some(tenant.clone()));
+    assert_eq!(
+        store.get_tenant(&tenant.id).await.unwrap(),
+        Some(tenant.clone())
+    );
     tenant.limits.rate_per_second = 0;
     tenant.limits.max_connections = 9;
     store.update_tenant(&tenant).await.unwrap();
-    assert_eq!(store.get_tenant(&tenant.id).await.unwrap(), Some(tenant.clone()));
+    assert_eq!(
+        store.get_tenant(&tenant.id).await.unwrap(),
+        Some(tenant.clone())
+    );
 
     let credential = Credential {
         id: random_id("c_", 16),
@@ -603,7 +609,10 @@ async fn tenant_policy(store: &Store) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((loaded.rate_per_second, loaded.rate_per_minute), (Some(2), None));
+    assert_eq!(
+        (loaded.rate_per_second, loaded.rate_per_minute),
+        (Some(2), None)
+    );
 
     let name = format!("{}.example", random_id("rp", 8));
     store
@@ -634,7 +643,10 @@ async fn tenant_policy(store: &Store) {
         store.set_return_path("t_other", &name, None).await,
         Err(StoreError::NotFound(_))
     ));
-    store.set_return_path(&tenant.id, &name, None).await.unwrap();
+    store
+        .set_return_path(&tenant.id, &name, None)
+        .await
+        .unwrap();
     assert_eq!(store.get_return_path(&name).await.unwrap().unwrap().1, None);
     assert_eq!(store.get_return_path("nobody.example").await.unwrap(), None);
 
@@ -642,11 +654,20 @@ async fn tenant_policy(store: &Store) {
     let now = mailmux_core::now_ms();
     let mut held = message(&tenant.id, &["r@x.test"], now);
     held.lease = Some(("node-a".into(), now + 600_000));
-    store.commit_batch(std::slice::from_ref(&held), &[]).await.unwrap();
+    store
+        .commit_batch(std::slice::from_ref(&held), &[])
+        .await
+        .unwrap();
     assert!(!store.release_lease(&held.id.0, "node-b").await.unwrap());
     assert!(store.release_lease(&held.id.0, "node-a").await.unwrap());
-    let claimed = store.claim_due("node-b", now + 1, now + 600_000, 1000).await.unwrap();
-    let again = claimed.iter().find(|m| m.id == held.id).expect("claimable again");
+    let claimed = store
+        .claim_due("node-b", now + 1, now + 600_000, 1000)
+        .await
+        .unwrap();
+    let again = claimed
+        .iter()
+        .find(|m| m.id == held.id)
+        .expect("claimable again");
     assert_eq!(again.attempts, 0, "no attempt was counted");
 
     // Priority first when the queue is contended: a later, higher-priority message is claimed
@@ -658,8 +679,14 @@ async fn tenant_policy(store: &Store) {
     urgent.priority = 10;
     batch.push(urgent.clone());
     store.commit_batch(&batch, &[]).await.unwrap();
-    let first = store.claim_due("node-c", now + 20, now + 600_000, 1).await.unwrap();
-    assert_eq!(first.iter().map(|m| &m.id).collect::<Vec<_>>(), [&urgent.id]);
+    let first = store
+        .claim_due("node-c", now + 20, now + 600_000, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.iter().map(|m| &m.id).collect::<Vec<_>>(),
+        [&urgent.id]
+    );
     assert!(store.delete_tenant(&tenant.id).await.unwrap());
 }
 
@@ -673,12 +700,20 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
     store.create_tenant(&tenant).await.unwrap();
     let now = mailmux_core::now_ms();
     // Outside the window: not counted.
-    let old = message(&tenant.id, &["r@x.test"], now - crate::QUOTA_WINDOW_MS - 1_000);
+    let old = message(
+        &tenant.id,
+        &["r@x.test"],
+        now - crate::QUOTA_WINDOW_MS - 1_000,
+    );
     store.commit_batch(&[old], &[]).await.unwrap();
-    let batch: Vec<NewMessage> = (0..3).map(|_| message(&tenant.id, &["r@x.test"], now)).collect();
+    let batch: Vec<NewMessage> = (0..3)
+        .map(|_| message(&tenant.id, &["r@x.test"], now))
+        .collect();
     let admissions = store.commit_batch(&batch, &[]).await.unwrap();
     assert_eq!(admissions, vec![Admission::Written; 3]);
-    let mut batch: Vec<NewMessage> = (0..4).map(|_| message(&tenant.id, &["r@x.test"], now)).collect();
+    let mut batch: Vec<NewMessage> = (0..4)
+        .map(|_| message(&tenant.id, &["r@x.test"], now))
+        .collect();
     let mut dsn = message(&tenant.id, &["sender@acme.test"], now);
     dsn.origin = "dsn";
     batch.insert(1, dsn);
@@ -686,7 +721,13 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
     let over = Admission::OverQuota { max_per_day: 5 };
     assert_eq!(
         admissions,
-        [Admission::Written, Admission::Written, Admission::Written, over, over],
+        [
+            Admission::Written,
+            Admission::Written,
+            Admission::Written,
+            over,
+            over
+        ],
         "two of four fit; the DSN always does"
     );
     // Nothing of the refused ones was written.
@@ -695,10 +736,19 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
         assert_eq!(written, *admission == Admission::Written);
     }
     assert_eq!(
-        store.count_messages_since(&tenant.id, now - crate::QUOTA_WINDOW_MS).await.unwrap(),
+        store
+            .count_messages_since(&tenant.id, now - crate::QUOTA_WINDOW_MS)
+            .await
+            .unwrap(),
         5
     );
-    assert!(store.oldest_message_since(&tenant.id, now - crate::QUOTA_WINDOW_MS).await.unwrap().is_some());
+    assert!(
+        store
+            .oldest_message_since(&tenant.id, now - crate::QUOTA_WINDOW_MS)
+            .await
+            .unwrap()
+            .is_some()
+    );
 
     // Many writers at once (on Postgres: concurrent transactions, as several nodes make):
     // still exactly the quota.
@@ -715,7 +765,10 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
                 let batch: Vec<NewMessage> =
                     (0..2).map(|_| message(&id, &["r@x.test"], now)).collect();
                 let admissions = store.commit_batch(&batch, &[]).await.unwrap();
-                written += admissions.iter().filter(|a| **a == Admission::Written).count();
+                written += admissions
+                    .iter()
+                    .filter(|a| **a == Admission::Written)
+                    .count();
             }
             written
         }));
@@ -726,7 +779,10 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
     }
     assert_eq!(written, 20, "48 offered, exactly the quota written");
     assert_eq!(
-        store.count_messages_since(&racing.id, now - crate::QUOTA_WINDOW_MS).await.unwrap(),
+        store
+            .count_messages_since(&racing.id, now - crate::QUOTA_WINDOW_MS)
+            .await
+            .unwrap(),
         20
     );
     assert!(store.delete_tenant(&tenant.id).await.unwrap());

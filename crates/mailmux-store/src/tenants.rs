@@ -7,15 +7,19 @@ use sqlx::any::AnyRow;
 use crate::{Result, Store, StoreError, bool_to_i64};
 
 const COLUMNS: &str = "id, name, tier, status, status_reason, enabled, transport, max_users, \
-     max_domains, max_storage_mb, max_messages_per_day, features, created_at";
+     max_domains, max_storage_mb, max_messages_per_day, max_recipients_per_message, \
+     max_message_size, rate_per_second, rate_per_minute, max_connections, features, created_at";
 
 impl Store {
     pub async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
         let features = serde_json::to_string(&tenant.features).expect("features serialise");
         sqlx::query(
             "INSERT INTO tenants (id, name, tier, status, status_reason, enabled, transport, \
-             max_users, max_domains, max_storage_mb, max_messages_per_day, features, created_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+             max_users, max_domains, max_storage_mb, max_messages_per_day, \
+             max_recipients_per_message, max_message_size, rate_per_second, rate_per_minute, \
+             max_connections, features, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19)",
         )
         .bind(&tenant.id)
         .bind(&tenant.name)
@@ -28,6 +32,11 @@ impl Store {
         .bind(tenant.limits.max_domains as i64)
         .bind(tenant.limits.max_storage_mb as i64)
         .bind(tenant.limits.max_messages_per_day as i64)
+        .bind(tenant.limits.max_recipients_per_message as i64)
+        .bind(tenant.limits.max_message_size as i64)
+        .bind(tenant.limits.rate_per_second as i64)
+        .bind(tenant.limits.rate_per_minute as i64)
+        .bind(tenant.limits.max_connections as i64)
         .bind(features)
         .bind(tenant.created_at)
         .bind(now_ms())
@@ -60,7 +69,9 @@ impl Store {
         let done = sqlx::query(
             "UPDATE tenants SET name = $2, tier = $3, status = $4, status_reason = $5, \
              enabled = $6, transport = $7, max_users = $8, max_domains = $9, \
-             max_storage_mb = $10, max_messages_per_day = $11, features = $12, updated_at = $13 \
+             max_storage_mb = $10, max_messages_per_day = $11, \
+             max_recipients_per_message = $12, max_message_size = $13, rate_per_second = $14, \
+             rate_per_minute = $15, max_connections = $16, features = $17, updated_at = $18 \
              WHERE id = $1",
         )
         .bind(&tenant.id)
@@ -74,6 +85,11 @@ impl Store {
         .bind(tenant.limits.max_domains as i64)
         .bind(tenant.limits.max_storage_mb as i64)
         .bind(tenant.limits.max_messages_per_day as i64)
+        .bind(tenant.limits.max_recipients_per_message as i64)
+        .bind(tenant.limits.max_message_size as i64)
+        .bind(tenant.limits.rate_per_second as i64)
+        .bind(tenant.limits.rate_per_minute as i64)
+        .bind(tenant.limits.max_connections as i64)
         .bind(features)
         .bind(now_ms())
         .execute(&self.pool)
@@ -160,6 +176,11 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
             max_domains: limit("max_domains")?,
             max_storage_mb: limit("max_storage_mb")?,
             max_messages_per_day: limit("max_messages_per_day")?,
+            max_recipients_per_message: limit("max_recipients_per_message")?,
+            max_message_size: limit("max_message_size")?,
+            rate_per_second: limit("rate_per_second")?,
+            rate_per_minute: limit("rate_per_minute")?,
+            max_connections: limit("max_connections")?,
         },
         features,
         created_at: row.try_get("created_at")?,

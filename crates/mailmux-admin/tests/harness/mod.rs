@@ -30,6 +30,7 @@ pub struct Harness {
     pub config: Arc<Config>,
     pub backend: &'static str,
     dir: PathBuf,
+    _jobs: mailmux_queue::Jobs,
 }
 
 impl Drop for Harness {
@@ -141,7 +142,7 @@ impl Harness {
         let config = test_config(&dir, dns);
         let store = Store::connect(&config.database_url(), 4).await.unwrap();
         store.migrate().await.unwrap();
-        Harness::new(store, config, "sqlite", dir)
+        Harness::new(store, config, "sqlite", dir).await
     }
 
     pub async fn postgres(test: &str) -> Option<Harness> {
@@ -159,16 +160,27 @@ impl Harness {
         config.storage.database_url = Some(url.clone());
         let store = Store::connect(&url, 4).await.unwrap();
         store.migrate().await.unwrap();
-        Some(Harness::new(store, config, "postgres", dir))
+        Some(Harness::new(store, config, "postgres", dir).await)
     }
 
-    fn new(store: Store, config: Config, backend: &'static str, dir: PathBuf) -> Harness {
+    async fn new(store: Store, config: Config, backend: &'static str, dir: PathBuf) -> Harness {
         let config = Arc::new(config);
+        // A real queue for the send API; nobody delivers (the jobs are kept, not taken).
+        let (queue, jobs) = mailmux_queue::Queue::start(
+            store.clone(),
+            "n_admin_test".into(),
+            &config.queue,
+            &config.delivery,
+        )
+        .await
+        .unwrap();
         let router = mailmux_admin::router(AdminState {
             config: config.clone(),
             store: store.clone(),
             operator_token: Arc::new(OPERATOR_TOKEN.to_string()),
             metric_sources: vec![Arc::new(FixedMetric)],
+            policy: Arc::new(mailmux_policy::Policy::new(&config, store.clone())),
+            queue,
         });
         Harness {
             router,
@@ -176,6 +188,7 @@ impl Harness {
             config,
             backend,
             dir,
+            _jobs: jobs,
         }
     }
 
@@ -201,6 +214,21 @@ impl Harness {
         body: Option<Vec<u8>>,
         content_type: &str,
     ) -> (StatusCode, Value) {
+        let (status, _, value) = self
+            .call_with_headers(method, path, token, body, content_type)
+            .await;
+        (status, value)
+    }
+
+    /// As [`Harness::call_raw`], with the response headers.
+    pub async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        content_type: &str,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
         let mut request = Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
@@ -214,10 +242,11 @@ impl Harness {
         .unwrap();
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, value)
+        (status, headers, value)
     }
 
     /// As the operator; panics unless the status is `want`.

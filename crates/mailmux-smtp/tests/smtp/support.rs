@@ -75,7 +75,11 @@ impl Fixture {
         store.migrate().await.unwrap();
 
         let now = now_ms();
-        let tenant = Tenant::new(random_id("t_", 16), "acme".into(), Tier::Starter, now);
+        let mut tenant = Tenant::new(random_id("t_", 16), "acme".into(), Tier::Starter, now);
+        // Some tests run hundreds of transactions in a second; the rate limits have their own
+        // tests (policy.rs), which set them.
+        tenant.limits.rate_per_second = 0;
+        tenant.limits.rate_per_minute = 0;
         store.create_tenant(&tenant).await.unwrap();
         let other = Tenant::new(random_id("t_", 16), "other".into(), Tier::Starter, now);
         store.create_tenant(&other).await.unwrap();
@@ -104,6 +108,8 @@ impl Fixture {
             secret_hash: hash_secret(&password),
             created_at: now,
             revoked_at: None,
+            rate_per_second: None,
+            rate_per_minute: None,
         };
         store.create_credential(&credential).await.unwrap();
 

@@ -1,10 +1,11 @@
-//! Checks on the bytes of a received message, made once it is complete. A message must be
+//! Checks on the bytes of a message, made once it is complete (end of DATA, an API send). A message must be
 //! made of CRLF-terminated lines of at most 998 characters without NUL (RFC 5322 §2.1.1,
 //! §2.3). Bare CR and bare LF matter most: another server may read them as line ends, and a
 //! `.` after one is how SMTP smuggling hides a second message inside the first; refusing them
 //! here means we never relay such a message onwards.
 
 use crate::reply::Reply;
+use crate::verdict::{Refusal, RejectReason};
 
 /// RFC 5322 §2.1.1: at most 998 characters per line, not counting CRLF.
 pub const MAX_LINE: usize = 998;
@@ -41,6 +42,15 @@ pub struct Scan {
     pub problem: Option<Problem>,
     /// Bytes above 127 seen (the message needs an 8-bit path).
     pub eight_bit: bool,
+}
+
+/// [`scan`], with a problem as the refusal it is answered with (`554 5.6.0`).
+pub fn check(body: &[u8]) -> Result<Scan, Refusal> {
+    let scan = scan(body);
+    match scan.problem {
+        Some(problem) => Err(Refusal::new(RejectReason::Content, problem.reply())),
+        None => Ok(scan),
+    }
 }
 
 pub fn scan(body: &[u8]) -> Scan {

@@ -1,0 +1,163 @@
+//! `POST /api/send`: the HTTP send API. A tenant API key submits a message as JSON (its fields,
+//! or a complete `raw` message); it goes through the same policy as SMTP submission (the
+//! shared [`mailmux_policy::Policy`]: status, sender rights for the envelope and the From:
+//! header, rate, daily quota, recipients, size, content) into the same durable queue, with
+//! `origin: "api"`. DKIM signing happens at delivery, as for SMTP mail.
+//!
+//! The caller is a tenant, so this needs a tenant API key (which needs `api_access`: see
+//! auth.rs). The operator token is refused with 403: the operator has no tenant to send as,
+//! and guessing one (or taking it from the From: domain) would bypass the tenant's own key.
+
+use axum::Json;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use mailmux_core::{BodyFlags, Envelope};
+use mailmux_policy::{Submitter, Verdict, rules};
+use mailmux_queue::{QueueError, Submission};
+use serde::Serialize;
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use crate::AdminState;
+use crate::auth::Principal;
+use crate::compose::{SendRequest, compose};
+use crate::error::{AdminError, ErrorBody, Result};
+
+/// A queued message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Sent {
+    /// Queue id (as in SMTP's "queued as <id>"; see `/api/tenants/{id}/messages/{queue_id}`).
+    pub id: String,
+    /// The envelope recipients, each once.
+    pub recipients: Vec<String>,
+}
+
+/// The JSON body of a send, read with a limit of its own: a message may be as large as
+/// `smtp.max_message_size`, and in JSON (base64 attachments, escaped text) it takes up to about
+/// twice that, far above the 1 MiB every other request is held to.
+pub struct SendBody(pub SendRequest);
+
+/// Largest send request accepted (413 beyond), for a relay whose messages may be `max` bytes.
+pub fn body_limit(max_message_size: u64) -> usize {
+    usize::try_from(max_message_size.saturating_mul(2))
+        .unwrap_or(usize::MAX)
+        .saturating_add(64 * 1024)
+}
+
+impl FromRequest<AdminState> for SendBody {
+    type Rejection = AdminError;
+
+    async fn from_request(request: Request, state: &AdminState) -> Result<Self> {
+        let json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if !json {
+            return Err(AdminError::UnsupportedMediaType);
+        }
+        let limit = body_limit(state.config.smtp.max_message_size);
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|error| {
+                let too_large = std::error::Error::source(&error)
+                    .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+                if too_large {
+                    AdminError::PayloadTooLarge(limit)
+                } else {
+                    AdminError::BadRequest(format!("cannot read the request body: {error}"))
+                }
+            })?;
+        let Json(request) = Json::<SendRequest>::from_bytes(&bytes)?;
+        Ok(SendBody(request))
+    }
+}
+
+/// Sends a message as the key's tenant: `{from, to, cc, bcc, reply_to, subject, text, html,
+/// headers, attachments}` or `{raw}`.
+#[utoipa::path(
+    post, path = "/api/send", tag = "send",
+    request_body = SendRequest,
+    responses(
+        (status = 200, description = "Queued durably", body = Sent),
+        (status = 400, description = "Malformed JSON", body = ErrorBody),
+        (status = 403, description = "Operator token (no tenant), no api_access, tenant \
+            paused/suspended/disabled, or a sender outside the tenant's verified domains", body = ErrorBody),
+        (status = 413, description = "Message larger than the tenant's (or the relay's) limit", body = ErrorBody),
+        (status = 422, description = "Invalid fields, or too many recipients", body = ErrorBody),
+        (status = 429, description = "Sending rate or daily quota exceeded; see Retry-After", body = ErrorBody),
+        (status = 503, description = "Storage unavailable; try again", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn send(
+    State(state): State<AdminState>,
+    principal: Principal,
+    SendBody(request): SendBody,
+) -> Result<Json<Sent>> {
+    let Some(tenant_id) = principal.tenant() else {
+        return Err(AdminError::Forbidden(
+            "the operator token has no tenant to send as; send with a tenant API key (mmk_…)"
+                .into(),
+        ));
+    };
+    let queue_id = state.queue.next_id();
+    let message_id = format!("<{queue_id}@{}>", state.config.smtp.hostname);
+    let composed = compose(&request, &message_id)?;
+    let policy = &state.policy;
+    let who = Submitter {
+        tenant_id,
+        credential: None,
+    };
+    let size = composed.message.len() as u64;
+    let admitted = policy
+        .open_transaction(who, &composed.mail_from, size)
+        .await?;
+    // The same limit RCPT applies one by one, for the whole list at once.
+    if let Verdict::Refuse(refusal) = rules::recipient_count(
+        composed.recipients.len() - 1,
+        admitted.limits.max_recipients,
+    ) {
+        return Err(refusal.into());
+    }
+    let scan = policy
+        .check_message(&admitted.tenant, &admitted.limits, &composed.message)
+        .await?;
+    let smtputf8 =
+        !composed.mail_from.is_ascii() || composed.recipients.iter().any(|r| !r.is_ascii());
+    let submission = Submission {
+        id: queue_id,
+        tenant_id: tenant_id.to_string(),
+        envelope: Envelope {
+            mail_from: composed.mail_from,
+            rcpt_to: composed.recipients.clone(),
+            flags: BodyFlags {
+                eight_bit: scan.eight_bit,
+                smtputf8,
+            },
+        },
+        body: composed.message,
+        origin: "api",
+        priority: admitted.priority,
+    };
+    match state.queue.enqueue(submission).await {
+        Ok(id) => {
+            info!(queue_id = %id, tenant = tenant_id, size, recipients = composed.recipients.len(), "queued (api)");
+            Ok(Json(Sent {
+                id: id.0,
+                recipients: composed.recipients,
+            }))
+        }
+        Err(QueueError::OverQuota { max_per_day }) => {
+            Err(policy.quota_refusal(tenant_id, max_per_day).await.into())
+        }
+        Err(error) => {
+            warn!(tenant = tenant_id, %error, "enqueue failed (api)");
+            Err(rules::storage_failed().into())
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Custom MAIL FROM (return-path) domains: a tenant with the `custom_domains` feature may give a
+//! sending domain a return-path subdomain (set through the admin API, with its MX and SPF
+//! records). Its mail then leaves with that domain in the envelope sender, so bounces go to it
+//! and SPF is checked against it, while From: (and the DKIM signature) stay the sending
+//! domain's.
+//!
+//! Only the wire changes: the queued message keeps the sender as submitted, which is where a
+//! DSN goes and what the API shows.
+
+use std::borrow::Cow;
+
+use mailmux_core::address_domain;
+use mailmux_store::QueuedMessage;
+use tracing::{debug, warn};
+
+use crate::Deliverer;
+
+impl Deliverer {
+    /// The message as it goes on the wire: the envelope sender's domain replaced by its
+    /// return-path domain when there is one, the domain is the tenant's and the tenant has
+    /// `custom_domains` (read now, through the route cache). Otherwise the message as it is.
+    pub(crate) async fn on_the_wire<'m>(
+        &self,
+        message: &'m QueuedMessage,
+    ) -> Cow<'m, QueuedMessage> {
+        let custom = matches!(
+            self.router.route(&message.tenant_id).await,
+            Ok(route) if route.custom_domains
+        );
+        if !custom || message.mail_from.is_empty() {
+            return Cow::Borrowed(message);
+        }
+        let domain = address_domain(&message.mail_from);
+        let return_path = match self.queue.store().get_return_path(&domain).await {
+            Ok(Some((owner, Some(return_path)))) if owner == message.tenant_id => return_path,
+            Ok(_) => return Cow::Borrowed(message),
+            Err(error) => {
+                // Sent with the sender as submitted: still deliverable, only not custom.
+                warn!(%error, domain, "cannot read the return-path domain");
+                return Cow::Borrowed(message);
+            }
+        };
+        let sender = with_domain(&message.mail_from, &return_path);
+        debug!(from = %message.mail_from, on_the_wire = %sender, "custom MAIL FROM domain");
+        let mut wire = message.clone();
+        wire.mail_from = sender;
+        Cow::Owned(wire)
+    }
+}
+
+/// `local@domain` with `domain` replaced.
+fn with_domain(address: &str, domain: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((local, _)) => format!("{local}@{domain}"),
+        None => address.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_domain_changes() {
+        let cases = [
+            ("app@acme.test", "bounce.acme.test", "app@bounce.acme.test"),
+            ("a+tag@ACME.test", "mail.acme.test", "a+tag@mail.acme.test"),
+            (
+                "\"odd@local\"@acme.test",
+                "b.acme.test",
+                "\"odd@local\"@b.acme.test",
+            ),
+        ];
+        for (address, domain, want) in cases {
+            assert_eq!(with_domain(address, domain), want);
+        }
+    }
+}
