@@ -492,6 +492,9 @@ mod tests {
         assert_eq!(config.delivery.transport, TransportKind::Mx);
         assert!(config.admin.token.is_none());
         assert!(config.smtp.trusted_networks.is_empty());
+        // A replaced DKIM key stays listed for 7 days; pending keys are looked up every 5 min.
+        assert_eq!(config.dkim.retiring_secs, 7 * 86_400);
+        assert_eq!(config.dkim.rotation_check_secs, 300);
     }
 
     #[test]
