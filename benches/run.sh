@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # mailmux vs Postfix, side by side on this machine, relaying to the same sink.
 #
-#   bash benches/run.sh [SESSIONS] [MESSAGES] [SIZE]        (defaults: 20 4000 10240)
+#   [DKIM=off] bash benches/run.sh [SESSIONS] [MESSAGES] [SIZE]   (defaults: 20 4000 10240)
 #
 # Both relays are durable (mailmux: SQLite WAL with synchronous=FULL and group commit;
 # Postfix: fsync of every queue file) and relay everything to one Postfix `smtp-sink` on
@@ -77,6 +77,10 @@ mkdir -p "$MM_DIR"
 export MAILMUX_STORAGE__DATA_DIR="$MM_DIR"
 TENANT="$("$MAILMUX" tenant create --name bench --tier enterprise | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')"
 "$MAILMUX" domain add --tenant "$TENANT" --domain bench.test --verified > /dev/null
+# DKIM=off measures the relay alone; DKIM=on (default) signs every message with RSA-2048.
+if [ "${DKIM:-on}" = off ]; then
+    "$MAILMUX" tenant update --tenant "$TENANT" --feature dkim_signing=false > /dev/null
+fi
 CRED="$("$MAILMUX" credential create --tenant "$TENANT")"
 USER="$(echo "$CRED" | python3 -c 'import json,sys;print(json.load(sys.stdin)["username"])')"
 PASS="$(echo "$CRED" | python3 -c 'import json,sys;print(json.load(sys.stdin)["password"])')"
