@@ -250,16 +250,43 @@ fn each_limit_and_flag_on_and_off_over_smtp_and_http() {
     update(&mm, t, json!({"status": "active"}));
     ok(&submit(&mm, &acct, &["a@sink.test"], &body, 1));
 
-    // custom_domains: the return-path domain goes on the wire while the flag is on.
+    // custom_domains: the return-path domain goes on the wire once its MX and SPF records are
+    // found, and while the flag is on.
+    let return_path = format!("/api/tenants/{t}/domains/acme.test/return-path");
     let (status, value) = http(
         mm.admin(),
         "PUT",
-        &format!("/api/tenants/{t}/domains/acme.test/return-path"),
+        &return_path,
         Some(mm.admin_token()),
         Some(&json!({"return_path": "bounce.acme.test"})),
     );
     assert_eq!(status, 200, "{value}");
     let before = sink.messages().len();
+    ok(&submit(
+        &mm,
+        &acct,
+        &["rp-unverified@sink.test"],
+        &message("acme.test", "rp-unverified"),
+        1,
+    ));
+    let mut zone: Vec<Value> = vec![
+        json!({"name": "sink.test", "type": "MX", "value": "10 mx.sink.test"}),
+        json!({"name": "mx.sink.test", "type": "A", "value": "127.0.0.1"}),
+    ];
+    for record in value["records"].as_array().unwrap() {
+        zone.push(
+            json!({"name": record["name"], "type": record["type"], "value": record["value"]}),
+        );
+    }
+    dns.set_records(Value::Array(zone));
+    let (status, value) = http(
+        mm.admin(),
+        "POST",
+        &format!("{return_path}/verify"),
+        Some(mm.admin_token()),
+        None,
+    );
+    assert_eq!((status, &value["in_use"]), (200, &json!(true)), "{value}");
     ok(&submit(
         &mm,
         &acct,
@@ -277,13 +304,14 @@ fn each_limit_and_flag_on_and_off_over_smtp_and_http() {
         &message("acme.test", "rp-off"),
         1,
     ));
-    let all = sink.wait_for_messages(before + 2, Duration::from_secs(30));
+    let all = sink.wait_for_messages(before + 3, Duration::from_secs(30));
     let from_of = |rcpt: &str| {
         all.iter()
             .find(|m| m.rcpt_tos.iter().any(|r| r == rcpt))
             .map(|m| m.mail_from.clone())
             .unwrap_or_else(|| panic!("{rcpt} not delivered"))
     };
+    assert_eq!(from_of("rp-unverified@sink.test"), "app@acme.test");
     assert_eq!(from_of("rp-on@sink.test"), "app@bounce.acme.test");
     assert_eq!(from_of("rp-off@sink.test"), "app@acme.test");
 
@@ -303,7 +331,7 @@ fn each_limit_and_flag_on_and_off_over_smtp_and_http() {
                       "text": "hello over HTTP"});
     let (status, _, sent) = send(mail.clone());
     assert_eq!(status, 200, "{sent}");
-    let delivered = sink.wait_for_messages(before + 3, Duration::from_secs(30));
+    let delivered = sink.wait_for_messages(before + 4, Duration::from_secs(30));
     let api = delivered
         .iter()
         .find(|m| m.rcpt_tos.iter().any(|r| r == "api@sink.test"))

@@ -11,12 +11,13 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use crate::AdminState;
 use crate::error::{AdminError, Result};
 
-/// What a TXT lookup found.
+/// What a lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TxtAnswer {
-    /// The TXT records at the name, each with its character-strings joined.
+pub enum Answer {
+    /// The records at the name: for TXT each with its character-strings joined, for MX each
+    /// exchange's name (lower case, without the trailing dot).
     Records(Vec<String>),
-    /// NXDOMAIN, or the name has no TXT record.
+    /// NXDOMAIN, or the name has no record of the type asked.
     None,
     /// The lookup itself failed (timeout, SERVFAIL, REFUSED…): no verdict about the record.
     Failed(String),
@@ -41,6 +42,8 @@ pub enum RecordKind {
     Spf,
     /// `v=DMARC1 …` at `_dmarc.<domain>`.
     Dmarc,
+    /// An MX naming this relay (a return-path domain's: its bounces must reach us).
+    Mx,
 }
 
 impl RecordKind {
@@ -50,6 +53,7 @@ impl RecordKind {
             RecordKind::Dkim => "dkim",
             RecordKind::Spf => "spf",
             RecordKind::Dmarc => "dmarc",
+            RecordKind::Mx => "mx",
         }
     }
 
@@ -61,11 +65,11 @@ impl RecordKind {
     }
 
     /// Judges a lookup's answer against the `expected` record value.
-    pub fn judge(self, expected: &str, answer: &TxtAnswer) -> &'static str {
+    pub fn judge(self, expected: &str, answer: &Answer) -> &'static str {
         let records = match answer {
-            TxtAnswer::Failed(_) => return LOOKUP_ERROR,
-            TxtAnswer::None => return MISSING,
-            TxtAnswer::Records(records) => records,
+            Answer::Failed(_) => return LOOKUP_ERROR,
+            Answer::None => return MISSING,
+            Answer::Records(records) => records,
         };
         let found = match self {
             RecordKind::Verification => {
@@ -114,6 +118,13 @@ impl RecordKind {
                 }
                 // RFC 7489 §6.6.3: exactly one record, whatever its policy.
                 dmarc.len() == 1
+            }
+            RecordKind::Mx => {
+                // `expected` is the record as published: `<preference> <exchange>`. Any
+                // preference will do, and other exchanges may sit beside ours.
+                let exchange = expected.split_whitespace().last().unwrap_or_default();
+                let exchange = exchange.trim_end_matches('.');
+                records.iter().any(|r| r.eq_ignore_ascii_case(exchange))
             }
         };
         if found { VERIFIED } else { MISMATCH }
@@ -172,36 +183,59 @@ impl DnsChecker {
         })
     }
 
-    pub async fn txt(&self, name: &str) -> TxtAnswer {
+    pub async fn txt(&self, name: &str) -> Answer {
+        self.lookup(name, RecordType::TXT, |data| match data {
+            RData::TXT(txt) => Some(
+                txt.txt_data
+                    .iter()
+                    .map(|part| String::from_utf8_lossy(part))
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn mx(&self, name: &str) -> Answer {
+        self.lookup(name, RecordType::MX, |data| match data {
+            RData::MX(mx) => Some(
+                mx.exchange
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .to_ascii_lowercase(),
+            ),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn lookup(
+        &self,
+        name: &str,
+        record_type: RecordType,
+        value: impl Fn(&RData) -> Option<String>,
+    ) -> Answer {
         // from_ascii: our names are already A-labels, and underscores (`_dmarc`) are valid in
         // DNS though not in hostnames. The trailing dot keeps search domains out of it.
         let Ok(mut fqdn) = Name::from_ascii(name) else {
-            return TxtAnswer::Failed(format!("{name:?} is not a DNS name"));
+            return Answer::Failed(format!("{name:?} is not a DNS name"));
         };
         fqdn.set_fqdn(true);
-        match self.resolver.lookup(fqdn, RecordType::TXT).await {
+        match self.resolver.lookup(fqdn, record_type).await {
             Ok(lookup) => {
                 let records: Vec<String> = lookup
                     .answers()
                     .iter()
-                    .filter_map(|record| match &record.data {
-                        RData::TXT(txt) => Some(
-                            txt.txt_data
-                                .iter()
-                                .map(|part| String::from_utf8_lossy(part))
-                                .collect::<String>(),
-                        ),
-                        _ => None,
-                    })
+                    .filter_map(|record| value(&record.data))
                     .collect();
                 if records.is_empty() {
-                    TxtAnswer::None
+                    Answer::None
                 } else {
-                    TxtAnswer::Records(records)
+                    Answer::Records(records)
                 }
             }
-            Err(NetError::Dns(DnsError::NoRecordsFound(_))) => TxtAnswer::None,
-            Err(error) => TxtAnswer::Failed(error.to_string()),
+            Err(NetError::Dns(DnsError::NoRecordsFound(_))) => Answer::None,
+            Err(error) => Answer::Failed(error.to_string()),
         }
     }
 }
@@ -222,6 +256,8 @@ pub fn spawn_domain_rechecks(state: AdminState, interval: Duration) -> tokio::ta
                 Ok(summary) => tracing::info!(
                     checked = summary.checked,
                     flagged = summary.flagged,
+                    return_paths_checked = summary.return_paths_checked,
+                    return_paths_dropped = summary.return_paths_dropped,
                     "domain DNS re-check done"
                 ),
                 Err(error) => tracing::warn!(%error, "domain DNS re-check failed"),
@@ -234,8 +270,8 @@ pub fn spawn_domain_rechecks(state: AdminState, interval: Duration) -> tokio::ta
 mod tests {
     use super::*;
 
-    fn records(list: &[&str]) -> TxtAnswer {
-        TxtAnswer::Records(list.iter().map(|s| s.to_string()).collect())
+    fn records(list: &[&str]) -> Answer {
+        Answer::Records(list.iter().map(|s| s.to_string()).collect())
     }
 
     #[test]
@@ -245,7 +281,7 @@ mod tests {
         let dkim = "v=DKIM1; k=rsa; p=MIIBIjAN";
         let spf = "v=spf1 a:relay.example ~all";
         let dmarc = "v=DMARC1; p=none";
-        let table: &[(RecordKind, &str, TxtAnswer, &str)] = &[
+        let table: &[(RecordKind, &str, Answer, &str)] = &[
             (Verification, token, records(&[token]), VERIFIED),
             (Verification, token, records(&["other", token]), VERIFIED),
             (
@@ -255,11 +291,11 @@ mod tests {
                 MISMATCH,
             ),
             (Verification, token, records(&["something else"]), MISSING),
-            (Verification, token, TxtAnswer::None, MISSING),
+            (Verification, token, Answer::None, MISSING),
             (
                 Verification,
                 token,
-                TxtAnswer::Failed("timeout".into()),
+                Answer::Failed("timeout".into()),
                 LOOKUP_ERROR,
             ),
             (
@@ -277,7 +313,7 @@ mod tests {
             ),
             (Dkim, dkim, records(&["v=DKIM1; k=rsa; p=OTHER"]), MISMATCH),
             (Dkim, dkim, records(&["v=DKIM1; k=rsa; p="]), MISMATCH),
-            (Dkim, dkim, TxtAnswer::None, MISSING),
+            (Dkim, dkim, Answer::None, MISSING),
             (
                 Spf,
                 spf,
@@ -306,6 +342,25 @@ mod tests {
                 MISMATCH,
             ),
             (Dmarc, dmarc, records(&["nope"]), MISSING),
+            (
+                Mx,
+                "10 relay.example",
+                records(&["relay.example"]),
+                VERIFIED,
+            ),
+            (
+                Mx,
+                "10 relay.example",
+                records(&["backup.example", "RELAY.example"]),
+                VERIFIED,
+            ),
+            (
+                Mx,
+                "10 relay.example",
+                records(&["other.example"]),
+                MISMATCH,
+            ),
+            (Mx, "10 relay.example", Answer::None, MISSING),
         ];
         for (kind, expected, answer, want) in table {
             assert_eq!(kind.judge(expected, answer), *want, "{kind:?} {answer:?}");

@@ -443,7 +443,7 @@ async fn check_records(
     let mut statuses = BTreeMap::new();
     for (expected, answer) in expected.iter().zip(answers) {
         let status = expected.kind.judge(&expected.value, &answer);
-        if let dns_check::TxtAnswer::Failed(why) = &answer {
+        if let dns_check::Answer::Failed(why) = &answer {
             tracing::info!(name = %expected.name, %why, "DNS lookup failed during verification");
         }
         statuses.insert(expected.status_key.clone(), status.to_string());
@@ -569,10 +569,15 @@ pub struct RecheckSummary {
     pub checked: usize,
     /// Domains flagged by this run (they were not flagged before).
     pub flagged: usize,
+    /// Return-path domains in use that were checked.
+    pub return_paths_checked: usize,
+    /// Return paths whose records were found gone: delivery no longer uses them.
+    pub return_paths_dropped: usize,
 }
 
 /// Re-checks every domain verified by DNS (operator-verified ones are the operator's word and
-/// may have no records at all). Run daily by [`crate::spawn_domain_rechecks`].
+/// may have no records at all), and every return path in use. Run daily by
+/// [`crate::spawn_domain_rechecks`].
 pub async fn recheck_verified(store: &Store, config: &Config) -> Result<RecheckSummary> {
     let checker = DnsChecker::new(&config.delivery.dns_servers)?;
     let mut summary = RecheckSummary::default();
@@ -601,6 +606,27 @@ pub async fn recheck_verified(store: &Store, config: &Config) -> Result<RecheckS
             }
             // One domain's failure (deleted meanwhile…) does not stop the others.
             Err(error) => tracing::warn!(domain = %name, %error, "re-check failed"),
+        }
+    }
+    for setting in store.list_verified_return_paths().await? {
+        let name = setting.domain.clone();
+        match crate::return_path::check_and_store(
+            store,
+            config,
+            &Actor::system(),
+            &checker,
+            setting,
+            "domain.return_path_recheck",
+        )
+        .await
+        {
+            Ok(after) => {
+                summary.return_paths_checked += 1;
+                if after.verified().is_none() {
+                    summary.return_paths_dropped += 1;
+                }
+            }
+            Err(error) => tracing::warn!(domain = %name, %error, "return-path re-check failed"),
         }
     }
     Ok(summary)

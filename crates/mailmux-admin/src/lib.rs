@@ -85,6 +85,7 @@ fn routes() -> (OpenApiRouter<AdminState>, OpenApiRouter<AdminState>) {
             return_path::set_return_path,
             return_path::delete_return_path
         ))
+        .routes(routes!(return_path::verify_return_path))
         .routes(routes!(dkim_rotation::rotate_dkim))
         .routes(routes!(
             credentials::list_credentials,

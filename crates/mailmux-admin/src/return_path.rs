@@ -1,20 +1,27 @@
 //! `/api/tenants/{id}/domains/{domain}/return-path`: a sending domain's custom MAIL FROM
 //! (return-path) domain. With it, delivery puts that subdomain in the envelope sender (bounces
 //! go to it, SPF is checked against it) while From: stays the sending domain: what SES calls a
-//! custom MAIL FROM domain. Setting one needs the `custom_domains` feature, and delivery uses it
-//! only while the tenant has the feature; the answer lists the MX and SPF records to publish.
+//! custom MAIL FROM domain. Setting one needs the `custom_domains` feature; the answer lists
+//! the MX and SPF records to publish, and `POST …/return-path/verify` looks them up. Delivery
+//! uses the return path only while the tenant has the feature and the records were found (a
+//! return path whose MX is missing would lose every bounce, and one without SPF would fail
+//! every receiver's SPF check); until then mail leaves with the sending domain, as before.
+//! The daily re-check stops using a return path whose records disappeared.
 //!
 //! Kept apart from domains.rs: the return path is a small resource of its own on a domain.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use mailmux_core::{Domain, Feature, is_subdomain_of, normalize_domain, return_path_dns_records};
-use mailmux_store::Store;
+use mailmux_core::{
+    Config, Domain, Feature, is_subdomain_of, normalize_domain, now_ms, return_path_dns_records,
+};
+use mailmux_store::{ReturnPath, ReturnPathCheck, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AdminState;
 use crate::auth::{Actor, Principal};
+use crate::dns_check::{self, DnsChecker, RecordKind};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::ApiJson;
 use crate::tenants::Success;
@@ -37,6 +44,9 @@ pub struct ReturnPathRecord {
     pub value: String,
     /// `bounces` (MX: bounces reach this relay) or `spf`.
     pub purpose: String,
+    /// What the last check found: `pending` (never checked), `verified`, `missing`,
+    /// `mismatch` or `error` (the lookup itself failed).
+    pub status: String,
 }
 
 /// A domain's return-path setting.
@@ -45,48 +55,69 @@ pub struct ReturnPathView {
     pub domain: String,
     /// The return-path domain; null when none is set (the sending domain itself is used).
     pub return_path: Option<String>,
-    /// Whether delivery uses it now: set, and the tenant has `custom_domains`.
+    /// Whether its MX and SPF records were found (by the last check that could tell).
+    pub verified: bool,
+    /// Unix milliseconds since which the records are found.
+    pub verified_at: Option<i64>,
+    /// Unix milliseconds of the last check.
+    pub checked_at: Option<i64>,
+    /// Whether delivery uses it now: set, verified, and the tenant has `custom_domains`.
     pub in_use: bool,
     /// What to publish for it (empty when none is set).
     pub records: Vec<ReturnPathRecord>,
 }
 
-fn view(
-    domain: &Domain,
-    return_path: Option<String>,
-    custom_domains: bool,
-    relay: &str,
-) -> ReturnPathView {
-    let records = match &return_path {
+/// The check key of each record: the MX is about bounces, the TXT about SPF.
+fn record_kind(record_type: &str) -> RecordKind {
+    if record_type == "MX" {
+        RecordKind::Mx
+    } else {
+        RecordKind::Spf
+    }
+}
+
+fn view(setting: &ReturnPath, custom_domains: bool, relay: &str) -> ReturnPathView {
+    let records = match &setting.return_path {
         None => Vec::new(),
         Some(rp) => return_path_dns_records(rp, relay)
             .into_iter()
-            .map(|r| ReturnPathRecord {
-                purpose: if r.record_type == "MX" {
-                    "bounces"
-                } else {
-                    "spf"
+            .map(|r| {
+                let kind = record_kind(&r.record_type);
+                ReturnPathRecord {
+                    purpose: if kind == RecordKind::Mx {
+                        "bounces"
+                    } else {
+                        "spf"
+                    }
+                    .into(),
+                    status: setting
+                        .checks
+                        .get(kind.as_str())
+                        .cloned()
+                        .unwrap_or_else(|| dns_check::PENDING.into()),
+                    record_type: r.record_type,
+                    name: r.name,
+                    value: r.value,
                 }
-                .into(),
-                record_type: r.record_type,
-                name: r.name,
-                value: r.value,
             })
             .collect(),
     };
     ReturnPathView {
-        domain: domain.name.clone(),
-        in_use: return_path.is_some() && custom_domains,
-        return_path,
+        domain: setting.domain.clone(),
+        return_path: setting.return_path.clone(),
+        verified: setting.verified().is_some(),
+        verified_at: setting.verified_at,
+        checked_at: setting.checked_at,
+        in_use: setting.verified().is_some() && custom_domains,
         records,
     }
 }
 
-async fn current(store: &Store, domain: &Domain) -> Result<Option<String>> {
-    Ok(store
+async fn current(store: &Store, domain: &Domain) -> Result<ReturnPath> {
+    store
         .get_return_path(&domain.name)
         .await?
-        .and_then(|(_, rp)| rp))
+        .ok_or_else(|| AdminError::NotFound(format!("domain {}", domain.name)))
 }
 
 // ---- operations ----------------------------------------------------------------------------
@@ -99,13 +130,8 @@ pub async fn show(
 ) -> Result<ReturnPathView> {
     let tenant = crate::tenants::get(store, tenant_id).await?;
     let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
-    let return_path = current(store, &domain).await?;
-    Ok(view(
-        &domain,
-        return_path,
-        tenant.features.custom_domains,
-        relay,
-    ))
+    let setting = current(store, &domain).await?;
+    Ok(view(&setting, tenant.features.custom_domains, relay))
 }
 
 /// Sets the return-path domain: the tenant needs `custom_domains` (403); the sending domain
@@ -142,7 +168,7 @@ pub async fn set(
             "{return_path} is a sending domain of its own; choose another subdomain"
         )));
     }
-    let before = current(store, &domain).await?;
+    let before = current(store, &domain).await?.return_path;
     store
         .set_return_path(tenant_id, &domain.name, Some(&return_path))
         .await?;
@@ -156,12 +182,8 @@ pub async fn set(
         Some(serde_json::json!({ "return_path": return_path })),
     )
     .await?;
-    Ok(view(
-        &domain,
-        Some(return_path),
-        tenant.features.custom_domains,
-        relay,
-    ))
+    let setting = current(store, &domain).await?;
+    Ok(view(&setting, tenant.features.custom_domains, relay))
 }
 
 /// Removes the return-path domain (the sending domain is the envelope's again). Allowed
@@ -169,7 +191,7 @@ pub async fn set(
 pub async fn remove(store: &Store, actor: &Actor, tenant_id: &str, raw: &str) -> Result<()> {
     crate::tenants::get(store, tenant_id).await?;
     let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
-    let before = current(store, &domain).await?;
+    let before = current(store, &domain).await?.return_path;
     store.set_return_path(tenant_id, &domain.name, None).await?;
     if before.is_some() {
         crate::audit::record(
@@ -184,6 +206,129 @@ pub async fn remove(store: &Store, actor: &Actor, tenant_id: &str, raw: &str) ->
         .await?;
     }
     Ok(())
+}
+
+/// Looks up the return path's MX and SPF records now and stores what was found. The return
+/// path becomes verified when both are found. A record found gone (missing, or not naming this
+/// relay) unverifies it, so delivery falls back to the sending domain; a lookup that failed
+/// proves nothing and keeps the previous verdict. 422 when no return path is set.
+pub async fn verify(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    tenant_id: &str,
+    raw: &str,
+) -> Result<ReturnPathView> {
+    let tenant = crate::tenants::get(store, tenant_id).await?;
+    let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
+    let setting = current(store, &domain).await?;
+    if setting.return_path.is_none() {
+        return Err(AdminError::Invalid(format!(
+            "domain {} has no return path to verify; set one with PUT first",
+            domain.name
+        )));
+    }
+    let checker = DnsChecker::new(&config.delivery.dns_servers)?;
+    let after = check_and_store(
+        store,
+        config,
+        actor,
+        &checker,
+        setting,
+        "domain.return_path_verify",
+    )
+    .await?;
+    Ok(view(
+        &after,
+        tenant.features.custom_domains,
+        &config.smtp.hostname,
+    ))
+}
+
+/// One check of `setting`'s return path; answers the setting as stored afterwards.
+pub(crate) async fn check_and_store(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    checker: &DnsChecker,
+    setting: ReturnPath,
+    action: &str,
+) -> Result<ReturnPath> {
+    let Some(return_path) = setting.return_path.clone() else {
+        return Ok(setting);
+    };
+    let relay = &config.smtp.hostname;
+    let expected = return_path_dns_records(&return_path, relay);
+    // Both lookups at once: a check costs one round trip (or one timeout).
+    let answers = futures::future::join_all(expected.iter().map(|record| async {
+        match record_kind(&record.record_type) {
+            RecordKind::Mx => checker.mx(&record.name).await,
+            _ => checker.txt(&record.name).await,
+        }
+    }))
+    .await;
+    let mut checks = std::collections::BTreeMap::new();
+    for (record, answer) in expected.iter().zip(&answers) {
+        let kind = record_kind(&record.record_type);
+        if let dns_check::Answer::Failed(why) = answer {
+            tracing::info!(name = %record.name, %why, "DNS lookup failed during return-path check");
+        }
+        checks.insert(
+            kind.as_str().to_string(),
+            kind.judge(&record.value, answer).to_string(),
+        );
+    }
+    let found = checks.values().all(|s| s == dns_check::VERIFIED);
+    let gone = checks
+        .values()
+        .any(|s| s == dns_check::MISSING || s == dns_check::MISMATCH);
+    let now = now_ms();
+    let verified_at = if found {
+        setting.verified_at.or(Some(now))
+    } else if gone {
+        None
+    } else {
+        setting.verified_at
+    };
+    let check = ReturnPathCheck {
+        checks,
+        checked_at: now,
+        verified_at,
+    };
+    if !store
+        .put_return_path_check(&setting.domain, &return_path, &check)
+        .await?
+    {
+        return Err(AdminError::Conflict(format!(
+            "the return path of {} changed while it was being checked; check again",
+            setting.domain
+        )));
+    }
+    let after = ReturnPath {
+        checks: check.checks,
+        checked_at: Some(check.checked_at),
+        verified_at: check.verified_at,
+        ..setting.clone()
+    };
+    // Only a change of verdict is logged: a daily re-check that finds everything in place adds
+    // nothing.
+    if setting.verified().is_some() != after.verified().is_some() {
+        if after.verified().is_none() {
+            tracing::warn!(domain = %after.domain, %return_path,
+                "return-path records are gone; mail leaves with the sending domain again");
+        }
+        crate::audit::record(
+            store,
+            actor,
+            Some(&after.tenant_id),
+            action,
+            &after.domain,
+            Some(serde_json::json!({ "return_path": return_path, "verified": setting.verified().is_some() })),
+            Some(serde_json::json!({ "return_path": return_path, "verified": after.verified().is_some(), "records": after.checks })),
+        )
+        .await?;
+    }
+    Ok(after)
 }
 
 // ---- handlers -------------------------------------------------------------------------------
@@ -209,7 +354,7 @@ pub async fn show_return_path(
 }
 
 /// Sets the return-path domain (needs `custom_domains`); answers the MX and SPF records to
-/// publish.
+/// publish. It is used once `…/return-path/verify` finds them.
 #[utoipa::path(
     put, path = "/api/tenants/{id}/domains/{domain}/return-path", tag = "domains",
     params(
@@ -258,4 +403,32 @@ pub async fn delete_return_path(
     principal.scope(&id)?;
     remove(&state.store, &principal.actor(), &id, &domain).await?;
     Ok(Success::json())
+}
+
+/// Looks up the return path's MX and SPF records now; delivery uses the return path once both
+/// are found.
+#[utoipa::path(
+    post, path = "/api/tenants/{id}/domains/{domain}/return-path/verify", tag = "domains",
+    params(
+        ("id" = String, Path, description = "Tenant id"),
+        ("domain" = String, Path, description = "Domain name"),
+    ),
+    responses(
+        (status = 200, body = ReturnPathView),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The return path changed during the check", body = ErrorBody),
+        (status = 422, description = "No return path is set", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn verify_return_path(
+    State(state): State<AdminState>,
+    principal: Principal,
+    Path((id, domain)): Path<(String, String)>,
+) -> Result<Json<ReturnPathView>> {
+    principal.scope(&id)?;
+    let actor = principal.actor();
+    Ok(Json(
+        verify(&state.store, &state.config, &actor, &id, &domain).await?,
+    ))
 }

@@ -356,3 +356,156 @@ async fn unreachable_dns_is_an_error_status_not_missing() {
     assert_eq!(view["verified"], false);
     assert_eq!(record(&view, "verification")["status"], "error", "{view}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn return_path_is_used_once_its_records_are_found() {
+    let Some(dns) = DnsServer::start("return_path_is_used_once_its_records_are_found") else {
+        return;
+    };
+    let h = Harness::sqlite_with_dns(&[dns.addr]).await;
+    let tenant = h.tenant("Bouncer", "professional").await;
+    h.op(
+        Method::POST,
+        &format!("/api/tenants/{tenant}/domains"),
+        Some(json!({"domain": "verify.test", "verified": true, "key_type": "ed25519"})),
+        201,
+    )
+    .await;
+    let path = format!("/api/tenants/{tenant}/domains/verify.test/return-path");
+    let set = h
+        .op(
+            Method::PUT,
+            &path,
+            Some(json!({"return_path": "bounce.verify.test"})),
+            200,
+        )
+        .await;
+    let mx = record(&set, "bounces").clone();
+    let spf = record(&set, "spf").clone();
+    assert_eq!((&mx["type"], &spf["type"]), (&json!("MX"), &json!("TXT")));
+    let in_use = |store: &mailmux_store::Store| {
+        let store = store.clone();
+        async move {
+            store
+                .get_return_path("verify.test")
+                .await
+                .unwrap()
+                .unwrap()
+                .verified()
+                .map(str::to_string)
+        }
+    };
+
+    // Nothing published: both missing, not used.
+    let view = h
+        .op(Method::POST, &format!("{path}/verify"), None, 200)
+        .await;
+    assert_eq!(
+        statuses(&view),
+        pairs(&[("bounces", "missing"), ("spf", "missing")])
+    );
+    assert_eq!(
+        (&view["verified"], &view["in_use"]),
+        (&json!(false), &json!(false))
+    );
+    assert!(view["checked_at"].is_i64());
+
+    // SPF right, MX naming another host: still not used.
+    let spf_record = txt("bounce.verify.test", spf["value"].as_str().unwrap());
+    dns.publish(&[
+        json!({"name": "bounce.verify.test", "type": "MX", "value": "10 mx.elsewhere.example"}),
+        spf_record.clone(),
+    ]);
+    let view = h
+        .op(Method::POST, &format!("{path}/verify"), None, 200)
+        .await;
+    assert_eq!(
+        statuses(&view),
+        pairs(&[("bounces", "mismatch"), ("spf", "verified")])
+    );
+    assert_eq!(in_use(&h.store).await, None);
+
+    // Both as asked (a backup MX beside ours is fine): verified and in use.
+    let published = [
+        json!({"name": "bounce.verify.test", "type": "MX", "value": mx["value"]}),
+        json!({"name": "bounce.verify.test", "type": "MX", "value": "20 backup.elsewhere.example"}),
+        spf_record.clone(),
+    ];
+    dns.publish(&published);
+    let view = h
+        .op(Method::POST, &format!("{path}/verify"), None, 200)
+        .await;
+    assert_eq!(
+        statuses(&view),
+        pairs(&[("bounces", "verified"), ("spf", "verified")])
+    );
+    assert_eq!(
+        (&view["verified"], &view["in_use"]),
+        (&json!(true), &json!(true))
+    );
+    assert!(view["verified_at"].is_i64());
+    assert_eq!(
+        in_use(&h.store).await.as_deref(),
+        Some("bounce.verify.test")
+    );
+    assert_eq!(h.op(Method::GET, &path, None, 200).await, view);
+    let audit = h
+        .op(
+            Method::GET,
+            &format!("/api/tenants/{tenant}/audit"),
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(audit["entries"][0]["action"], "domain.return_path_verify");
+
+    // The daily re-check: in place → still used; the MX gone → dropped, by the system.
+    let summary = mailmux_admin::domains::recheck_verified(&h.store, &h.config)
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.return_paths_checked, summary.return_paths_dropped),
+        (1, 0)
+    );
+    dns.publish(&[spf_record]);
+    let summary = mailmux_admin::domains::recheck_verified(&h.store, &h.config)
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.return_paths_checked, summary.return_paths_dropped),
+        (1, 1)
+    );
+    assert_eq!(in_use(&h.store).await, None);
+    let view = h.op(Method::GET, &path, None, 200).await;
+    assert_eq!(record(&view, "bounces")["status"], "missing");
+    assert_eq!(view["in_use"], false);
+    let audit = h
+        .op(
+            Method::GET,
+            &format!("/api/tenants/{tenant}/audit"),
+            None,
+            200,
+        )
+        .await;
+    let dropped = &audit["entries"][0];
+    assert_eq!(
+        (&dropped["action"], &dropped["actor"]),
+        (&json!("domain.return_path_recheck"), &json!("system"))
+    );
+
+    // Published again and verified again; a new return path starts over, unverified.
+    dns.publish(&published);
+    h.op(Method::POST, &format!("{path}/verify"), None, 200)
+        .await;
+    assert!(in_use(&h.store).await.is_some());
+    let changed = h
+        .op(
+            Method::PUT,
+            &path,
+            Some(json!({"return_path": "mail.verify.test"})),
+            200,
+        )
+        .await;
+    assert_eq!(changed["verified"], false);
+    assert_eq!(in_use(&h.store).await, None);
+}

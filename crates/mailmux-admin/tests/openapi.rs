@@ -33,6 +33,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ("GET", "/api/tenants/{id}/domains/{domain}/return-path"),
     ("PUT", "/api/tenants/{id}/domains/{domain}/return-path"),
     ("DELETE", "/api/tenants/{id}/domains/{domain}/return-path"),
+    (
+        "POST",
+        "/api/tenants/{id}/domains/{domain}/return-path/verify",
+    ),
     ("GET", "/api/tenants/{id}/credentials"),
     ("POST", "/api/tenants/{id}/credentials"),
     ("GET", "/api/tenants/{id}/credentials/{credential_id}"),

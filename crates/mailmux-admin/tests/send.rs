@@ -478,7 +478,18 @@ async fn return_path_needs_custom_domains_and_a_subdomain(h: Harness) {
         )
         .await;
     assert_eq!(set["return_path"], "bounce.big.example");
-    assert_eq!(set["in_use"], true);
+    // Not used before its records are found (dns_verify.rs checks them against a DNS server).
+    assert_eq!(
+        (&set["verified"], &set["in_use"]),
+        (&json!(false), &json!(false))
+    );
+    assert!(
+        set["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "pending")
+    );
     let records: Vec<(String, String)> = set["records"]
         .as_array()
         .unwrap()
@@ -497,12 +508,20 @@ async fn return_path_needs_custom_domains_and_a_subdomain(h: Harness) {
             ("TXT".to_string(), "bounce.big.example".to_string())
         ]
     );
-    // The flag off: still set, not in use.
-    update(&h, &pro, json!({"features": {"custom_domains": false}})).await;
-    assert_eq!(h.op(Method::GET, &path, None, 200).await["in_use"], false);
     h.op(Method::DELETE, &path, None, 200).await;
     assert_eq!(
         h.op(Method::GET, &path, None, 200).await["return_path"],
         Value::Null
     );
+    // Nothing to verify: 422 naming the way out.
+    let (status, value) = h
+        .call(
+            Method::POST,
+            &format!("{path}/verify"),
+            Some(OPERATOR_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{value}");
+    assert!(value["error"]["message"].as_str().unwrap().contains("PUT"));
 }

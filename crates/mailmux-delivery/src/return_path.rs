@@ -1,6 +1,6 @@
 //! Custom MAIL FROM (return-path) domains: a tenant with the `custom_domains` feature may give a
 //! sending domain a return-path subdomain (set through the admin API, with its MX and SPF
-//! records). Its mail then leaves with that domain in the envelope sender, so bounces go to it
+//! records, and used once a check finds them). Its mail then leaves with that domain in the envelope sender, so bounces go to it
 //! and SPF is checked against it, while From: (and the DKIM signature) stay the sending
 //! domain's.
 //!
@@ -18,7 +18,8 @@ use crate::Deliverer;
 impl Deliverer {
     /// The message as it goes on the wire: the envelope sender's domain replaced by its
     /// return-path domain when there is one, the domain is the tenant's and the tenant has
-    /// `custom_domains` (read now, through the route cache). Otherwise the message as it is.
+    /// `custom_domains` (read now, through the route cache), and its DNS records were found.
+    /// Otherwise the message as it is.
     pub(crate) async fn on_the_wire<'m>(
         &self,
         message: &'m QueuedMessage,
@@ -31,8 +32,8 @@ impl Deliverer {
             return Cow::Borrowed(message);
         }
         let domain = address_domain(&message.mail_from);
-        let return_path = match self.queue.store().get_return_path(&domain).await {
-            Ok(Some((owner, Some(return_path)))) if owner == message.tenant_id => return_path,
+        let setting = match self.queue.store().get_return_path(&domain).await {
+            Ok(Some(setting)) if setting.tenant_id == message.tenant_id => setting,
             Ok(_) => return Cow::Borrowed(message),
             Err(error) => {
                 // Sent with the sender as submitted: still deliverable, only not custom.
@@ -40,7 +41,12 @@ impl Deliverer {
                 return Cow::Borrowed(message);
             }
         };
-        let sender = with_domain(&message.mail_from, &return_path);
+        // Only once its MX and SPF records are found: before that, bounces to it would be
+        // lost and receivers' SPF checks would fail.
+        let Some(return_path) = setting.verified() else {
+            return Cow::Borrowed(message);
+        };
+        let sender = with_domain(&message.mail_from, return_path);
         debug!(from = %message.mail_from, on_the_wire = %sender, "custom MAIL FROM domain");
         let mut wire = message.clone();
         wire.mail_from = sender;

@@ -34,6 +34,7 @@ pub use queue::{
     Admission, DeliveryReport, NewMessage, QUOTA_WINDOW_MS, QueuedMessage, QueuedRecipient,
     RecipientResult, RecipientStatus,
 };
+pub use return_paths::{ReturnPath, ReturnPathCheck};
 pub use stats::TenantCounters;
 pub use tenants::TenantDeletion;
 

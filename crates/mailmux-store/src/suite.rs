@@ -9,7 +9,7 @@ use mailmux_core::{BodyFlags, Credential, Domain, Envelope, QueueId, Tenant, Ten
 
 use crate::{
     DeliveryReport, DkimKey, DkimKeyStatus, DkimSigningState, NewMessage, RecipientResult,
-    RecipientStatus, Store, StoreError,
+    RecipientStatus, ReturnPathCheck, Store, StoreError,
 };
 
 /// Runs every check against `store` (freshly migrated, empty or not: ids are random).
@@ -627,17 +627,75 @@ async fn tenant_policy(store: &Store) {
         .await
         .unwrap();
     let bounce = format!("bounce.{name}");
+    let unset = store.get_return_path(&name).await.unwrap().unwrap();
     assert_eq!(
-        store.get_return_path(&name).await.unwrap(),
-        Some((tenant.id.clone(), None))
+        (unset.tenant_id.as_str(), unset.return_path),
+        (tenant.id.as_str(), None)
     );
     store
         .set_return_path(&tenant.id, &name, Some(&bounce))
         .await
         .unwrap();
+    let set = store.get_return_path(&name).await.unwrap().unwrap();
+    assert_eq!(set.return_path.as_deref(), Some(bounce.as_str()));
     assert_eq!(
-        store.get_return_path(&name).await.unwrap(),
-        Some((tenant.id.clone(), Some(bounce.clone())))
+        set.verified(),
+        None,
+        "a new return path is not used before a check"
+    );
+    assert!(set.checks.is_empty());
+
+    // A check of the current return path is recorded; one about another name is not.
+    let found = ReturnPathCheck {
+        checks: [("mx".to_string(), "verified".to_string())].into(),
+        checked_at: 5,
+        verified_at: Some(5),
+    };
+    assert!(
+        !store
+            .put_return_path_check(&name, &format!("old.{name}"), &found)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .get_return_path(&name)
+            .await
+            .unwrap()
+            .unwrap()
+            .verified(),
+        None
+    );
+    assert!(
+        store
+            .put_return_path_check(&name, &bounce, &found)
+            .await
+            .unwrap()
+    );
+    let verified = store.get_return_path(&name).await.unwrap().unwrap();
+    assert_eq!(verified.verified(), Some(bounce.as_str()));
+    assert_eq!(
+        (verified.checked_at, verified.checks),
+        (Some(5), found.checks.clone())
+    );
+    let in_use = store.list_verified_return_paths().await.unwrap();
+    assert!(in_use.iter().any(|r| r.domain == name));
+
+    // Changing the return path forgets the verdict.
+    let other = format!("mail.{name}");
+    store
+        .set_return_path(&tenant.id, &name, Some(&other))
+        .await
+        .unwrap();
+    let changed = store.get_return_path(&name).await.unwrap().unwrap();
+    assert_eq!((changed.verified(), changed.checked_at), (None, None));
+    assert!(
+        !store
+            .list_verified_return_paths()
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.domain == name)
     );
     assert!(matches!(
         store.set_return_path("t_other", &name, None).await,
@@ -647,7 +705,15 @@ async fn tenant_policy(store: &Store) {
         .set_return_path(&tenant.id, &name, None)
         .await
         .unwrap();
-    assert_eq!(store.get_return_path(&name).await.unwrap().unwrap().1, None);
+    assert_eq!(
+        store
+            .get_return_path(&name)
+            .await
+            .unwrap()
+            .unwrap()
+            .return_path,
+        None
+    );
     assert_eq!(store.get_return_path("nobody.example").await.unwrap(), None);
 
     // A held message is given back untried; only its owner's lease is released.
