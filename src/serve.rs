@@ -96,9 +96,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin)
-            .with_graceful_shutdown(admin_stop)
-            .await
+        // With connection info: the send API names its client in the Received: header.
+        axum::serve(
+            admin_listener,
+            admin.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(admin_stop)
+        .await
     });
     let smtp_stop = {
         let mut stop = stop_rx.clone();

@@ -337,6 +337,11 @@ fn each_limit_and_flag_on_and_off_over_smtp_and_http() {
         .find(|m| m.rcpt_tos.iter().any(|r| r == "api@sink.test"))
         .expect("the API's message delivered");
     assert_eq!(api.header("subject").as_deref(), Some("via api"));
+    let trace = api.header("received").expect("a Received: header");
+    assert!(
+        trace.starts_with("from [127.0.0.1]") && trace.contains(" with HTTP id "),
+        "{trace}"
+    );
     update(&mm, t, json!({"rate_per_second": 1}));
     let statuses: Vec<(u16, Option<String>)> = (0..3)
         .map(|_| {

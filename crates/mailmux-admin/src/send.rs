@@ -2,16 +2,20 @@
 //! or a complete `raw` message); it goes through the same policy as SMTP submission (the
 //! shared [`mailmux_policy::Policy`]: status, sender rights for the envelope and the From:
 //! header, rate, daily quota, recipients, size, content) into the same durable queue, with
-//! `origin: "api"`. DKIM signing happens at delivery, as for SMTP mail.
+//! `origin: "api"`, with a `Received:` header naming the client's address as SMTP mail has
+//! one naming its client. DKIM signing happens at delivery, as for SMTP mail.
 //!
 //! The caller is a tenant, so this needs a tenant API key (which needs `api_access`: see
 //! auth.rs). The operator token is refused with 403: the operator has no tenant to send as,
 //! and guessing one (or taking it from the From: domain) would bypass the tenant's own key.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::Json;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use mailmux_core::{BodyFlags, Envelope};
+use mailmux_policy::received::{self, Trace};
 use mailmux_policy::{Submitter, Verdict, rules};
 use mailmux_queue::{QueueError, Submission};
 use serde::Serialize;
@@ -34,8 +38,12 @@ pub struct Sent {
 
 /// The JSON body of a send, read with a limit of its own: a message may be as large as
 /// `smtp.max_message_size`, and in JSON (base64 attachments, escaped text) it takes up to about
-/// twice that, far above the 1 MiB every other request is held to.
-pub struct SendBody(pub SendRequest);
+/// twice that, far above the 1 MiB every other request is held to. With it, the client's
+/// address for the `Received:` header.
+pub struct SendBody {
+    pub request: SendRequest,
+    pub client: IpAddr,
+}
 
 /// Largest send request accepted (413 beyond), for a relay whose messages may be `max` bytes.
 pub fn body_limit(max_message_size: u64) -> usize {
@@ -60,6 +68,18 @@ impl FromRequest<AdminState> for SendBody {
         if !json {
             return Err(AdminError::UnsupportedMediaType);
         }
+        // The server is started with connection info (serve.rs); without it there is no
+        // address to put in the trace header, and a header that made one up would lie.
+        let (mut parts, body) = request.into_parts();
+        let ConnectInfo(peer) = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(|_| {
+                AdminError::Internal(
+                    "the admin listener was started without connection info".into(),
+                )
+            })?;
+        let client = peer.ip();
+        let request = Request::from_parts(parts, body);
         let limit = body_limit(state.config.smtp.max_message_size);
         let bytes = axum::body::to_bytes(request.into_body(), limit)
             .await
@@ -73,7 +93,7 @@ impl FromRequest<AdminState> for SendBody {
                 }
             })?;
         let Json(request) = Json::<SendRequest>::from_bytes(&bytes)?;
-        Ok(SendBody(request))
+        Ok(SendBody { request, client })
     }
 }
 
@@ -97,7 +117,7 @@ impl FromRequest<AdminState> for SendBody {
 pub async fn send(
     State(state): State<AdminState>,
     principal: Principal,
-    SendBody(request): SendBody,
+    SendBody { request, client }: SendBody,
 ) -> Result<Json<Sent>> {
     let Some(tenant_id) = principal.tenant() else {
         return Err(AdminError::Forbidden(
@@ -129,6 +149,21 @@ pub async fn send(
         .await?;
     let smtputf8 =
         !composed.mail_from.is_ascii() || composed.recipients.iter().any(|r| !r.is_ascii());
+    let trace = received::header(&Trace {
+        helo: None,
+        ip: client,
+        hostname: &state.config.smtp.hostname,
+        protocol: received::HTTP,
+        id: &queue_id,
+        recipient: match composed.recipients.as_slice() {
+            [only] => Some(only.as_str()),
+            _ => None,
+        },
+        timestamp: mailmux_core::now_ms() / 1000,
+    });
+    let mut message = Vec::with_capacity(trace.len() + composed.message.len());
+    message.extend_from_slice(trace.as_bytes());
+    message.extend_from_slice(&composed.message);
     let submission = Submission {
         id: queue_id,
         tenant_id: tenant_id.to_string(),
@@ -140,7 +175,7 @@ pub async fn send(
                 smtputf8,
             },
         },
-        body: composed.message,
+        body: message,
         origin: "api",
         priority: admitted.priority,
     };

@@ -119,6 +119,15 @@ async fn send_api_queues_through_the_policy(h: Harness) {
         assert!(body.contains(want), "{want:?} missing:\n{body}");
     }
     assert!(!body.contains("hidden@x.test"), "Bcc stays blind:\n{body}");
+    // The trace header comes first and names the HTTP client and the queue id; with three
+    // recipients it names none of them.
+    let trace = body.split("\r\n;").next().unwrap();
+    assert!(
+        body.starts_with("Received: from [127.0.0.1]\r\n\tby ")
+            && trace.contains(&format!("(mailmux) with HTTP id {id};"))
+            && !trace.contains("for <"),
+        "{body}"
+    );
     let ids: Vec<&str> = queued
         .recipients
         .iter()
@@ -135,6 +144,17 @@ async fn send_api_queues_through_the_policy(h: Harness) {
     .await;
     assert_eq!(status, StatusCode::OK, "{sent}");
     assert_eq!(sent["recipients"], json!(["r@x.test"]));
+    let raw = h
+        .store
+        .load_pending(sent["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .expect("queued");
+    let raw = String::from_utf8_lossy(&raw.body).into_owned();
+    assert!(
+        raw.starts_with("Received: from [127.0.0.1]\r\n") && raw.contains("\r\n\tfor <r@x.test>;"),
+        "{raw}"
+    );
 
     // Sender rights: the envelope domain and the From: header, like SMTP.
     let (status, value, _) = send(&h, &key, text_message("app@other.example", &["a@x.test"])).await;

@@ -12,7 +12,8 @@
 //!
 //! Files: `rules.rs` holds the pure checks, `rate.rs` the governor limiters, `hooks.rs` the
 //! feature-gated content hooks, `content.rs` the byte-level message checks, `headers.rs` the
-//! header senders, `reply.rs` and `verdict.rs` the values. This file fetches the facts (the store) and runs the checks.
+//! header senders, `received.rs` the trace header, `reply.rs` and `verdict.rs` the values. This
+//! file fetches the facts (the store) and runs the checks.
 //!
 //! Freshness: the tenant is read from the store at every transaction, never cached, so a change
 //! of status, tier, limit or flag made through the API applies to the next transaction on every
@@ -22,6 +23,7 @@ pub mod content;
 mod headers;
 pub mod hooks;
 pub mod rate;
+pub mod received;
 pub mod reply;
 pub mod rules;
 mod verdict;

@@ -5,6 +5,7 @@
 
 use mailmux_core::Envelope;
 use mailmux_policy::content;
+use mailmux_policy::received::{self, Trace};
 use mailmux_queue::{QueueError, Submission};
 use smtp_proto::request::receiver::BdatReceiver;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,7 +14,6 @@ use tracing::{info, warn};
 use crate::data_decoder::DataDecoder;
 use crate::metrics::{Metrics, RejectReason};
 use crate::policy::{self, Refusal};
-use crate::received::{self, Trace};
 use crate::reply::Reply;
 use crate::session::{Body, Flow, Session, State};
 
@@ -98,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         flags.eight_bit |= scan.eight_bit;
         let helo = self.helo.as_ref();
         let header = received::header(&Trace {
-            helo: helo.map_or("unknown", |h| h.name.as_str()),
+            helo: Some(helo.map_or("unknown", |h| h.name.as_str())),
             ip: self.conn.peer.ip(),
             hostname: &self.server.config.smtp.hostname,
             protocol: received::protocol(

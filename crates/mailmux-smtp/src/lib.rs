@@ -18,7 +18,6 @@ mod mail;
 pub mod metrics;
 pub mod policy;
 mod rcpt;
-mod received;
 mod server;
 mod session;
 mod simple;

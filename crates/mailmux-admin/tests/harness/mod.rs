@@ -181,7 +181,12 @@ impl Harness {
             metric_sources: vec![Arc::new(FixedMetric)],
             policy: Arc::new(mailmux_policy::Policy::new(&config, store.clone())),
             queue,
-        });
+        })
+        // What `into_make_service_with_connect_info` gives the real server: the client's
+        // address (the send API's Received: header names it).
+        .layer(axum::extract::connect_info::MockConnectInfo(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 40_000)),
+        ));
         Harness {
             router,
             store,

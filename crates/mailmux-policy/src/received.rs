@@ -1,6 +1,6 @@
-//! The `Received:` trace header (RFC 5321 §4.4) prepended to every accepted message: who
-//! handed it over (HELO name and IP), to whom, how (RFC 3848 / RFC 6531 protocol names), under
-//! which queue id and when.
+//! The `Received:` trace header (RFC 5321 §4.4) prepended to every accepted message, by SMTP
+//! submission and by the HTTP send API alike: who handed it over (HELO name, if any, and IP),
+//! to whom, how (RFC 3848 / RFC 6531 protocol names, or `HTTP`), under which queue id and when.
 
 use std::net::IpAddr;
 
@@ -8,8 +8,8 @@ use mailmux_core::QueueId;
 
 /// What the header records about one message.
 pub struct Trace<'a> {
-    /// The name the client gave in HELO/EHLO.
-    pub helo: &'a str,
+    /// The name the client gave in HELO/EHLO; `None` over HTTP, which has no such greeting.
+    pub helo: Option<&'a str>,
     pub ip: IpAddr,
     /// Our `smtp.hostname`.
     pub hostname: &'a str,
@@ -21,6 +21,10 @@ pub struct Trace<'a> {
     /// Unix seconds.
     pub timestamp: i64,
 }
+
+/// The `with` value of a message sent through the HTTP send API (an Atom, as RFC 5321's
+/// `Attdl-Protocol` allows; the value other providers' HTTP APIs use too).
+pub const HTTP: &str = "HTTP";
 
 /// The `with` value: RFC 3848 (`ESMTP`, `ESMTPS`, `ESMTPA`, `ESMTPSA`), or the RFC 6531
 /// `UTF8SMTP…` names when the transaction used SMTPUTF8.
@@ -49,9 +53,14 @@ pub fn header(trace: &Trace<'_>) -> String {
         Some(rcpt) => format!("\r\n\tfor <{}>", sanitize(rcpt)),
         None => String::new(),
     };
+    // RFC 5321's From-domain: the greeting's name with the address as TCP-info, or the
+    // address literal alone when there was no greeting.
+    let from = match trace.helo {
+        Some(helo) => format!("{} ({ip})", sanitize(helo)),
+        None => ip,
+    };
     format!(
-        "Received: from {helo} ({ip})\r\n\tby {host} (mailmux) with {protocol} id {id}{recipient};\r\n\t{date}\r\n",
-        helo = sanitize(trace.helo),
+        "Received: from {from}\r\n\tby {host} (mailmux) with {protocol} id {id}{recipient};\r\n\t{date}\r\n",
         host = trace.hostname,
         protocol = trace.protocol,
         id = trace.id,
@@ -102,7 +111,7 @@ mod tests {
     fn header_names_everything_and_stays_one_header() {
         let id = QueueId("0123456789abcdef0123".into());
         let trace = Trace {
-            helo: "client.example\r\nX-Injected: yes",
+            helo: Some("client.example\r\nX-Injected: yes"),
             ip: "2001:db8::1".parse().unwrap(),
             hostname: "relay.example",
             protocol: "ESMTPSA",
@@ -123,5 +132,17 @@ mod tests {
             ..trace
         });
         assert!(no_rcpt.contains("([127.0.0.1])") && !no_rcpt.contains("for <"));
+        let http = header(&Trace {
+            helo: None,
+            ip: "127.0.0.1".parse().unwrap(),
+            protocol: HTTP,
+            ..trace
+        });
+        assert!(
+            http.starts_with(
+                "Received: from [127.0.0.1]\r\n\tby relay.example (mailmux) with HTTP id "
+            ),
+            "{http}"
+        );
     }
 }
