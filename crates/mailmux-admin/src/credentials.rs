@@ -87,15 +87,6 @@ fn not_found(id: &str) -> AdminError {
 /// Creates an SMTP credential, refused (422) when the tenant has `max_users` live ones.
 pub async fn create(store: &Store, actor: &Actor, tenant_id: &str) -> Result<NewCredential> {
     let tenant = crate::tenants::get(store, tenant_id).await?;
-    let max = tenant.limits.max_users;
-    // Count-then-insert can let two concurrent requests both pass at max - 1; the limit is a
-    // plan boundary, not a security one, and one extra credential is the worst case.
-    if max > 0 && store.count_credentials(&tenant.id).await? >= max {
-        return Err(AdminError::LimitExceeded(format!(
-            "tenant {} already has its maximum of {max} users (max_users)",
-            tenant.id
-        )));
-    }
     let password = generate_secret();
     let credential = Credential {
         id: random_id("c_", 16),
@@ -107,7 +98,10 @@ pub async fn create(store: &Store, actor: &Actor, tenant_id: &str) -> Result<New
         rate_per_second: None,
         rate_per_minute: None,
     };
-    store.create_credential(&credential).await?;
+    // The store counts and inserts in one transaction: exact under concurrent requests.
+    store
+        .create_credential(&credential, tenant.limits.max_users)
+        .await?;
     crate::audit::record(
         store,
         actor,

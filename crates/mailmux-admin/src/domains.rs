@@ -304,6 +304,8 @@ pub async fn add(
     let tenant = crate::tenants::get(store, tenant_id).await?;
     let name = check_available(store, raw).await?;
     let max = tenant.limits.max_domains;
+    // Checked here first so that a refused request costs no key generation; the store checks
+    // again, exactly, as it inserts.
     if max > 0 && store.count_domains(&tenant.id).await? >= max {
         return Err(AdminError::LimitExceeded(format!(
             "tenant {} already has its maximum of {max} domains (max_domains)",
@@ -341,7 +343,7 @@ pub async fn add(
     // The check above and this insert race with another request for the same name; the
     // primary key settles it (409 for the loser).
     store
-        .add_domain_with_dkim(&domain, &key)
+        .add_domain_with_dkim(&domain, &key, max)
         .await
         .map_err(|e| match AdminError::from(e) {
             AdminError::Conflict(_) => {

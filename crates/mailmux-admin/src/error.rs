@@ -78,6 +78,7 @@ impl From<StoreError> for AdminError {
         match error {
             StoreError::NotFound(what) => AdminError::NotFound(format!("{what} not found")),
             StoreError::Conflict(what) => AdminError::Conflict(format!("{what} already exists")),
+            StoreError::LimitReached(why) => AdminError::LimitExceeded(why),
             other => AdminError::Storage(other),
         }
     }

@@ -941,7 +941,7 @@ mod tests {
                 created_at: 1,
             };
             let key = self.key(domain, "s1", mailmux_store::DkimKeyStatus::Active);
-            self.store.add_domain_with_dkim(&d, &key).await.unwrap();
+            self.store.add_domain_with_dkim(&d, &key, 0).await.unwrap();
         }
 
         fn message(&self, from: &str) -> Vec<u8> {

@@ -10,7 +10,25 @@ const COLUMNS: &str = "id, tenant_id, username, secret_hash, created_at, revoked
      rate_per_second, rate_per_minute";
 
 impl Store {
-    pub async fn create_credential(&self, credential: &Credential) -> Result<()> {
+    /// Stores a new credential, unless its tenant already has `max_users` live ones
+    /// (`LimitReached`; 0: no limit). The count and the insert are one transaction holding the
+    /// tenant ([`Store::begin_for_tenant`]), so concurrent requests cannot pass the limit.
+    pub async fn create_credential(&self, credential: &Credential, max_users: u64) -> Result<()> {
+        let mut tx = self.begin_for_tenant(&credential.tenant_id).await?;
+        if max_users > 0 {
+            let live: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM credentials WHERE tenant_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(&credential.tenant_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if live as u64 >= max_users {
+                return Err(StoreError::LimitReached(format!(
+                    "tenant {} already has its maximum of {max_users} users (max_users)",
+                    credential.tenant_id
+                )));
+            }
+        }
         sqlx::query(
             "INSERT INTO credentials (id, tenant_id, username, secret_hash, created_at, revoked_at, \
              rate_per_second, rate_per_minute) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -23,9 +41,10 @@ impl Store {
         .bind(credential.revoked_at)
         .bind(credential.rate_per_second.map(|r| r as i64))
         .bind(credential.rate_per_minute.map(|r| r as i64))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("credential {}", credential.username)))?;
+        tx.commit().await?;
         Ok(())
     }
 

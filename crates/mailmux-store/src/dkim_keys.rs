@@ -100,9 +100,28 @@ pub struct DomainCheck {
 
 impl Store {
     /// Adds a domain and its DKIM key (active) in one transaction: a domain is never without its
-    /// key. `Conflict` if any tenant already holds the domain.
-    pub async fn add_domain_with_dkim(&self, domain: &Domain, key: &DkimKey) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+    /// key. `Conflict` if any tenant already holds the domain; `LimitReached` if its tenant
+    /// already holds `max_domains` (0: no limit), counted inside the transaction, which holds
+    /// the tenant ([`Store::begin_for_tenant`]).
+    pub async fn add_domain_with_dkim(
+        &self,
+        domain: &Domain,
+        key: &DkimKey,
+        max_domains: u64,
+    ) -> Result<()> {
+        let mut tx = self.begin_for_tenant(&domain.tenant_id).await?;
+        if max_domains > 0 {
+            let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM domains WHERE tenant_id = $1")
+                .bind(&domain.tenant_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            if held as u64 >= max_domains {
+                return Err(StoreError::LimitReached(format!(
+                    "tenant {} already has its maximum of {max_domains} domains (max_domains)",
+                    domain.tenant_id
+                )));
+            }
+        }
         insert_domain(&mut *tx, domain).await?;
         insert_dkim_key(&mut *tx, key).await?;
         tx.commit().await?;

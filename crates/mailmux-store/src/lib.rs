@@ -23,7 +23,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor};
+use sqlx::{Any, AnyPool, Executor};
 
 pub use api_keys::ApiKey;
 pub use audit::{AuditEntry, AuditRecord};
@@ -52,6 +52,9 @@ pub enum StoreError {
     NotFound(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A tenant limit (max_users, max_domains) would be exceeded; the text says which.
+    #[error("{0}")]
+    LimitReached(String),
     #[error("cannot prepare database location {path}: {source}")]
     Location {
         path: String,
@@ -122,6 +125,25 @@ impl Store {
         };
         let pool = options.connect(&url).await?;
         Ok(Store { pool, backend })
+    }
+
+    /// Begins a write transaction in which `tenant_id`'s row is held, so that counting the
+    /// tenant's rows and inserting one more is exact under concurrency: on Postgres the row is
+    /// locked (`FOR UPDATE`: another node's transaction for the tenant waits, and its count
+    /// then sees this one's insert); on SQLite the transaction takes the database's write lock
+    /// from its start (`BEGIN IMMEDIATE`), which serialises writers.
+    async fn begin_for_tenant(&self, tenant_id: &str) -> Result<sqlx::Transaction<'static, Any>> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+                    .bind(tenant_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// Applies the migrations in `sql/<backend>/` that have not run yet.

@@ -21,6 +21,7 @@ pub async fn run_all(store: &Store) {
     concurrent_claims_never_overlap(store).await;
     tenant_policy(store).await;
     daily_quota_is_decided_in_the_commit(store).await;
+    user_and_domain_limits_hold_under_concurrency(store).await;
 }
 
 fn new_tenant(tier: Tier) -> Tenant {
@@ -105,7 +106,7 @@ async fn domains_and_credentials(store: &Store) {
         rate_per_second: None,
         rate_per_minute: Some(30),
     };
-    store.create_credential(&credential).await.unwrap();
+    store.create_credential(&credential, 0).await.unwrap();
     assert_eq!(
         store
             .find_credential(&credential.username)
@@ -177,7 +178,10 @@ async fn dkim_rotation(store: &Store) {
         created_at: 10,
     };
     let first = dkim_key(&name, "mm202601", DkimKeyStatus::Active, 10);
-    store.add_domain_with_dkim(&domain, &first).await.unwrap();
+    store
+        .add_domain_with_dkim(&domain, &first, 0)
+        .await
+        .unwrap();
     let state = |active: Option<(&str, i64)>| DkimSigningState {
         tenant_id: tenant.id.clone(),
         verified: true,
@@ -590,7 +594,7 @@ async fn tenant_policy(store: &Store) {
         rate_per_second: None,
         rate_per_minute: None,
     };
-    store.create_credential(&credential).await.unwrap();
+    store.create_credential(&credential, 0).await.unwrap();
     assert!(
         store
             .set_credential_rates(&tenant.id, &credential.id, Some(2), None)
@@ -853,4 +857,58 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
     );
     assert!(store.delete_tenant(&tenant.id).await.unwrap());
     assert!(store.delete_tenant(&racing.id).await.unwrap());
+}
+
+/// max_users and max_domains are decided where the row is inserted: twelve concurrent creations
+/// against a limit of three leave exactly three, and the others get `LimitReached`.
+async fn user_and_domain_limits_hold_under_concurrency(store: &Store) {
+    let tenant = new_tenant(Tier::Starter);
+    store.create_tenant(&tenant).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 0..12 {
+        let store = store.clone();
+        let tenant_id = tenant.id.clone();
+        tasks.push(tokio::spawn(async move {
+            let credential = Credential {
+                id: random_id("c_", 16),
+                tenant_id: tenant_id.clone(),
+                username: random_id("mm_", 20),
+                secret_hash: hash_secret("pw"),
+                created_at: 1,
+                revoked_at: None,
+                rate_per_second: None,
+                rate_per_minute: None,
+            };
+            let user = store.create_credential(&credential, 3).await;
+            let name = format!("{}.example.test", random_id(&format!("l{n}"), 8));
+            let domain = Domain {
+                name: name.clone(),
+                tenant_id,
+                verified: false,
+                verified_by: None,
+                verification_token: "tok".into(),
+                created_at: 1,
+            };
+            let key = dkim_key(&name, "mm1", DkimKeyStatus::Active, 1);
+            let domain = store.add_domain_with_dkim(&domain, &key, 3).await;
+            (user, domain)
+        }));
+    }
+    let (mut users, mut domains) = (0, 0);
+    for task in tasks {
+        let (user, domain) = task.await.unwrap();
+        match user {
+            Ok(()) => users += 1,
+            Err(StoreError::LimitReached(why)) => assert!(why.contains("max_users"), "{why}"),
+            Err(other) => panic!("credential: {other}"),
+        }
+        match domain {
+            Ok(()) => domains += 1,
+            Err(StoreError::LimitReached(why)) => assert!(why.contains("max_domains"), "{why}"),
+            Err(other) => panic!("domain: {other}"),
+        }
+    }
+    assert_eq!((users, domains), (3, 3));
+    assert_eq!(store.count_credentials(&tenant.id).await.unwrap(), 3);
+    assert_eq!(store.count_domains(&tenant.id).await.unwrap(), 3);
 }

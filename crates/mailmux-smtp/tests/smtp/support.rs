@@ -111,7 +111,7 @@ impl Fixture {
             rate_per_second: None,
             rate_per_minute: None,
         };
-        store.create_credential(&credential).await.unwrap();
+        store.create_credential(&credential, 0).await.unwrap();
 
         let mut config = test_config(&tenant.id);
         adjust(&mut config);
