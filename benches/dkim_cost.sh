@@ -2,7 +2,8 @@
 # What DKIM signing costs the relay: one mailmux, the same load with signing off and on,
 # alternated for several rounds so that both modes see the same machine.
 #
-#   bash benches/dkim_cost.sh [ROUNDS] [MESSAGES] [SIZE] [SESSIONS]   (defaults: 3 4000 10240 20)
+#   [KEY_TYPE=ed25519] bash benches/dkim_cost.sh [ROUNDS] [MESSAGES] [SIZE] [SESSIONS]
+#                                                  (defaults: RSA-2048; 3 4000 10240 20)
 #
 # Each run: `smtp-source` sends MESSAGES messages of SIZE bytes over SESSIONS connections;
 # end-to-end msg/s is MESSAGES / the time until mailmux's queue is empty. Signing is switched

@@ -1,6 +1,7 @@
 # Shared by the bench scripts (run.sh, dkim_cost.sh): a work dir cleaned up on exit, the
 # release build, Postfix's smtp-sink as the one receiver, and one mailmux relaying to it for a
-# bench tenant (enterprise, no limits) with an RSA-2048 key on bench.test. Source it after
+# bench tenant (enterprise, no limits) with a DKIM key on bench.test (RSA-2048, or Ed25519 with
+# KEY_TYPE=ed25519). Source it after
 # setting SESSIONS, MESSAGES and SIZE.
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -59,7 +60,9 @@ MM_DIR="$WORK/mailmux"
 mkdir -p "$MM_DIR"
 export MAILMUX_STORAGE__DATA_DIR="$MM_DIR"
 TENANT="$("$MAILMUX" tenant create --name bench --tier enterprise | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')"
-"$MAILMUX" domain add --tenant "$TENANT" --domain bench.test --verified > /dev/null
+# KEY_TYPE=ed25519 for an Ed25519 key instead of RSA-2048.
+"$MAILMUX" domain add --tenant "$TENANT" --domain bench.test --verified \
+    --key-type "${KEY_TYPE:-rsa}" > /dev/null
 unset MAILMUX_STORAGE__DATA_DIR
 
 # mailmux's CPU time so far, in milliseconds (user + system, from /proc/PID/stat).
