@@ -13,7 +13,8 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use mailmux_core::{
-    Config, Domain, Feature, is_subdomain_of, normalize_domain, now_ms, return_path_dns_records,
+    Config, Domain, Feature, Tenant, is_subdomain_of, normalize_domain, now_ms,
+    return_path_dns_records,
 };
 use mailmux_store::{ReturnPath, ReturnPathCheck, Store};
 use serde::{Deserialize, Serialize};
@@ -113,6 +114,14 @@ fn view(setting: &ReturnPath, custom_domains: bool, relay: &str) -> ReturnPathVi
     }
 }
 
+/// The tenant, its domain (404 for another tenant's) and the domain's return-path setting.
+async fn load(store: &Store, tenant_id: &str, raw: &str) -> Result<(Tenant, ReturnPath)> {
+    let tenant = crate::tenants::get(store, tenant_id).await?;
+    let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
+    let setting = current(store, &domain).await?;
+    Ok((tenant, setting))
+}
+
 async fn current(store: &Store, domain: &Domain) -> Result<ReturnPath> {
     store
         .get_return_path(&domain.name)
@@ -128,9 +137,7 @@ pub async fn show(
     tenant_id: &str,
     raw: &str,
 ) -> Result<ReturnPathView> {
-    let tenant = crate::tenants::get(store, tenant_id).await?;
-    let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
-    let setting = current(store, &domain).await?;
+    let (tenant, setting) = load(store, tenant_id, raw).await?;
     Ok(view(&setting, tenant.features.custom_domains, relay))
 }
 
@@ -219,13 +226,11 @@ pub async fn verify(
     tenant_id: &str,
     raw: &str,
 ) -> Result<ReturnPathView> {
-    let tenant = crate::tenants::get(store, tenant_id).await?;
-    let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
-    let setting = current(store, &domain).await?;
+    let (tenant, setting) = load(store, tenant_id, raw).await?;
     if setting.return_path.is_none() {
         return Err(AdminError::Invalid(format!(
             "domain {} has no return path to verify; set one with PUT first",
-            domain.name
+            setting.domain
         )));
     }
     let checker = DnsChecker::new(&config.delivery.dns_servers)?;

@@ -396,10 +396,11 @@ async fn return_path_is_used_once_its_records_are_found() {
         }
     };
 
+    let verify_path = format!("{path}/verify");
+    let verify = || h.op(Method::POST, &verify_path, None, 200);
+
     // Nothing published: both missing, not used.
-    let view = h
-        .op(Method::POST, &format!("{path}/verify"), None, 200)
-        .await;
+    let view = verify().await;
     assert_eq!(
         statuses(&view),
         pairs(&[("bounces", "missing"), ("spf", "missing")])
@@ -416,9 +417,7 @@ async fn return_path_is_used_once_its_records_are_found() {
         json!({"name": "bounce.verify.test", "type": "MX", "value": "10 mx.elsewhere.example"}),
         spf_record.clone(),
     ]);
-    let view = h
-        .op(Method::POST, &format!("{path}/verify"), None, 200)
-        .await;
+    let view = verify().await;
     assert_eq!(
         statuses(&view),
         pairs(&[("bounces", "mismatch"), ("spf", "verified")])
@@ -432,9 +431,7 @@ async fn return_path_is_used_once_its_records_are_found() {
         spf_record.clone(),
     ];
     dns.publish(&published);
-    let view = h
-        .op(Method::POST, &format!("{path}/verify"), None, 200)
-        .await;
+    let view = verify().await;
     assert_eq!(
         statuses(&view),
         pairs(&[("bounces", "verified"), ("spf", "verified")])
@@ -495,8 +492,7 @@ async fn return_path_is_used_once_its_records_are_found() {
 
     // Published again and verified again; a new return path starts over, unverified.
     dns.publish(&published);
-    h.op(Method::POST, &format!("{path}/verify"), None, 200)
-        .await;
+    verify().await;
     assert!(in_use(&h.store).await.is_some());
     let changed = h
         .op(
