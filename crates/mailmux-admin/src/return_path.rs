@@ -176,19 +176,22 @@ pub async fn set(
         )));
     }
     let before = current(store, &domain).await?.return_path;
-    store
-        .set_return_path(tenant_id, &domain.name, Some(&return_path))
+    // The same value again changes nothing: in particular it keeps its verification.
+    if before.as_deref() != Some(return_path.as_str()) {
+        store
+            .set_return_path(tenant_id, &domain.name, Some(&return_path))
+            .await?;
+        crate::audit::record(
+            store,
+            actor,
+            Some(tenant_id),
+            "domain.return_path",
+            &domain.name,
+            Some(serde_json::json!({ "return_path": before })),
+            Some(serde_json::json!({ "return_path": return_path })),
+        )
         .await?;
-    crate::audit::record(
-        store,
-        actor,
-        Some(tenant_id),
-        "domain.return_path",
-        &domain.name,
-        Some(serde_json::json!({ "return_path": before })),
-        Some(serde_json::json!({ "return_path": return_path })),
-    )
-    .await?;
+    }
     let setting = current(store, &domain).await?;
     Ok(view(&setting, tenant.features.custom_domains, relay))
 }
@@ -322,14 +325,23 @@ pub(crate) async fn check_and_store(
             tracing::warn!(domain = %after.domain, %return_path,
                 "return-path records are gone; mail leaves with the sending domain again");
         }
+        let before = serde_json::json!({
+            "return_path": return_path,
+            "verified": setting.verified().is_some(),
+        });
+        let now = serde_json::json!({
+            "return_path": return_path,
+            "verified": after.verified().is_some(),
+            "records": after.checks,
+        });
         crate::audit::record(
             store,
             actor,
             Some(&after.tenant_id),
             action,
             &after.domain,
-            Some(serde_json::json!({ "return_path": return_path, "verified": setting.verified().is_some() })),
-            Some(serde_json::json!({ "return_path": return_path, "verified": after.verified().is_some(), "records": after.checks })),
+            Some(before),
+            Some(now),
         )
         .await?;
     }

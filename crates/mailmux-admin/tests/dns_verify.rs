@@ -490,10 +490,20 @@ async fn return_path_is_used_once_its_records_are_found() {
         (&json!("domain.return_path_recheck"), &json!("system"))
     );
 
-    // Published again and verified again; a new return path starts over, unverified.
+    // Published again and verified again; the same value PUT again keeps its verdict, a new
+    // return path starts over, unverified.
     dns.publish(&published);
     verify().await;
     assert!(in_use(&h.store).await.is_some());
+    let same = h
+        .op(
+            Method::PUT,
+            &path,
+            Some(json!({"return_path": "bounce.verify.test"})),
+            200,
+        )
+        .await;
+    assert_eq!(same["in_use"], true, "{same}");
     let changed = h
         .op(
             Method::PUT,

@@ -1,8 +1,8 @@
 //! Custom MAIL FROM (return-path) domains: a tenant with the `custom_domains` feature may give a
 //! sending domain a return-path subdomain (set through the admin API, with its MX and SPF
-//! records, and used once a check finds them). Its mail then leaves with that domain in the envelope sender, so bounces go to it
-//! and SPF is checked against it, while From: (and the DKIM signature) stay the sending
-//! domain's.
+//! records, and used once a check finds them). Its mail then leaves with that domain in the
+//! envelope sender, so bounces go to it and SPF is checked against it, while From: (and the
+//! DKIM signature) stay the sending domain's.
 //!
 //! Only the wire changes: the queued message keeps the sender as submitted, which is where a
 //! DSN goes and what the API shows.
