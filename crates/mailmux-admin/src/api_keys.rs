@@ -95,17 +95,15 @@ pub async fn create(
         created_at: now_ms(),
         revoked_at: None,
     };
-    store.create_api_key(&key).await?;
-    crate::audit::record(
-        store,
+    let audit = crate::audit::entry(
         actor,
         Some(&tenant.id),
         "api_key.create",
         &key.id,
         None,
         Some(serde_json::to_value(ApiKeyView::from(&key)).expect("serialises")),
-    )
-    .await?;
+    );
+    store.create_api_key(&key, Some(&audit)).await?;
     Ok(NewApiKey {
         key: format!("{API_KEY_PREFIX}{}.{secret}", key.id),
         id: key.id,
@@ -141,19 +139,22 @@ pub async fn revoke(store: &Store, actor: &Actor, tenant_id: &str, id: &str) -> 
     if before.revoked_at.is_some() {
         return Ok(());
     }
-    store.revoke_api_key(tenant_id, id, now_ms()).await?;
+    let now = now_ms();
     let mut after = ApiKeyView::from(&before);
-    after.revoked_at = Some(now_ms());
-    crate::audit::record(
-        store,
+    after.revoked_at = Some(now);
+    let audit = crate::audit::entry(
         actor,
         Some(tenant_id),
         "api_key.revoke",
         id,
         Some(serde_json::to_value(ApiKeyView::from(&before)).expect("serialises")),
         Some(serde_json::to_value(after).expect("serialises")),
-    )
-    .await
+    );
+    // False: revoked meanwhile by another request, which logged it.
+    store
+        .revoke_api_key(tenant_id, id, now, Some(&audit))
+        .await?;
+    Ok(())
 }
 
 /// Creates an API key for the tenant (needs its `api_access` feature).

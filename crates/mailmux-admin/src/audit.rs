@@ -1,6 +1,6 @@
-//! The audit log: [`record`] is called by every operation that changes something (from the
-//! REST API and the CLI alike); `GET /api/tenants/{id}/audit` and the operator's `GET
-//! /api/audit` read it back, newest first.
+//! The audit log: every operation that changes something (from the REST API and the CLI
+//! alike) hands the store an [`entry`] with the change, which commits both together; `GET
+//! /api/tenants/{id}/audit` and the operator's `GET /api/audit` read it back, newest first.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -16,18 +16,18 @@ use crate::error::{ErrorBody, Result};
 use crate::extract::ApiQuery;
 use crate::pagination::{self, PageQuery};
 
-/// Records a change. Called after the change is stored; if the log cannot be written the
-/// request fails (503), so a caller never believes an unlogged change went unnoticed.
-pub async fn record(
-    store: &Store,
+/// The entry describing a change, for the store method that makes the change: it writes the
+/// entry in the same transaction, so a change is never applied unlogged (if the log cannot be
+/// written, the change is undone and the request fails with 503).
+pub fn entry(
     actor: &Actor,
     tenant_id: Option<&str>,
     action: &str,
     target: &str,
     before: Option<Value>,
     after: Option<Value>,
-) -> Result<()> {
-    let entry = AuditEntry {
+) -> AuditEntry {
+    AuditEntry {
         at: now_ms(),
         actor: actor.0.clone(),
         tenant_id: tenant_id.map(str::to_string),
@@ -35,12 +35,7 @@ pub async fn record(
         target: target.to_string(),
         before,
         after,
-    };
-    if let Err(error) = store.record_audit(&entry).await {
-        tracing::error!(%error, action, target, "change applied but its audit entry was not written");
-        return Err(error.into());
     }
-    Ok(())
 }
 
 /// One change.

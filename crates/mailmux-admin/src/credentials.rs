@@ -98,20 +98,18 @@ pub async fn create(store: &Store, actor: &Actor, tenant_id: &str) -> Result<New
         rate_per_second: None,
         rate_per_minute: None,
     };
-    // The store counts and inserts in one transaction: exact under concurrent requests.
-    store
-        .create_credential(&credential, tenant.limits.max_users)
-        .await?;
-    crate::audit::record(
-        store,
+    let audit = crate::audit::entry(
         actor,
         Some(&tenant.id),
         "credential.create",
         &credential.id,
         None,
         Some(serde_json::to_value(CredentialView::from(&credential)).expect("serialises")),
-    )
-    .await?;
+    );
+    // The store counts and inserts in one transaction: exact under concurrent requests.
+    store
+        .create_credential(&credential, tenant.limits.max_users, Some(&audit))
+        .await?;
     Ok(NewCredential {
         id: credential.id,
         tenant_id: credential.tenant_id,
@@ -161,23 +159,32 @@ pub async fn revoke(
     if before.revoked_at.is_some() {
         return Ok(CredentialView::from(&before));
     }
-    store.revoke_credential(tenant_id, id, now_ms()).await?;
-    let after = store
-        .get_credential(tenant_id, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let (before, after) = (CredentialView::from(&before), CredentialView::from(&after));
-    crate::audit::record(
-        store,
+    let after = Credential {
+        revoked_at: Some(now_ms()),
+        ..before.clone()
+    };
+    let (before_view, after_view) = (CredentialView::from(&before), CredentialView::from(&after));
+    let audit = crate::audit::entry(
         actor,
         Some(tenant_id),
         "credential.revoke",
         id,
-        Some(serde_json::to_value(&before).expect("serialises")),
-        Some(serde_json::to_value(&after).expect("serialises")),
-    )
-    .await?;
-    Ok(after)
+        Some(serde_json::to_value(&before_view).expect("serialises")),
+        Some(serde_json::to_value(&after_view).expect("serialises")),
+    );
+    let revoked_at = after.revoked_at.expect("set above");
+    if store
+        .revoke_credential(tenant_id, id, revoked_at, Some(&audit))
+        .await?
+    {
+        return Ok(after_view);
+    }
+    // Revoked meanwhile by another request (which logged it): show what it stored.
+    let now = store
+        .get_credential(tenant_id, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(CredentialView::from(&now))
 }
 
 /// Sets a credential's own sending rate (0 is read as "none of its own").
@@ -195,28 +202,26 @@ pub async fn update(
         .ok_or_else(|| not_found(id))?;
     let own = |rate: Option<u64>| rate.filter(|r| *r > 0);
     let (per_second, per_minute) = (own(update.rate_per_second), own(update.rate_per_minute));
-    if !store
-        .set_credential_rates(tenant_id, id, per_second, per_minute)
-        .await?
-    {
-        return Err(not_found(id));
-    }
     let after = Credential {
         rate_per_second: per_second,
         rate_per_minute: per_minute,
         ..before.clone()
     };
     let (before, after) = (CredentialView::from(&before), CredentialView::from(&after));
-    crate::audit::record(
-        store,
+    let audit = crate::audit::entry(
         actor,
         Some(tenant_id),
         "credential.update",
         id,
         Some(serde_json::to_value(&before).expect("serialises")),
         Some(serde_json::to_value(&after).expect("serialises")),
-    )
-    .await?;
+    );
+    if !store
+        .set_credential_rates(tenant_id, id, per_second, per_minute, Some(&audit))
+        .await?
+    {
+        return Err(not_found(id));
+    }
     Ok(after)
 }
 

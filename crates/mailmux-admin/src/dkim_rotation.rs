@@ -106,15 +106,34 @@ pub async fn rotate(
         retire_at: None,
         updated_at: now,
     };
-    let replaced =
-        store
-            .add_pending_dkim_key(&key)
-            .await
-            .map_err(|e| match AdminError::from(e) {
-                // The domain was deleted meanwhile.
-                AdminError::NotFound(_) => domains::not_found(&domain.name),
-                other => other,
-            })?;
+    // The pending key this one replaces, as read above (the store says which it removed).
+    let pending = keys
+        .iter()
+        .find(|k| k.status == DkimKeyStatus::Pending)
+        .map(|k| k.selector.clone());
+    let audit = crate::audit::entry(
+        actor,
+        Some(&domain.tenant_id),
+        "domain.dkim_rotate",
+        &domain.name,
+        Some(serde_json::json!({
+            "dkim_selector": active.map(|k| k.selector.clone()),
+            "pending_selector": pending,
+        })),
+        Some(serde_json::json!({
+            "dkim_selector": active.map(|k| k.selector.clone()),
+            "pending_selector": selector,
+            "key_type": key_type,
+        })),
+    );
+    let replaced = store
+        .add_pending_dkim_key(&key, Some(&audit))
+        .await
+        .map_err(|e| match AdminError::from(e) {
+            // The domain was deleted meanwhile.
+            AdminError::NotFound(_) => domains::not_found(&domain.name),
+            other => other,
+        })?;
     let record = domains::expected_records(&domain, std::slice::from_ref(&key), now, "-")
         .into_iter()
         .map(|e| domains::record_view(e, None))
@@ -129,23 +148,6 @@ pub async fn rotate(
         active_selector: active.map(|k| k.selector.clone()),
         replaced_selector: replaced.clone(),
     };
-    crate::audit::record(
-        store,
-        actor,
-        Some(&domain.tenant_id),
-        "domain.dkim_rotate",
-        &domain.name,
-        Some(serde_json::json!({
-            "dkim_selector": view.active_selector,
-            "pending_selector": replaced,
-        })),
-        Some(serde_json::json!({
-            "dkim_selector": view.active_selector,
-            "pending_selector": selector,
-            "key_type": key_type,
-        })),
-    )
-    .await?;
     tracing::info!(domain = %domain.name, %selector, key_type = key_type.as_str(),
         "DKIM rotation started; waiting for the new record");
     Ok(view)
@@ -165,21 +167,11 @@ pub(crate) async fn activate(
     let retiring_ms =
         i64::try_from(config.dkim.retiring_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let retire_at = now.saturating_add(retiring_ms);
-    if !store
-        .activate_dkim_key(&domain.name, &pending.selector, now, retire_at)
-        .await?
-    {
-        // Another check (another node, the background task) switched it first.
-        return Ok(());
-    }
     let old = keys
         .iter()
         .find(|k| k.status == DkimKeyStatus::Active)
         .map(|k| k.selector.clone());
-    tracing::info!(domain = %domain.name, selector = %pending.selector, retiring = ?old,
-        "DKIM record found: signing switched to the new key");
-    crate::audit::record(
-        store,
+    let audit = crate::audit::entry(
         actor,
         Some(&domain.tenant_id),
         "domain.dkim_activate",
@@ -193,8 +185,23 @@ pub(crate) async fn activate(
             "retiring_selector": old,
             "retire_at": retire_at,
         })),
-    )
-    .await
+    );
+    if !store
+        .activate_dkim_key(
+            &domain.name,
+            &pending.selector,
+            now,
+            retire_at,
+            Some(&audit),
+        )
+        .await?
+    {
+        // Another check (another node, the background task) switched it first.
+        return Ok(());
+    }
+    tracing::info!(domain = %domain.name, selector = %pending.selector, retiring = ?old,
+        "DKIM record found: signing switched to the new key");
+    Ok(())
 }
 
 /// What a rotation check run did.
@@ -211,21 +218,26 @@ pub struct RotationSummary {
 /// `dkim.rotation_check_secs` by [`spawn_dkim_rotation_checks`].
 pub async fn check_rotations(store: &Store, config: &Config) -> Result<RotationSummary> {
     let mut summary = RotationSummary::default();
-    for key in store.drop_retired_dkim_keys(now_ms()).await? {
-        summary.retired += 1;
-        tracing::info!(domain = %key.domain, selector = %key.selector,
-            "retired DKIM key dropped at the end of its grace period");
+    let now = now_ms();
+    for key in store.list_retired_dkim_keys(now).await? {
         let tenant = store.get_domain(&key.domain).await?.map(|d| d.tenant_id);
-        crate::audit::record(
-            store,
+        let audit = crate::audit::entry(
             &Actor::system(),
             tenant.as_deref(),
             "domain.dkim_retire",
             &key.domain,
             Some(serde_json::json!({ "retiring_selector": key.selector })),
             None,
-        )
-        .await?;
+        );
+        // False: another node dropped it first (and logged it).
+        if store
+            .drop_retired_dkim_key(&key.domain, &key.selector, now, Some(&audit))
+            .await?
+        {
+            summary.retired += 1;
+            tracing::info!(domain = %key.domain, selector = %key.selector,
+                "retired DKIM key dropped at the end of its grace period");
+        }
     }
     let pending = store.list_domains_with_pending_dkim().await?;
     if pending.is_empty() {

@@ -340,10 +340,24 @@ pub async fn add(
         retire_at: None,
         updated_at: now,
     };
+    let view = view(
+        &domain,
+        std::slice::from_ref(&key),
+        None,
+        &config.smtp.hostname,
+    );
+    let audit = crate::audit::entry(
+        actor,
+        Some(&tenant.id),
+        "domain.add",
+        &name,
+        None,
+        Some(audit_json(&view)),
+    );
     // The check above and this insert race with another request for the same name; the
     // primary key settles it (409 for the loser).
     store
-        .add_domain_with_dkim(&domain, &key, max)
+        .add_domain_with_dkim(&domain, &key, max, Some(&audit))
         .await
         .map_err(|e| match AdminError::from(e) {
             AdminError::Conflict(_) => {
@@ -351,22 +365,6 @@ pub async fn add(
             }
             other => other,
         })?;
-    let view = view(
-        &domain,
-        std::slice::from_ref(&key),
-        None,
-        &config.smtp.hostname,
-    );
-    crate::audit::record(
-        store,
-        actor,
-        Some(&tenant.id),
-        "domain.add",
-        &name,
-        None,
-        Some(audit_json(&view)),
-    )
-    .await?;
     Ok(view)
 }
 
@@ -414,19 +412,21 @@ pub async fn delete(
     crate::tenants::get(store, tenant_id).await?;
     let domain = get_domain(store, tenant_id, raw).await?;
     let before = load_view(store, config, &domain).await?;
-    if !store.delete_domain(tenant_id, &domain.name).await? {
-        return Err(not_found(&domain.name));
-    }
-    crate::audit::record(
-        store,
+    let audit = crate::audit::entry(
         actor,
         Some(tenant_id),
         "domain.delete",
         &domain.name,
         Some(audit_json(&before)),
         None,
-    )
-    .await
+    );
+    if !store
+        .delete_domain(tenant_id, &domain.name, Some(&audit))
+        .await?
+    {
+        return Err(not_found(&domain.name));
+    }
+    Ok(())
 }
 
 /// Looks up every record of `domain` (but retiring ones) and judges each one.
@@ -531,9 +531,6 @@ pub(crate) async fn check_and_store(
         checked_at: now,
         flagged_at,
     };
-    store
-        .put_domain_check(&domain.name, &check, newly_verified.then_some("dns"))
-        .await?;
     if newly_verified {
         domain.verified = true;
         domain.verified_by = Some("dns".into());
@@ -541,18 +538,13 @@ pub(crate) async fn check_and_store(
     let after = view(&domain, &keys, Some(&check), &config.smtp.hostname);
     let (before_json, after_json) = (audit_json(&before), audit_json(&after));
     // Only changes are logged: a daily re-check that finds everything in place adds nothing.
-    if before_json != after_json {
+    let audit = (before_json != after_json).then(|| {
         let action = match (before.flagged_at, after.flagged_at) {
             (None, Some(_)) => "domain.flag",
             (Some(_), None) => "domain.unflag",
             _ => action,
         };
-        if action == "domain.flag" {
-            tracing::warn!(domain = %domain.name, tenant = %domain.tenant_id,
-                "verified domain's DNS records are gone; flagged");
-        }
-        crate::audit::record(
-            store,
+        crate::audit::entry(
             actor,
             Some(&domain.tenant_id),
             action,
@@ -560,7 +552,18 @@ pub(crate) async fn check_and_store(
             Some(before_json),
             Some(after_json),
         )
+    });
+    store
+        .put_domain_check(
+            &domain.name,
+            &check,
+            newly_verified.then_some("dns"),
+            audit.as_ref(),
+        )
         .await?;
+    if after.flagged_at.is_some() && before.flagged_at.is_none() {
+        tracing::warn!(domain = %domain.name, tenant = %domain.tenant_id,
+            "verified domain's DNS records are gone; flagged");
     }
     Ok(after)
 }

@@ -178,19 +178,17 @@ pub async fn set(
     let before = current(store, &domain).await?.return_path;
     // The same value again changes nothing: in particular it keeps its verification.
     if before.as_deref() != Some(return_path.as_str()) {
-        store
-            .set_return_path(tenant_id, &domain.name, Some(&return_path))
-            .await?;
-        crate::audit::record(
-            store,
+        let audit = crate::audit::entry(
             actor,
             Some(tenant_id),
             "domain.return_path",
             &domain.name,
             Some(serde_json::json!({ "return_path": before })),
             Some(serde_json::json!({ "return_path": return_path })),
-        )
-        .await?;
+        );
+        store
+            .set_return_path(tenant_id, &domain.name, Some(&return_path), Some(&audit))
+            .await?;
     }
     let setting = current(store, &domain).await?;
     Ok(view(&setting, tenant.features.custom_domains, relay))
@@ -202,10 +200,8 @@ pub async fn remove(store: &Store, actor: &Actor, tenant_id: &str, raw: &str) ->
     crate::tenants::get(store, tenant_id).await?;
     let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
     let before = current(store, &domain).await?.return_path;
-    store.set_return_path(tenant_id, &domain.name, None).await?;
-    if before.is_some() {
-        crate::audit::record(
-            store,
+    let audit = before.is_some().then(|| {
+        crate::audit::entry(
             actor,
             Some(tenant_id),
             "domain.return_path",
@@ -213,8 +209,10 @@ pub async fn remove(store: &Store, actor: &Actor, tenant_id: &str, raw: &str) ->
             Some(serde_json::json!({ "return_path": before })),
             Some(serde_json::json!({ "return_path": null })),
         )
+    });
+    store
+        .set_return_path(tenant_id, &domain.name, None, audit.as_ref())
         .await?;
-    }
     Ok(())
 }
 
@@ -303,28 +301,16 @@ pub(crate) async fn check_and_store(
         checked_at: now,
         verified_at,
     };
-    if !store
-        .put_return_path_check(&setting.domain, &return_path, &check)
-        .await?
-    {
-        return Err(AdminError::Conflict(format!(
-            "the return path of {} changed while it was being checked; check again",
-            setting.domain
-        )));
-    }
     let after = ReturnPath {
-        checks: check.checks,
+        checks: check.checks.clone(),
         checked_at: Some(check.checked_at),
         verified_at: check.verified_at,
         ..setting.clone()
     };
     // Only a change of verdict is logged: a daily re-check that finds everything in place adds
     // nothing.
-    if setting.verified().is_some() != after.verified().is_some() {
-        if after.verified().is_none() {
-            tracing::warn!(domain = %after.domain, %return_path,
-                "return-path records are gone; mail leaves with the sending domain again");
-        }
+    let verdict_changed = setting.verified().is_some() != after.verified().is_some();
+    let audit = verdict_changed.then(|| {
         let before = serde_json::json!({
             "return_path": return_path,
             "verified": setting.verified().is_some(),
@@ -334,8 +320,7 @@ pub(crate) async fn check_and_store(
             "verified": after.verified().is_some(),
             "records": after.checks,
         });
-        crate::audit::record(
-            store,
+        crate::audit::entry(
             actor,
             Some(&after.tenant_id),
             action,
@@ -343,7 +328,19 @@ pub(crate) async fn check_and_store(
             Some(before),
             Some(now),
         )
-        .await?;
+    });
+    if !store
+        .put_return_path_check(&setting.domain, &return_path, &check, audit.as_ref())
+        .await?
+    {
+        return Err(AdminError::Conflict(format!(
+            "the return path of {} changed while it was being checked; check again",
+            setting.domain
+        )));
+    }
+    if verdict_changed && after.verified().is_none() {
+        tracing::warn!(domain = %after.domain, %return_path,
+            "return-path records are gone; mail leaves with the sending domain again");
     }
     Ok(after)
 }

@@ -302,17 +302,15 @@ pub async fn create(
     }
     let tier: Tier = request.tier.map(Tier::from).unwrap_or(Tier::Free);
     let tenant = Tenant::new(random_id("t_", 16), name.to_string(), tier, now_ms());
-    store.create_tenant(&tenant).await?;
-    crate::audit::record(
-        store,
+    let audit = crate::audit::entry(
         actor,
         Some(&tenant.id),
         "tenant.create",
         &tenant.id,
         None,
         Some(audit_json(&tenant)),
-    )
-    .await?;
+    );
+    store.create_tenant(&tenant, Some(&audit)).await?;
     let domain = match &request.domain {
         None => None,
         Some(raw) => {
@@ -320,17 +318,15 @@ pub async fn create(
                 Ok(view) => Some(view),
                 Err(error) => {
                     // Another request took the domain between the check and now: undo.
-                    store.delete_tenant(&tenant.id).await?;
-                    crate::audit::record(
-                        store,
+                    let audit = crate::audit::entry(
                         actor,
                         Some(&tenant.id),
                         "tenant.delete",
                         &tenant.id,
                         Some(audit_json(&tenant)),
                         Some(serde_json::json!({"reason": "domain could not be added"})),
-                    )
-                    .await?;
+                    );
+                    store.delete_tenant(&tenant.id, Some(&audit)).await?;
                     return Err(error);
                 }
             }
@@ -446,17 +442,15 @@ pub async fn update(
     let before = get(store, id).await?;
     let after = apply_update(&before, update)?;
     if after != before {
-        store.update_tenant(&after).await?;
-        crate::audit::record(
-            store,
+        let audit = crate::audit::entry(
             actor,
             Some(id),
             "tenant.update",
             id,
             Some(audit_json(&before)),
             Some(audit_json(&after)),
-        )
-        .await?;
+        );
+        store.update_tenant(&after, Some(&audit)).await?;
     }
     Ok(after)
 }
@@ -465,34 +459,30 @@ pub async fn update(
 /// refused (409) unless `force`, which drops that mail.
 pub async fn delete(store: &Store, actor: &Actor, id: &str, force: bool) -> Result<()> {
     let before = get(store, id).await?;
-    let dropped = if force {
+    let audit = |dropped: u64| {
+        crate::audit::entry(
+            actor,
+            Some(id),
+            "tenant.delete",
+            id,
+            Some(audit_json(&before)),
+            Some(serde_json::json!({"forced": force, "dropped_queued_messages": dropped})),
+        )
+    };
+    if force {
         let queued = store.queue_depth(Some(id)).await?;
-        if !store.delete_tenant(id).await? {
+        if !store.delete_tenant(id, Some(&audit(queued))).await? {
             return Err(tenant_not_found(id));
         }
-        queued
-    } else {
-        match store.delete_tenant_if_idle(id).await? {
-            TenantDeletion::Deleted => 0,
-            TenantDeletion::NotFound => return Err(tenant_not_found(id)),
-            TenantDeletion::HasQueuedMail(n) => {
-                return Err(AdminError::Conflict(format!(
-                    "tenant {id} still has {n} queued message(s); delete with ?force=true to \
-                     drop them"
-                )));
-            }
-        }
-    };
-    crate::audit::record(
-        store,
-        actor,
-        Some(id),
-        "tenant.delete",
-        id,
-        Some(audit_json(&before)),
-        Some(serde_json::json!({"forced": force, "dropped_queued_messages": dropped})),
-    )
-    .await
+        return Ok(());
+    }
+    match store.delete_tenant_if_idle(id, Some(&audit(0))).await? {
+        TenantDeletion::Deleted => Ok(()),
+        TenantDeletion::NotFound => Err(tenant_not_found(id)),
+        TenantDeletion::HasQueuedMail(n) => Err(AdminError::Conflict(format!(
+            "tenant {id} still has {n} queued message(s); delete with ?force=true to drop them"
+        ))),
+    }
 }
 
 // ---- handlers -------------------------------------------------------------------------------

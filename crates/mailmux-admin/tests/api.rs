@@ -20,6 +20,7 @@ on_both_backends!(
     api_keys_scope_and_lifecycle,
     messages_status_history_and_paging,
     audit_log_records_every_change,
+    a_change_whose_audit_entry_fails_is_undone,
     metrics_render_store_numbers_and_sources,
     errors_have_the_json_shape,
 );
@@ -1036,6 +1037,70 @@ async fn messages_status_history_and_paging(h: Harness) {
     .await;
 }
 
+/// The actions of an audit log page, newest first.
+fn audit_actions(log: &Value) -> Vec<&str> {
+    log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect()
+}
+
+/// The audit entry is written in the change's transaction: when the log refuses it, the
+/// request fails with 503 and nothing changed.
+async fn a_change_whose_audit_entry_fails_is_undone(h: Harness) {
+    let id = h.tenant("Logged", "starter").await;
+    let tenant_path = format!("/api/tenants/{id}");
+    let before = h.op(Method::GET, &tenant_path, None, 200).await;
+
+    mailmux_store::suite::refuse_audit_entries(&h.store, "tenant.update").await;
+    let (status, body) = h
+        .call(
+            Method::PUT,
+            &tenant_path,
+            Some(OPERATOR_TOKEN),
+            Some(json!({"name": "Renamed", "max_users": 2})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "storage_unavailable", "{body}");
+    assert_eq!(h.op(Method::GET, &tenant_path, None, 200).await, before);
+    mailmux_store::suite::accept_audit_entries(&h.store).await;
+
+    mailmux_store::suite::refuse_audit_entries(&h.store, "credential.create").await;
+    let credentials = format!("/api/tenants/{id}/credentials");
+    let (status, body) = h
+        .call(Method::POST, &credentials, Some(OPERATOR_TOKEN), None)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let listed = h.op(Method::GET, &credentials, None, 200).await;
+    assert_eq!(
+        listed["credentials"],
+        json!([]),
+        "no credential without its entry"
+    );
+    mailmux_store::suite::accept_audit_entries(&h.store).await;
+
+    // The log takes entries again: the same requests go through, each logged once.
+    h.op(
+        Method::PUT,
+        &tenant_path,
+        Some(json!({"name": "Renamed"})),
+        200,
+    )
+    .await;
+    h.op(Method::POST, &credentials, None, 201).await;
+    let log = h
+        .op(Method::GET, &format!("{tenant_path}/audit"), None, 200)
+        .await;
+    let actions = audit_actions(&log);
+    assert_eq!(
+        actions,
+        ["credential.create", "tenant.update", "tenant.create"]
+    );
+}
+
 async fn audit_log_records_every_change(h: Harness) {
     let id = h.tenant("Audited", "starter").await;
     h.op(
@@ -1083,12 +1148,7 @@ async fn audit_log_records_every_change(h: Harness) {
     let log = h
         .op(Method::GET, &format!("/api/tenants/{id}/audit"), None, 200)
         .await;
-    let actions: Vec<&str> = log["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
+    let actions = audit_actions(&log);
     assert_eq!(
         actions,
         [

@@ -893,7 +893,7 @@ mod tests {
         let master = MasterKey::load_or_create(&dir.join("master.key")).unwrap();
         let tenant =
             mailmux_core::Tenant::new("t_1".into(), "acme".into(), mailmux_core::Tier::Starter, 1);
-        store.create_tenant(&tenant).await.unwrap();
+        store.create_tenant(&tenant, None).await.unwrap();
         Fixture {
             signers: Signers::new(store.clone(), &config),
             store,
@@ -941,7 +941,10 @@ mod tests {
                 created_at: 1,
             };
             let key = self.key(domain, "s1", mailmux_store::DkimKeyStatus::Active);
-            self.store.add_domain_with_dkim(&d, &key, 0).await.unwrap();
+            self.store
+                .add_domain_with_dkim(&d, &key, 0, None)
+                .await
+                .unwrap();
         }
 
         fn message(&self, from: &str) -> Vec<u8> {
@@ -966,7 +969,7 @@ mod tests {
         f.add_domain(&f.tenant, "unverified.test", false).await;
         let other =
             mailmux_core::Tenant::new("t_2".into(), "other".into(), mailmux_core::Tier::Starter, 1);
-        f.store.create_tenant(&other).await.unwrap();
+        f.store.create_tenant(&other, None).await.unwrap();
         f.add_domain(&other.id, "theirs.test", true).await;
 
         let sign = async |from: &str, mail_from: &str| {
@@ -1019,7 +1022,7 @@ mod tests {
             updated_at: 5,
             ..f.key("acme.test", "s2", mailmux_store::DkimKeyStatus::Pending)
         };
-        f.store.add_pending_dkim_key(&next).await.unwrap();
+        f.store.add_pending_dkim_key(&next, None).await.unwrap();
         tokio::time::sleep(KEY_CHECK_INTERVAL + Duration::from_millis(50)).await;
         assert_eq!(
             signed_with(&sign("a@acme.test", "").await),
@@ -1027,7 +1030,7 @@ mod tests {
         );
         assert!(
             f.store
-                .activate_dkim_key("acme.test", "s2", 10, 20)
+                .activate_dkim_key("acme.test", "s2", 10, 20, None)
                 .await
                 .unwrap()
         );

@@ -16,7 +16,7 @@ async fn concurrent_enqueues_share_commits_and_are_all_durable() {
         .unwrap();
     store.migrate().await.unwrap();
     let tenant = Tenant::new("t_gc".into(), "gc".into(), Tier::Enterprise, 0);
-    store.create_tenant(&tenant).await.unwrap();
+    store.create_tenant(&tenant, None).await.unwrap();
     let config = Config::default();
     let (queue, _jobs) = Queue::start(
         store.clone(),

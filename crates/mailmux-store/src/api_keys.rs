@@ -4,7 +4,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, Store, StoreError};
+use crate::audit::{commit_if_changed, commit_with_audit};
+use crate::{AuditEntry, Result, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKey {
@@ -21,7 +22,8 @@ pub struct ApiKey {
 const COLUMNS: &str = "id, tenant_id, name, secret_hash, created_at, revoked_at";
 
 impl Store {
-    pub async fn create_api_key(&self, key: &ApiKey) -> Result<()> {
+    pub async fn create_api_key(&self, key: &ApiKey, audit: Option<&AuditEntry>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, tenant_id, name, secret_hash, created_at, revoked_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -32,10 +34,10 @@ impl Store {
         .bind(&key.secret_hash)
         .bind(key.created_at)
         .bind(key.revoked_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("api key {}", key.id)))?;
-        Ok(())
+        commit_with_audit(tx, audit).await
     }
 
     /// The key with this id, revoked or not.
@@ -70,7 +72,14 @@ impl Store {
     }
 
     /// Revokes a live key of this tenant; false if there is no such live key.
-    pub async fn revoke_api_key(&self, tenant_id: &str, id: &str, now_ms: i64) -> Result<bool> {
+    pub async fn revoke_api_key(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = $3 \
              WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
@@ -78,9 +87,9 @@ impl Store {
         .bind(tenant_id)
         .bind(id)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        commit_if_changed(tx, done.rows_affected() > 0, audit).await
     }
 }
 

@@ -1,8 +1,13 @@
 //! The audit log: who changed what, when, with the state before and after. Written by the
 //! admin API and the CLI for every change; read newest first.
+//!
+//! An entry is written in the transaction of the change it describes: each changing method of
+//! [`Store`] takes an `audit: Option<&AuditEntry>` and commits the two together, so the log
+//! never misses a change that happened nor shows one that did not (a failed log write undoes
+//! the change). `None` is for changes nobody asked for by name (test fixtures).
 
-use sqlx::Row;
 use sqlx::any::AnyRow;
+use sqlx::{Any, AnyConnection, Row, Transaction};
 
 use crate::{Result, Store};
 
@@ -33,24 +38,6 @@ pub struct AuditRecord {
 const COLUMNS: &str = "id, at, actor, tenant_id, action, target, before_json, after_json";
 
 impl Store {
-    pub async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
-        let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
-        sqlx::query(
-            "INSERT INTO audit_log (at, actor, tenant_id, action, target, before_json, \
-             after_json) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(entry.at)
-        .bind(&entry.actor)
-        .bind(entry.tenant_id.as_deref())
-        .bind(&entry.action)
-        .bind(&entry.target)
-        .bind(json(&entry.before))
-        .bind(json(&entry.after))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// Newest first: up to `limit` entries older than the `before_id` cursor, of one tenant or
     /// (`None`) of all.
     pub async fn list_audit(
@@ -84,6 +71,51 @@ impl Store {
         };
         rows.iter().map(audit_from_row).collect()
     }
+}
+
+/// Writes `audit` (if any) inside `tx`, then commits: the change made in `tx` and its entry
+/// are stored together or not at all.
+pub(crate) async fn commit_with_audit(
+    mut tx: Transaction<'static, Any>,
+    audit: Option<&AuditEntry>,
+) -> Result<()> {
+    if let Some(entry) = audit {
+        insert_audit(&mut tx, entry).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// For a change that may find nothing to change: commits `tx` with `audit` and returns true when
+/// `changed`, else rolls back (on drop) and returns false, so no entry says something happened.
+pub(crate) async fn commit_if_changed(
+    tx: Transaction<'static, Any>,
+    changed: bool,
+    audit: Option<&AuditEntry>,
+) -> Result<bool> {
+    if !changed {
+        return Ok(false);
+    }
+    commit_with_audit(tx, audit).await?;
+    Ok(true)
+}
+
+async fn insert_audit(conn: &mut AnyConnection, entry: &AuditEntry) -> Result<()> {
+    let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
+    sqlx::query(
+        "INSERT INTO audit_log (at, actor, tenant_id, action, target, before_json, \
+         after_json) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(entry.at)
+    .bind(&entry.actor)
+    .bind(entry.tenant_id.as_deref())
+    .bind(&entry.action)
+    .bind(&entry.target)
+    .bind(json(&entry.before))
+    .bind(json(&entry.after))
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 fn audit_from_row(row: &AnyRow) -> Result<AuditRecord> {

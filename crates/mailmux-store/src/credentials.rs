@@ -4,7 +4,8 @@ use mailmux_core::Credential;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, Store, StoreError};
+use crate::audit::{commit_if_changed, commit_with_audit};
+use crate::{AuditEntry, Result, Store, StoreError};
 
 const COLUMNS: &str = "id, tenant_id, username, secret_hash, created_at, revoked_at, \
      rate_per_second, rate_per_minute";
@@ -13,7 +14,12 @@ impl Store {
     /// Stores a new credential, unless its tenant already has `max_users` live ones
     /// (`LimitReached`; 0: no limit). The count and the insert are one transaction holding the
     /// tenant ([`Store::begin_for_tenant`]), so concurrent requests cannot pass the limit.
-    pub async fn create_credential(&self, credential: &Credential, max_users: u64) -> Result<()> {
+    pub async fn create_credential(
+        &self,
+        credential: &Credential,
+        max_users: u64,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
         let mut tx = self.begin_for_tenant(&credential.tenant_id).await?;
         if max_users > 0 {
             let live: i64 = sqlx::query_scalar(
@@ -44,8 +50,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("credential {}", credential.username)))?;
-        tx.commit().await?;
-        Ok(())
+        commit_with_audit(tx, audit).await
     }
 
     /// The credential with this username, revoked or not.
@@ -104,7 +109,14 @@ impl Store {
     }
 
     /// Revokes a credential of this tenant; false if there is no such live credential.
-    pub async fn revoke_credential(&self, tenant_id: &str, id: &str, now_ms: i64) -> Result<bool> {
+    pub async fn revoke_credential(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        now_ms: i64,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE credentials SET revoked_at = $3 \
              WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL",
@@ -112,9 +124,9 @@ impl Store {
         .bind(tenant_id)
         .bind(id)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        commit_if_changed(tx, done.rows_affected() > 0, audit).await
     }
 
     /// Sets (or with `None` clears) a credential's own sending rate; false if this tenant has
@@ -125,7 +137,9 @@ impl Store {
         id: &str,
         per_second: Option<u64>,
         per_minute: Option<u64>,
+        audit: Option<&AuditEntry>,
     ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE credentials SET rate_per_second = $3, rate_per_minute = $4 \
              WHERE tenant_id = $1 AND id = $2",
@@ -134,9 +148,9 @@ impl Store {
         .bind(id)
         .bind(per_second.map(|r| r as i64))
         .bind(per_minute.map(|r| r as i64))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        commit_if_changed(tx, done.rows_affected() > 0, audit).await
     }
 
     /// Live (not revoked) credentials of a tenant: its "users".

@@ -12,8 +12,9 @@ use mailmux_core::Domain;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::audit::{commit_if_changed, commit_with_audit};
 use crate::domains::{domain_from_row, insert_domain};
-use crate::{Result, Store, StoreError};
+use crate::{AuditEntry, Result, Store, StoreError};
 
 /// Where a key stands in its domain's rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -108,6 +109,7 @@ impl Store {
         domain: &Domain,
         key: &DkimKey,
         max_domains: u64,
+        audit: Option<&AuditEntry>,
     ) -> Result<()> {
         let mut tx = self.begin_for_tenant(&domain.tenant_id).await?;
         if max_domains > 0 {
@@ -124,8 +126,7 @@ impl Store {
         }
         insert_domain(&mut *tx, domain).await?;
         insert_dkim_key(&mut *tx, key).await?;
-        tx.commit().await?;
-        Ok(())
+        commit_with_audit(tx, audit).await
     }
 
     /// The active DKIM key of a domain (None for domains added before keys existed).
@@ -141,7 +142,7 @@ impl Store {
 
     /// Every key of a domain: the active one, then the pending one, then retiring ones (newest
     /// first). Retiring keys past their `retire_at` are included until
-    /// [`Store::drop_retired_dkim_keys`] deletes them; callers filter by time.
+    /// [`Store::drop_retired_dkim_key`] deletes them; callers filter by time.
     pub async fn list_dkim_keys(&self, domain: &str) -> Result<Vec<DkimKey>> {
         let rows = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM dkim_keys WHERE domain = $1 \
@@ -157,7 +158,11 @@ impl Store {
     /// Stores a rotation's new key as the domain's pending key, replacing an earlier pending
     /// one (which never signed, so nothing depends on its record). Returns the selector it
     /// replaced. `Conflict` if the selector is taken; `NotFound` if the domain is gone.
-    pub async fn add_pending_dkim_key(&self, key: &DkimKey) -> Result<Option<String>> {
+    pub async fn add_pending_dkim_key(
+        &self,
+        key: &DkimKey,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<String>> {
         debug_assert_eq!(key.status, DkimKeyStatus::Pending);
         let mut tx = self.pool.begin().await?;
         let replaced: Option<String> = sqlx::query_scalar(
@@ -171,7 +176,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         insert_dkim_key(&mut *tx, key).await?;
-        tx.commit().await?;
+        commit_with_audit(tx, audit).await?;
         Ok(replaced)
     }
 
@@ -184,6 +189,7 @@ impl Store {
         selector: &str,
         now: i64,
         retire_at: i64,
+        audit: Option<&AuditEntry>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         // Demote first: the unique index allows one active key per domain at any moment.
@@ -205,31 +211,43 @@ impl Store {
         .bind(selector)
         .execute(&mut *tx)
         .await?;
-        if promoted.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        tx.commit().await?;
-        Ok(true)
+        // Not promoted: the demotion above is rolled back with it.
+        commit_if_changed(tx, promoted.rows_affected() > 0, audit).await
     }
 
-    /// Deletes the retiring keys whose grace period ended at or before `now`; returns them
-    /// (private parts included, for the caller's log) so the caller can say what it dropped.
-    pub async fn drop_retired_dkim_keys(&self, now: i64) -> Result<Vec<DkimKey>> {
-        let mut tx = self.pool.begin().await?;
+    /// The retiring keys whose grace period ended at or before `now`, oldest domain first.
+    pub async fn list_retired_dkim_keys(&self, now: i64) -> Result<Vec<DkimKey>> {
         let rows = sqlx::query(&format!(
             "SELECT {KEY_COLUMNS} FROM dkim_keys WHERE status = 'retiring' AND retire_at <= $1 \
              ORDER BY domain, selector"
         ))
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        sqlx::query("DELETE FROM dkim_keys WHERE status = 'retiring' AND retire_at <= $1")
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
         rows.iter().map(dkim_from_row).collect()
+    }
+
+    /// Deletes `domain`'s key `selector` if it is retiring and its grace period ended at or
+    /// before `now`; false (and nothing written) otherwise, e.g. when another node dropped it
+    /// first.
+    pub async fn drop_retired_dkim_key(
+        &self,
+        domain: &str,
+        selector: &str,
+        now: i64,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "DELETE FROM dkim_keys WHERE domain = $1 AND selector = $2 \
+             AND status = 'retiring' AND retire_at <= $3",
+        )
+        .bind(domain)
+        .bind(selector)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        commit_if_changed(tx, done.rows_affected() > 0, audit).await
     }
 
     /// Domains with a rotation waiting for its DNS record, over all tenants: what the
@@ -290,6 +308,7 @@ impl Store {
         domain: &str,
         check: &DomainCheck,
         verified_by: Option<&str>,
+        audit: Option<&AuditEntry>,
     ) -> Result<()> {
         let statuses = serde_json::to_string(&check.statuses).expect("statuses serialise");
         let mut tx = self.pool.begin().await?;
@@ -321,8 +340,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
-        Ok(())
+        commit_with_audit(tx, audit).await
     }
 }
 

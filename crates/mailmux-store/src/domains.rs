@@ -4,7 +4,8 @@ use mailmux_core::Domain;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, Store, StoreError, bool_to_i64};
+use crate::audit::commit_if_changed;
+use crate::{AuditEntry, Result, Store, StoreError, bool_to_i64};
 
 const COLUMNS: &str = "name, tenant_id, verified, verified_by, verification_token, created_at";
 
@@ -47,13 +48,19 @@ impl Store {
         Ok(())
     }
 
-    pub async fn delete_domain(&self, tenant_id: &str, name: &str) -> Result<bool> {
+    pub async fn delete_domain(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM domains WHERE tenant_id = $1 AND name = $2")
             .bind(tenant_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        commit_if_changed(tx, done.rows_affected() > 0, audit).await
     }
 
     /// A tenant's domains by name, `limit` of them after the `after` name (a cursor).

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, Store, StoreError};
+use crate::audit::{commit_if_changed, commit_with_audit};
+use crate::{AuditEntry, Result, Store, StoreError};
 
 /// A sending domain's return-path setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +77,9 @@ impl Store {
         tenant_id: &str,
         domain: &str,
         return_path: Option<&str>,
+        audit: Option<&AuditEntry>,
     ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE domains SET return_path = $3, return_path_checks = NULL, \
              return_path_checked_at = NULL, return_path_verified_at = NULL \
@@ -85,12 +88,12 @@ impl Store {
         .bind(tenant_id)
         .bind(domain)
         .bind(return_path)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("domain {domain}")));
         }
-        Ok(())
+        commit_with_audit(tx, audit).await
     }
 
     /// The return-path setting of `domain`; `None` when the domain is unknown.
@@ -110,8 +113,10 @@ impl Store {
         domain: &str,
         return_path: &str,
         check: &ReturnPathCheck,
+        audit: Option<&AuditEntry>,
     ) -> Result<bool> {
         let checks = serde_json::to_string(&check.checks).expect("statuses serialise");
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE domains SET return_path_checks = $3, return_path_checked_at = $4, \
              return_path_verified_at = $5 WHERE name = $1 AND return_path = $2",
@@ -121,9 +126,9 @@ impl Store {
         .bind(checks)
         .bind(check.checked_at)
         .bind(check.verified_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        commit_if_changed(tx, done.rows_affected() > 0, audit).await
     }
 
     /// Every return path in use (set and verified), for the daily re-check.

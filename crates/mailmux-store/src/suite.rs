@@ -7,9 +7,11 @@ use std::sync::Arc;
 use mailmux_core::credential::{hash_secret, random_id};
 use mailmux_core::{BodyFlags, Credential, Domain, Envelope, QueueId, Tenant, TenantStatus, Tier};
 
+use sqlx::Executor;
+
 use crate::{
-    DeliveryReport, DkimKey, DkimKeyStatus, DkimSigningState, NewMessage, RecipientResult,
-    RecipientStatus, ReturnPathCheck, Store, StoreError,
+    AuditEntry, Backend, DeliveryReport, DkimKey, DkimKeyStatus, DkimSigningState, NewMessage,
+    RecipientResult, RecipientStatus, ReturnPathCheck, Store, StoreError,
 };
 
 /// Runs every check against `store` (freshly migrated, empty or not: ids are random).
@@ -22,17 +24,71 @@ pub async fn run_all(store: &Store) {
     tenant_policy(store).await;
     daily_quota_is_decided_in_the_commit(store).await;
     user_and_domain_limits_hold_under_concurrency(store).await;
+    audit_entries_commit_with_their_change(store).await;
+}
+
+/// From now on the database refuses audit entries whose action is `action`, as a full disk or
+/// a lost connection would refuse them: for tests that a change whose entry cannot be written
+/// is undone. [`accept_audit_entries`] lifts it.
+///
+/// A trigger made once refuses the actions listed in a table: the schema is not changed again
+/// afterwards (another pooled SQLite connection could still see the old schema and say that a
+/// trigger dropped meanwhile "already exists").
+pub async fn refuse_audit_entries(store: &Store, action: &str) {
+    let setup = match store.backend() {
+        Backend::Sqlite => {
+            "CREATE TABLE IF NOT EXISTS refused_audit_actions (action TEXT PRIMARY KEY); \
+             CREATE TRIGGER IF NOT EXISTS refuse_audit BEFORE INSERT ON audit_log \
+             WHEN NEW.action IN (SELECT action FROM refused_audit_actions) \
+             BEGIN SELECT RAISE(ABORT, 'audit log refused'); END"
+        }
+        Backend::Postgres => {
+            "CREATE TABLE IF NOT EXISTS refused_audit_actions (action TEXT PRIMARY KEY); \
+             CREATE OR REPLACE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.action IN (SELECT action FROM refused_audit_actions) THEN \
+             RAISE EXCEPTION 'audit log refused'; END IF; RETURN NEW; END $$; \
+             CREATE OR REPLACE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
+        }
+    };
+    store.pool.execute(setup).await.unwrap();
+    sqlx::query("INSERT INTO refused_audit_actions (action) VALUES ($1)")
+        .bind(action)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+}
+
+/// Undoes [`refuse_audit_entries`].
+pub async fn accept_audit_entries(store: &Store) {
+    sqlx::query("DELETE FROM refused_audit_actions")
+        .execute(&store.pool)
+        .await
+        .unwrap();
 }
 
 fn new_tenant(tier: Tier) -> Tenant {
     Tenant::new(random_id("t_", 16), "acme".into(), tier, 1_000)
 }
 
+fn new_credential(tenant_id: &str) -> Credential {
+    Credential {
+        id: random_id("c_", 16),
+        tenant_id: tenant_id.to_string(),
+        username: random_id("mm_", 20),
+        secret_hash: hash_secret("pw"),
+        created_at: 1,
+        revoked_at: None,
+        rate_per_second: None,
+        rate_per_minute: None,
+    }
+}
+
 async fn tenants(store: &Store) {
     let mut tenant = new_tenant(Tier::Starter);
-    store.create_tenant(&tenant).await.unwrap();
+    store.create_tenant(&tenant, None).await.unwrap();
     assert!(matches!(
-        store.create_tenant(&tenant).await,
+        store.create_tenant(&tenant, None).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
@@ -44,7 +100,7 @@ async fn tenants(store: &Store) {
     tenant.limits.max_messages_per_day = 5;
     tenant.features.webhooks = true;
     tenant.enabled = false;
-    store.update_tenant(&tenant).await.unwrap();
+    store.update_tenant(&tenant, None).await.unwrap();
     assert_eq!(
         store.get_tenant(&tenant.id).await.unwrap().as_ref(),
         Some(&tenant)
@@ -57,16 +113,16 @@ async fn tenants(store: &Store) {
             .iter()
             .any(|t| t.id == tenant.id)
     );
-    assert!(store.delete_tenant(&tenant.id).await.unwrap());
+    assert!(store.delete_tenant(&tenant.id, None).await.unwrap());
     assert!(store.get_tenant(&tenant.id).await.unwrap().is_none());
-    assert!(!store.delete_tenant(&tenant.id).await.unwrap());
+    assert!(!store.delete_tenant(&tenant.id, None).await.unwrap());
 }
 
 async fn domains_and_credentials(store: &Store) {
     let a = new_tenant(Tier::Free);
     let b = new_tenant(Tier::Free);
-    store.create_tenant(&a).await.unwrap();
-    store.create_tenant(&b).await.unwrap();
+    store.create_tenant(&a, None).await.unwrap();
+    store.create_tenant(&b, None).await.unwrap();
     let name = format!("{}.example.test", random_id("d", 8));
     let domain = Domain {
         name: name.clone(),
@@ -106,7 +162,7 @@ async fn domains_and_credentials(store: &Store) {
         rate_per_second: None,
         rate_per_minute: Some(30),
     };
-    store.create_credential(&credential, 0).await.unwrap();
+    store.create_credential(&credential, 0, None).await.unwrap();
     assert_eq!(
         store
             .find_credential(&credential.username)
@@ -118,13 +174,13 @@ async fn domains_and_credentials(store: &Store) {
     assert_eq!(store.count_credentials(&a.id).await.unwrap(), 1);
     assert!(
         !store
-            .revoke_credential(&b.id, &credential.id, 3)
+            .revoke_credential(&b.id, &credential.id, 3, None)
             .await
             .unwrap()
     );
     assert!(
         store
-            .revoke_credential(&a.id, &credential.id, 3)
+            .revoke_credential(&a.id, &credential.id, 3, None)
             .await
             .unwrap()
     );
@@ -137,7 +193,7 @@ async fn domains_and_credentials(store: &Store) {
     assert_eq!(revoked.revoked_at, Some(3));
 
     // Deleting a tenant takes its domains and credentials with it.
-    assert!(store.delete_tenant(&a.id).await.unwrap());
+    assert!(store.delete_tenant(&a.id, None).await.unwrap());
     assert!(store.get_domain(&name).await.unwrap().is_none());
     assert!(
         store
@@ -167,7 +223,7 @@ fn dkim_key(domain: &str, selector: &str, status: DkimKeyStatus, at: i64) -> Dki
 /// its grace period; one active and one pending key at most, whatever the callers do.
 async fn dkim_rotation(store: &Store) {
     let tenant = new_tenant(Tier::Starter);
-    store.create_tenant(&tenant).await.unwrap();
+    store.create_tenant(&tenant, None).await.unwrap();
     let name = format!("{}.example.test", random_id("k", 8));
     let domain = Domain {
         name: name.clone(),
@@ -179,7 +235,7 @@ async fn dkim_rotation(store: &Store) {
     };
     let first = dkim_key(&name, "mm202601", DkimKeyStatus::Active, 10);
     store
-        .add_domain_with_dkim(&domain, &first, 0)
+        .add_domain_with_dkim(&domain, &first, 0, None)
         .await
         .unwrap();
     let state = |active: Option<(&str, i64)>| DkimSigningState {
@@ -205,11 +261,14 @@ async fn dkim_rotation(store: &Store) {
 
     // A rotation adds a pending key; a second rotation replaces it.
     let pending = dkim_key(&name, "mm202602", DkimKeyStatus::Pending, 20);
-    assert_eq!(store.add_pending_dkim_key(&pending).await.unwrap(), None);
+    assert_eq!(
+        store.add_pending_dkim_key(&pending, None).await.unwrap(),
+        None
+    );
     let pending2 = dkim_key(&name, "mm202602b", DkimKeyStatus::Pending, 21);
     assert_eq!(
         store
-            .add_pending_dkim_key(&pending2)
+            .add_pending_dkim_key(&pending2, None)
             .await
             .unwrap()
             .as_deref(),
@@ -218,18 +277,19 @@ async fn dkim_rotation(store: &Store) {
     // A taken selector is a conflict; a key for a domain that does not exist is not found.
     assert!(matches!(
         store
-            .add_pending_dkim_key(&dkim_key(&name, "mm202601", DkimKeyStatus::Pending, 22))
+            .add_pending_dkim_key(
+                &dkim_key(&name, "mm202601", DkimKeyStatus::Pending, 22),
+                None
+            )
             .await,
         Err(StoreError::Conflict(_))
     ));
     assert!(matches!(
         store
-            .add_pending_dkim_key(&dkim_key(
-                "gone.example.test",
-                "s",
-                DkimKeyStatus::Pending,
-                22
-            ))
+            .add_pending_dkim_key(
+                &dkim_key("gone.example.test", "s", DkimKeyStatus::Pending, 22),
+                None
+            )
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -262,19 +322,19 @@ async fn dkim_rotation(store: &Store) {
     // Only the pending key can be activated, once.
     assert!(
         !store
-            .activate_dkim_key(&name, "mm202601", 30, 100)
+            .activate_dkim_key(&name, "mm202601", 30, 100, None)
             .await
             .unwrap()
     );
     assert!(
         store
-            .activate_dkim_key(&name, "mm202602b", 30, 100)
+            .activate_dkim_key(&name, "mm202602b", 30, 100, None)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .activate_dkim_key(&name, "mm202602b", 31, 101)
+            .activate_dkim_key(&name, "mm202602b", 31, 101, None)
             .await
             .unwrap()
     );
@@ -301,16 +361,43 @@ async fn dkim_rotation(store: &Store) {
     );
 
     // The retiring key stays until its time, then goes; the active one never does.
-    let dropped = store.drop_retired_dkim_keys(99).await.unwrap();
-    assert!(dropped.iter().all(|k| k.domain != name));
-    let dropped = store.drop_retired_dkim_keys(100).await.unwrap();
+    let retired = store.list_retired_dkim_keys(99).await.unwrap();
+    assert!(retired.iter().all(|k| k.domain != name));
+    assert!(
+        !store
+            .drop_retired_dkim_key(&name, "mm202601", 99, None)
+            .await
+            .unwrap(),
+        "a key is not dropped before its time"
+    );
+    let retired = store.list_retired_dkim_keys(100).await.unwrap();
     assert_eq!(
-        dropped
+        retired
             .iter()
             .filter(|k| k.domain == name)
             .map(|k| k.selector.as_str())
             .collect::<Vec<_>>(),
         ["mm202601"]
+    );
+    assert!(
+        !store
+            .drop_retired_dkim_key(&name, "mm202602b", 100, None)
+            .await
+            .unwrap(),
+        "the active key is never dropped"
+    );
+    assert!(
+        store
+            .drop_retired_dkim_key(&name, "mm202601", 100, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .drop_retired_dkim_key(&name, "mm202601", 100, None)
+            .await
+            .unwrap(),
+        "dropped once"
     );
     assert_eq!(store.list_dkim_keys(&name).await.unwrap().len(), 1);
 
@@ -318,16 +405,19 @@ async fn dkim_rotation(store: &Store) {
     let second_active = dkim_key(&name, "mm209912", DkimKeyStatus::Active, 40);
     assert!(
         store
-            .add_pending_dkim_key(&DkimKey {
-                status: DkimKeyStatus::Pending,
-                ..second_active.clone()
-            })
+            .add_pending_dkim_key(
+                &DkimKey {
+                    status: DkimKeyStatus::Pending,
+                    ..second_active.clone()
+                },
+                None
+            )
             .await
             .is_ok()
     );
     assert!(
         store
-            .activate_dkim_key(&name, "mm209912", 41, 41)
+            .activate_dkim_key(&name, "mm209912", 41, 41, None)
             .await
             .unwrap()
     );
@@ -343,10 +433,10 @@ async fn dkim_rotation(store: &Store) {
     );
 
     // Deleting the domain takes its keys with it.
-    assert!(store.delete_domain(&tenant.id, &name).await.unwrap());
+    assert!(store.delete_domain(&tenant.id, &name, None).await.unwrap());
     assert!(store.list_dkim_keys(&name).await.unwrap().is_empty());
     assert_eq!(store.dkim_signing_state(&name).await.unwrap(), None);
-    assert!(store.delete_tenant(&tenant.id).await.unwrap());
+    assert!(store.delete_tenant(&tenant.id, None).await.unwrap());
 }
 
 fn message(tenant: &str, rcpts: &[&str], created_at: i64) -> NewMessage {
@@ -371,7 +461,7 @@ fn message(tenant: &str, rcpts: &[&str], created_at: i64) -> NewMessage {
 
 async fn queue_lifecycle(store: &Store) {
     let tenant = new_tenant(Tier::Enterprise);
-    store.create_tenant(&tenant).await.unwrap();
+    store.create_tenant(&tenant, None).await.unwrap();
     let now = mailmux_core::now_ms();
     let first = message(&tenant.id, &["a@x.test", "b@Y.test", "c@x.test"], now);
     let mut dsn = message(&tenant.id, &["app@acme.test"], now);
@@ -488,7 +578,7 @@ async fn queue_lifecycle(store: &Store) {
     // A paused tenant's mail is held, not delivered.
     let mut paused = new_tenant(Tier::Enterprise);
     paused.status = TenantStatus::Paused;
-    store.create_tenant(&paused).await.unwrap();
+    store.create_tenant(&paused, None).await.unwrap();
     let held = message(&paused.id, &["z@x.test"], now);
     store
         .commit_batch(std::slice::from_ref(&held), &[])
@@ -525,7 +615,7 @@ async fn queue_lifecycle(store: &Store) {
 /// Several claimers at once: every message goes to exactly one of them.
 async fn concurrent_claims_never_overlap(store: &Store) {
     let tenant = new_tenant(Tier::Enterprise);
-    store.create_tenant(&tenant).await.unwrap();
+    store.create_tenant(&tenant, None).await.unwrap();
     let now = mailmux_core::now_ms();
     let batch: Vec<NewMessage> = (0..60)
         .map(|_| message(&tenant.id, &["r@x.test"], now))
@@ -571,39 +661,30 @@ async fn tenant_policy(store: &Store) {
     tenant.limits.rate_per_second = 3;
     tenant.limits.rate_per_minute = 90;
     tenant.limits.max_connections = 4;
-    store.create_tenant(&tenant).await.unwrap();
+    store.create_tenant(&tenant, None).await.unwrap();
     assert_eq!(
         store.get_tenant(&tenant.id).await.unwrap(),
         Some(tenant.clone())
     );
     tenant.limits.rate_per_second = 0;
     tenant.limits.max_connections = 9;
-    store.update_tenant(&tenant).await.unwrap();
+    store.update_tenant(&tenant, None).await.unwrap();
     assert_eq!(
         store.get_tenant(&tenant.id).await.unwrap(),
         Some(tenant.clone())
     );
 
-    let credential = Credential {
-        id: random_id("c_", 16),
-        tenant_id: tenant.id.clone(),
-        username: random_id("mm_", 20),
-        secret_hash: hash_secret("pw"),
-        created_at: 1,
-        revoked_at: None,
-        rate_per_second: None,
-        rate_per_minute: None,
-    };
-    store.create_credential(&credential, 0).await.unwrap();
+    let credential = new_credential(&tenant.id);
+    store.create_credential(&credential, 0, None).await.unwrap();
     assert!(
         store
-            .set_credential_rates(&tenant.id, &credential.id, Some(2), None)
+            .set_credential_rates(&tenant.id, &credential.id, Some(2), None, None)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .set_credential_rates("t_other", &credential.id, Some(2), None)
+            .set_credential_rates("t_other", &credential.id, Some(2), None, None)
             .await
             .unwrap(),
         "another tenant's credential is not touched"
@@ -637,7 +718,7 @@ async fn tenant_policy(store: &Store) {
         (tenant.id.as_str(), None)
     );
     store
-        .set_return_path(&tenant.id, &name, Some(&bounce))
+        .set_return_path(&tenant.id, &name, Some(&bounce), None)
         .await
         .unwrap();
     let set = store.get_return_path(&name).await.unwrap().unwrap();
@@ -657,7 +738,7 @@ async fn tenant_policy(store: &Store) {
     };
     assert!(
         !store
-            .put_return_path_check(&name, &format!("old.{name}"), &found)
+            .put_return_path_check(&name, &format!("old.{name}"), &found, None)
             .await
             .unwrap()
     );
@@ -672,7 +753,7 @@ async fn tenant_policy(store: &Store) {
     );
     assert!(
         store
-            .put_return_path_check(&name, &bounce, &found)
+            .put_return_path_check(&name, &bounce, &found, None)
             .await
             .unwrap()
     );
@@ -688,7 +769,7 @@ async fn tenant_policy(store: &Store) {
     // Changing the return path forgets the verdict.
     let other = format!("mail.{name}");
     store
-        .set_return_path(&tenant.id, &name, Some(&other))
+        .set_return_path(&tenant.id, &name, Some(&other), None)
         .await
         .unwrap();
     let changed = store.get_return_path(&name).await.unwrap().unwrap();
@@ -702,11 +783,11 @@ async fn tenant_policy(store: &Store) {
             .any(|r| r.domain == name)
     );
     assert!(matches!(
-        store.set_return_path("t_other", &name, None).await,
+        store.set_return_path("t_other", &name, None, None).await,
         Err(StoreError::NotFound(_))
     ));
     store
-        .set_return_path(&tenant.id, &name, None)
+        .set_return_path(&tenant.id, &name, None, None)
         .await
         .unwrap();
     assert_eq!(
@@ -757,7 +838,7 @@ async fn tenant_policy(store: &Store) {
         first.iter().map(|m| &m.id).collect::<Vec<_>>(),
         [&urgent.id]
     );
-    assert!(store.delete_tenant(&tenant.id).await.unwrap());
+    assert!(store.delete_tenant(&tenant.id, None).await.unwrap());
 }
 
 /// The daily quota inside the commit: exactly `max` messages of the window are written,
@@ -767,7 +848,7 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
     use crate::Admission;
     let mut tenant = new_tenant(Tier::Free);
     tenant.limits.max_messages_per_day = 5;
-    store.create_tenant(&tenant).await.unwrap();
+    store.create_tenant(&tenant, None).await.unwrap();
     let now = mailmux_core::now_ms();
     // Outside the window: not counted.
     let old = message(
@@ -824,7 +905,7 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
     // still exactly the quota.
     let mut racing = new_tenant(Tier::Free);
     racing.limits.max_messages_per_day = 20;
-    store.create_tenant(&racing).await.unwrap();
+    store.create_tenant(&racing, None).await.unwrap();
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let store = store.clone();
@@ -855,31 +936,22 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
             .unwrap(),
         20
     );
-    assert!(store.delete_tenant(&tenant.id).await.unwrap());
-    assert!(store.delete_tenant(&racing.id).await.unwrap());
+    assert!(store.delete_tenant(&tenant.id, None).await.unwrap());
+    assert!(store.delete_tenant(&racing.id, None).await.unwrap());
 }
 
 /// max_users and max_domains are decided where the row is inserted: twelve concurrent creations
 /// against a limit of three leave exactly three, and the others get `LimitReached`.
 async fn user_and_domain_limits_hold_under_concurrency(store: &Store) {
     let tenant = new_tenant(Tier::Starter);
-    store.create_tenant(&tenant).await.unwrap();
+    store.create_tenant(&tenant, None).await.unwrap();
     let mut tasks = Vec::new();
     for n in 0..12 {
         let store = store.clone();
         let tenant_id = tenant.id.clone();
         tasks.push(tokio::spawn(async move {
-            let credential = Credential {
-                id: random_id("c_", 16),
-                tenant_id: tenant_id.clone(),
-                username: random_id("mm_", 20),
-                secret_hash: hash_secret("pw"),
-                created_at: 1,
-                revoked_at: None,
-                rate_per_second: None,
-                rate_per_minute: None,
-            };
-            let user = store.create_credential(&credential, 3).await;
+            let credential = new_credential(&tenant_id);
+            let user = store.create_credential(&credential, 3, None).await;
             let name = format!("{}.example.test", random_id(&format!("l{n}"), 8));
             let domain = Domain {
                 name: name.clone(),
@@ -890,7 +962,7 @@ async fn user_and_domain_limits_hold_under_concurrency(store: &Store) {
                 created_at: 1,
             };
             let key = dkim_key(&name, "mm1", DkimKeyStatus::Active, 1);
-            let domain = store.add_domain_with_dkim(&domain, &key, 3).await;
+            let domain = store.add_domain_with_dkim(&domain, &key, 3, None).await;
             (user, domain)
         }));
     }
@@ -911,4 +983,103 @@ async fn user_and_domain_limits_hold_under_concurrency(store: &Store) {
     assert_eq!((users, domains), (3, 3));
     assert_eq!(store.count_credentials(&tenant.id).await.unwrap(), 3);
     assert_eq!(store.count_domains(&tenant.id).await.unwrap(), 3);
+}
+
+/// A change and its audit entry are one transaction: when the entry cannot be written the
+/// change is undone, and a change that does not happen writes no entry.
+async fn audit_entries_commit_with_their_change(store: &Store) {
+    let mut tenant = new_tenant(Tier::Free);
+    let entry = |action: &str, tenant_id: &str| AuditEntry {
+        at: 1,
+        actor: "operator".into(),
+        tenant_id: Some(tenant_id.to_string()),
+        action: action.to_string(),
+        target: tenant_id.to_string(),
+        before: None,
+        after: Some(serde_json::json!({ "step": action })),
+    };
+    let logged = |tenant_id: String| async move {
+        let records = store.list_audit(Some(&tenant_id), None, 10).await.unwrap();
+        records
+            .into_iter()
+            .map(|r| r.entry.action)
+            .collect::<Vec<_>>()
+    };
+    store
+        .create_tenant(&tenant, Some(&entry("tenant.create", &tenant.id)))
+        .await
+        .unwrap();
+    let stored = store.list_audit(Some(&tenant.id), None, 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].entry, entry("tenant.create", &tenant.id));
+
+    refuse_audit_entries(store, "test.refused").await;
+    let refused = entry("test.refused", &tenant.id);
+    let renamed = Tenant {
+        name: "renamed".into(),
+        ..tenant.clone()
+    };
+    assert!(store.update_tenant(&renamed, Some(&refused)).await.is_err());
+    let credential = new_credential(&tenant.id);
+    assert!(
+        store
+            .create_credential(&credential, 0, Some(&refused))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .delete_tenant(&tenant.id, Some(&refused))
+            .await
+            .is_err()
+    );
+    accept_audit_entries(store).await;
+    assert_eq!(
+        store.get_tenant(&tenant.id).await.unwrap().as_ref(),
+        Some(&tenant),
+        "neither renamed nor deleted"
+    );
+    assert!(
+        store
+            .get_credential(&tenant.id, &credential.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(logged(tenant.id.clone()).await, ["tenant.create"]);
+
+    // Changes that do not happen log nothing.
+    tenant.name = "renamed".into();
+    store
+        .update_tenant(&tenant, Some(&entry("tenant.update", &tenant.id)))
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .revoke_credential(
+                &tenant.id,
+                &credential.id,
+                2,
+                Some(&entry("credential.revoke", &tenant.id))
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_tenant(&tenant.id, Some(&entry("tenant.delete", &tenant.id)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_tenant(&tenant.id, Some(&entry("tenant.delete", &tenant.id)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        logged(tenant.id.clone()).await,
+        ["tenant.delete", "tenant.update", "tenant.create"],
+        "newest first, one entry per change made"
+    );
 }

@@ -4,15 +4,17 @@ use mailmux_core::{Features, Limits, Tenant, TenantStatus, Tier, TransportKind, 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, Store, StoreError, bool_to_i64};
+use crate::audit::{commit_if_changed, commit_with_audit};
+use crate::{AuditEntry, Result, Store, StoreError, bool_to_i64};
 
 const COLUMNS: &str = "id, name, tier, status, status_reason, enabled, transport, max_users, \
      max_domains, max_storage_mb, max_messages_per_day, max_recipients_per_message, \
      max_message_size, rate_per_second, rate_per_minute, max_connections, features, created_at";
 
 impl Store {
-    pub async fn create_tenant(&self, tenant: &Tenant) -> Result<()> {
+    pub async fn create_tenant(&self, tenant: &Tenant, audit: Option<&AuditEntry>) -> Result<()> {
         let features = serde_json::to_string(&tenant.features).expect("features serialise");
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO tenants (id, name, tier, status, status_reason, enabled, transport, \
              max_users, max_domains, max_storage_mb, max_messages_per_day, \
@@ -40,10 +42,10 @@ impl Store {
         .bind(features)
         .bind(tenant.created_at)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("tenant {}", tenant.id)))?;
-        Ok(())
+        commit_with_audit(tx, audit).await
     }
 
     pub async fn get_tenant(&self, id: &str) -> Result<Option<Tenant>> {
@@ -64,8 +66,9 @@ impl Store {
     }
 
     /// Writes every mutable field of `tenant` (all but id and created_at).
-    pub async fn update_tenant(&self, tenant: &Tenant) -> Result<()> {
+    pub async fn update_tenant(&self, tenant: &Tenant, audit: Option<&AuditEntry>) -> Result<()> {
         let features = serde_json::to_string(&tenant.features).expect("features serialise");
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE tenants SET name = $2, tier = $3, status = $4, status_reason = $5, \
              enabled = $6, transport = $7, max_users = $8, max_domains = $9, \
@@ -92,12 +95,12 @@ impl Store {
         .bind(tenant.limits.max_connections as i64)
         .bind(features)
         .bind(now_ms())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("tenant {}", tenant.id)));
         }
-        Ok(())
+        commit_with_audit(tx, audit).await
     }
 
     /// Tenants by creation, `limit` of them after the (created_at, id) cursor.
@@ -123,17 +126,24 @@ impl Store {
     /// Deletes the tenant (and by cascade its domains, keys, credentials and messages) unless
     /// it still has queued mail. The check and the delete are one statement, so mail enqueued
     /// in between cannot slip through and be dropped unannounced.
-    pub async fn delete_tenant_if_idle(&self, id: &str) -> Result<TenantDeletion> {
+    pub async fn delete_tenant_if_idle(
+        &self,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<TenantDeletion> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "DELETE FROM tenants WHERE id = $1 AND NOT EXISTS \
              (SELECT 1 FROM messages WHERE tenant_id = $1 AND status = 'queued')",
         )
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() > 0 {
+            commit_with_audit(tx, audit).await?;
             return Ok(TenantDeletion::Deleted);
         }
+        tx.rollback().await?;
         if self.get_tenant(id).await?.is_none() {
             return Ok(TenantDeletion::NotFound);
         }
@@ -143,12 +153,13 @@ impl Store {
     }
 
     /// Deletes the tenant and, by cascade, its domains, credentials and messages.
-    pub async fn delete_tenant(&self, id: &str) -> Result<bool> {
+    pub async fn delete_tenant(&self, id: &str, audit: Option<&AuditEntry>) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        commit_if_changed(tx, done.rows_affected() > 0, audit).await
     }
 }
 

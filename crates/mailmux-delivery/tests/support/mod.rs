@@ -87,7 +87,7 @@ impl Harness {
             now_ms(),
         );
         tenant(&mut record);
-        store.create_tenant(&record).await.unwrap();
+        store.create_tenant(&record, None).await.unwrap();
         let (queue, jobs) = Queue::start(
             store.clone(),
             "test-node".into(),

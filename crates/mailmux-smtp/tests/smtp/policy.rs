@@ -104,7 +104,7 @@ async fn rates_bite_per_tenant_and_per_credential() {
     f.update_tenant(|t| t.limits.rate_per_second = 0).await;
     assert!(
         f.store
-            .set_credential_rates(&f.tenant.id, &f.credential_id, None, Some(1))
+            .set_credential_rates(&f.tenant.id, &f.credential_id, None, Some(1), None)
             .await
             .unwrap()
     );

@@ -552,7 +552,7 @@ async fn revoked_credentials_stop_working_within_a_second() {
     f.authenticated(PEER).await;
     assert!(
         f.store
-            .revoke_credential(&f.tenant.id, &f.credential_id, now_ms())
+            .revoke_credential(&f.tenant.id, &f.credential_id, now_ms(), None)
             .await
             .unwrap()
     );

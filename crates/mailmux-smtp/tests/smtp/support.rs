@@ -80,9 +80,9 @@ impl Fixture {
         // tests (policy.rs), which set them.
         tenant.limits.rate_per_second = 0;
         tenant.limits.rate_per_minute = 0;
-        store.create_tenant(&tenant).await.unwrap();
+        store.create_tenant(&tenant, None).await.unwrap();
         let other = Tenant::new(random_id("t_", 16), "other".into(), Tier::Starter, now);
-        store.create_tenant(&other).await.unwrap();
+        store.create_tenant(&other, None).await.unwrap();
         for (name, owner, verified) in [
             (DOMAIN, &tenant.id, true),
             (UNVERIFIED, &tenant.id, false),
@@ -111,7 +111,7 @@ impl Fixture {
             rate_per_second: None,
             rate_per_minute: None,
         };
-        store.create_credential(&credential, 0).await.unwrap();
+        store.create_credential(&credential, 0, None).await.unwrap();
 
         let mut config = test_config(&tenant.id);
         adjust(&mut config);
@@ -192,7 +192,7 @@ impl Fixture {
             .unwrap()
             .unwrap();
         change(&mut tenant);
-        self.store.update_tenant(&tenant).await.unwrap();
+        self.store.update_tenant(&tenant, None).await.unwrap();
     }
 
     pub async fn messages_today(&self) -> u64 {
