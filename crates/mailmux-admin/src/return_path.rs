@@ -85,10 +85,9 @@ fn view(setting: &ReturnPath, custom_domains: bool, relay: &str) -> ReturnPathVi
             .map(|r| {
                 let kind = record_kind(&r.record_type);
                 ReturnPathRecord {
-                    purpose: if kind == RecordKind::Mx {
-                        "bounces"
-                    } else {
-                        "spf"
+                    purpose: match kind {
+                        RecordKind::Mx => "bounces",
+                        _ => "spf",
                     }
                     .into(),
                     status: setting

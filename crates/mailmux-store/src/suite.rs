@@ -361,13 +361,16 @@ async fn dkim_rotation(store: &Store) {
     );
 
     // The retiring key stays until its time, then goes; the active one never does.
+    let drop_key = async |selector: &str, now: i64| {
+        store
+            .drop_retired_dkim_key(&name, selector, now, None)
+            .await
+            .unwrap()
+    };
     let retired = store.list_retired_dkim_keys(99).await.unwrap();
     assert!(retired.iter().all(|k| k.domain != name));
     assert!(
-        !store
-            .drop_retired_dkim_key(&name, "mm202601", 99, None)
-            .await
-            .unwrap(),
+        !drop_key("mm202601", 99).await,
         "a key is not dropped before its time"
     );
     let retired = store.list_retired_dkim_keys(100).await.unwrap();
@@ -380,25 +383,11 @@ async fn dkim_rotation(store: &Store) {
         ["mm202601"]
     );
     assert!(
-        !store
-            .drop_retired_dkim_key(&name, "mm202602b", 100, None)
-            .await
-            .unwrap(),
+        !drop_key("mm202602b", 100).await,
         "the active key is never dropped"
     );
-    assert!(
-        store
-            .drop_retired_dkim_key(&name, "mm202601", 100, None)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .drop_retired_dkim_key(&name, "mm202601", 100, None)
-            .await
-            .unwrap(),
-        "dropped once"
-    );
+    assert!(drop_key("mm202601", 100).await);
+    assert!(!drop_key("mm202601", 100).await, "dropped once");
     assert_eq!(store.list_dkim_keys(&name).await.unwrap().len(), 1);
 
     // The database allows one active key per domain, whatever a caller tries.
