@@ -13,7 +13,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use mailmux_core::Config;
 use mailmux_core::credential::random_id;
-use tracing::info;
+use mailmux_core::health::{Health, supervise};
+use tracing::{info, warn};
 
 use crate::commands::{open_store, redact};
 
@@ -32,13 +33,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     info!(database = %redact(&config.database_url()), "database ready");
 
+    // Every background task runs under the supervisor and reports to /healthz.
+    let health = Health::default();
     let node_id = persistent_value(&data_dir.join("node.id"), || random_id("n_", 16))?;
-    let (queue, jobs) =
-        mailmux_queue::Queue::start(store.clone(), node_id, &config.queue, &config.delivery)
-            .await?;
+    let (queue, jobs) = mailmux_queue::Queue::start(
+        store.clone(),
+        node_id,
+        &config.queue,
+        &config.delivery,
+        &health,
+    )
+    .await?;
 
+    // Set once at SIGTERM/SIGINT: listeners stop accepting, delivery stops taking jobs.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let deliverer = mailmux_delivery::Deliverer::new(config.clone(), queue.clone())?;
-    tokio::spawn(deliverer.run(jobs));
+    let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
+    let delivery_task = tokio::spawn(supervise(health.component("delivery"), {
+        let stop = stop_rx.clone();
+        move || deliverer.clone().run(jobs.clone(), stop.clone())
+    }));
 
     let smtp = mailmux_smtp::Server::new(config.clone(), store.clone(), queue.clone(), tls);
     let smtp_metrics: Arc<dyn mailmux_core::MetricSource> = smtp.metrics().clone();
@@ -58,15 +72,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // One policy (and one set of rate limiters) for SMTP and the HTTP send API.
         policy: smtp.policy().clone(),
         queue: queue.clone(),
+        health: health.clone(),
     };
     // Verified domains whose DNS records disappear are flagged (not unverified) once a day.
-    mailmux_admin::spawn_domain_rechecks(admin_state.clone(), DOMAIN_RECHECK_INTERVAL);
+    tokio::spawn(supervise(health.component("domain_rechecks"), {
+        let state = admin_state.clone();
+        move || mailmux_admin::domain_rechecks(state.clone(), DOMAIN_RECHECK_INTERVAL)
+    }));
     // DKIM rotations: pending keys' records looked up (a found one switches signing), retired
     // keys dropped at the end of their grace period.
-    mailmux_admin::spawn_dkim_rotation_checks(
-        admin_state.clone(),
-        std::time::Duration::from_secs(config.dkim.rotation_check_secs),
-    );
+    let rotation_interval = std::time::Duration::from_secs(config.dkim.rotation_check_secs);
+    tokio::spawn(supervise(health.component("dkim_rotation"), {
+        let state = admin_state.clone();
+        move || mailmux_admin::dkim_rotation_checks(state.clone(), rotation_interval)
+    }));
     let admin = mailmux_admin::router(admin_state);
 
     let addresses = Addresses {
@@ -88,7 +107,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION")
     );
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin_stop = {
         let mut stop = stop_rx.clone();
         async move {
@@ -113,11 +131,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let smtp_task = tokio::spawn(mailmux_smtp::serve(smtp, listeners, smtp_stop));
 
     shutdown_signal().await;
-    info!("shutting down: no new sessions; open sessions may finish");
+    // Order: no new mail in (listeners), no new deliveries (scheduler, delivery), deliveries
+    // in flight finish or are stopped after the grace period, then this node's leases are
+    // given back so other nodes (or the restart) take its mail at once.
+    info!("shutting down: no new sessions or deliveries; work in flight may finish");
+    queue.stop_claiming();
     let _ = stop_tx.send(true);
     let _ = smtp_task.await;
     let _ = admin_task.await;
+    let _ = delivery_task.await;
+    match queue.release_leases().await {
+        Ok(released) => info!(released, "leases given back"),
+        Err(error) => warn!(%error, "cannot give the leases back; they run out instead"),
+    }
     store.close().await;
+    info!("stopped");
     Ok(())
 }
 
@@ -198,10 +226,13 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
+    // The new name is durable only once its directory is.
+    mailmux_store::sync_dir(path).with_context(|| format!("cannot sync {}", path.display()))?;
     Ok(())
 }
 
-/// Temp file, fsync, rename: readers see the old file or the whole new one.
+/// Temp file, fsync, rename, fsync the directory: readers see the old file or the whole new
+/// one, and after a crash the new one is still there.
 fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file =
@@ -209,5 +240,6 @@ fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     file.write_all(contents)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    mailmux_store::sync_dir(path).with_context(|| format!("cannot sync {}", path.display()))?;
     Ok(())
 }

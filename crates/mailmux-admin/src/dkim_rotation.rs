@@ -215,7 +215,7 @@ pub struct RotationSummary {
 
 /// Drops the retiring keys whose grace period is over, then looks up the records of every
 /// domain with a rotation in progress (a found record switches signing). Run every
-/// `dkim.rotation_check_secs` by [`spawn_dkim_rotation_checks`].
+/// `dkim.rotation_check_secs` by [`dkim_rotation_checks`].
 pub async fn check_rotations(store: &Store, config: &Config) -> Result<RotationSummary> {
     let mut summary = RotationSummary::default();
     let now = now_ms();
@@ -266,26 +266,21 @@ pub async fn check_rotations(store: &Store, config: &Config) -> Result<RotationS
 
 /// Runs [`check_rotations`] every `interval` (the binary passes `dkim.rotation_check_secs`)
 /// until the runtime shuts down.
-pub fn spawn_dkim_rotation_checks(
-    state: AdminState,
-    interval: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            match check_rotations(&state.store, &state.config).await {
-                Ok(summary) if summary == RotationSummary::default() => {}
-                Ok(summary) => tracing::info!(
-                    checked = summary.checked,
-                    retired = summary.retired,
-                    "DKIM rotation check done"
-                ),
-                Err(error) => tracing::warn!(%error, "DKIM rotation check failed"),
-            }
+pub async fn dkim_rotation_checks(state: AdminState, interval: std::time::Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match check_rotations(&state.store, &state.config).await {
+            Ok(summary) if summary == RotationSummary::default() => {}
+            Ok(summary) => tracing::info!(
+                checked = summary.checked,
+                retired = summary.retired,
+                "DKIM rotation check done"
+            ),
+            Err(error) => tracing::warn!(%error, "DKIM rotation check failed"),
         }
-    })
+    }
 }
 
 // ---- handler --------------------------------------------------------------------------------

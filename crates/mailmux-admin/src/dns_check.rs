@@ -244,26 +244,24 @@ impl DnsChecker {
 /// the runtime shuts down. Domains whose required records disappeared are flagged (visible in
 /// the domain's `flagged_at`, in the audit log and the log) but keep sending: a DNS outage at
 /// the wrong moment must not stop a tenant's mail; an operator decides.
-pub fn spawn_domain_rechecks(state: AdminState, interval: Duration) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick completes at once: skip it, checks start one interval after start-up.
+pub async fn domain_rechecks(state: AdminState, interval: Duration) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once: skip it, checks start one interval after start-up.
+    ticker.tick().await;
+    loop {
         ticker.tick().await;
-        loop {
-            ticker.tick().await;
-            match crate::domains::recheck_verified(&state.store, &state.config).await {
-                Ok(summary) => tracing::info!(
-                    checked = summary.checked,
-                    flagged = summary.flagged,
-                    return_paths_checked = summary.return_paths_checked,
-                    return_paths_dropped = summary.return_paths_dropped,
-                    "domain DNS re-check done"
-                ),
-                Err(error) => tracing::warn!(%error, "domain DNS re-check failed"),
-            }
+        match crate::domains::recheck_verified(&state.store, &state.config).await {
+            Ok(summary) => tracing::info!(
+                checked = summary.checked,
+                flagged = summary.flagged,
+                return_paths_checked = summary.return_paths_checked,
+                return_paths_dropped = summary.return_paths_dropped,
+                "domain DNS re-check done"
+            ),
+            Err(error) => tracing::warn!(%error, "domain DNS re-check failed"),
         }
-    })
+    }
 }
 
 #[cfg(test)]

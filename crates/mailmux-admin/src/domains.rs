@@ -582,7 +582,7 @@ pub struct RecheckSummary {
 
 /// Re-checks every domain verified by DNS (operator-verified ones are the operator's word and
 /// may have no records at all), and every return path in use. Run daily by
-/// [`crate::spawn_domain_rechecks`].
+/// [`crate::domain_rechecks`].
 pub async fn recheck_verified(store: &Store, config: &Config) -> Result<RecheckSummary> {
     let checker = DnsChecker::new(&config.delivery.dns_servers)?;
     let mut summary = RecheckSummary::default();

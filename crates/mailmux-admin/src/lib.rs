@@ -42,8 +42,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Actor, Principal};
-pub use dkim_rotation::spawn_dkim_rotation_checks;
-pub use dns_check::spawn_domain_rechecks;
+pub use dkim_rotation::dkim_rotation_checks;
+pub use dns_check::domain_rechecks;
 pub use error::{AdminError, Result};
 
 /// Largest request body accepted (413 beyond): every request here is a small JSON object.
@@ -64,6 +64,8 @@ pub struct AdminState {
     /// In-process counters of the other parts (SMTP sessions, auth failures, deliveries),
     /// rendered by `/metrics` before the numbers counted from the database.
     pub metric_sources: Vec<Arc<dyn MetricSource>>,
+    /// The process's components, for `/healthz`.
+    pub health: mailmux_core::health::Health,
 }
 
 /// The routes: `(protected, public)`. This one list builds both the router and the OpenAPI

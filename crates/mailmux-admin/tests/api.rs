@@ -46,8 +46,18 @@ async fn enqueue(h: &Harness, tenant: &str, id: &str, rcpts: &[&str], at: i64) -
 }
 
 async fn report(h: &Harness, id: &str, results: &[(u32, RecipientStatus, &str)]) {
+    // Reports are recorded only under the reporting node's lease: take every queued message
+    // (due or not, whoever leased it) as this test's "node" first.
+    const REPORTER: &str = "api-test-reporter";
+    let far = i64::MAX / 4;
+    h.store
+        .claim_due_ids(REPORTER, far, far + 1, 10_000)
+        .await
+        .unwrap();
     let report = DeliveryReport {
         message_id: QueueId(id.to_string()),
+        lease_owner: REPORTER.into(),
+        bounce: None,
         at: now_ms(),
         results: results
             .iter()
@@ -59,7 +69,8 @@ async fn report(h: &Harness, id: &str, results: &[(u32, RecipientStatus, &str)])
             .collect(),
         next_attempt_at: now_ms() + 60_000,
     };
-    h.store.commit_batch(&[], &[report]).await.unwrap();
+    let outcome = h.store.commit_batch(&[], &[report]).await.unwrap();
+    assert_eq!(outcome.recorded, [true], "report for {id}");
 }
 
 async fn tenants_crud_and_tier_semantics(h: Harness) {

@@ -197,6 +197,25 @@ pub struct DeliveryConfig {
     pub retry_max_secs: u64,
     /// ...until the message is this old; then it bounces.
     pub max_age_secs: u64,
+    /// Each retry delay is spread by up to this fraction either way (0.2 = ±20 %), so that
+    /// mail deferred together (a destination that was down) does not come back together.
+    pub retry_jitter: f64,
+    /// Seconds a destination (one address of an MX host or smarthost) that refused the
+    /// connection, timed out connecting or answered 421 is left alone; doubled for each
+    /// further failure in a row (at most 16×). Its mail waits instead of each message
+    /// spending a connect timeout on it.
+    pub host_down_secs: u64,
+    /// Networks that direct MX delivery may connect to although they are loopback, private
+    /// (RFC 1918, ULA, CGNAT), link-local (cloud metadata) or otherwise not public. Empty: only
+    /// public addresses. A relay that connects wherever DNS points can be aimed at the
+    /// operator's own network.
+    pub allowed_networks: Vec<IpNet>,
+    /// A message with more `Received:` header fields than this is bounced as a mail loop
+    /// (RFC 5321 §6.3).
+    pub max_received_headers: usize,
+    /// At shutdown, seconds that deliveries in flight get to finish; what is still running
+    /// then is stopped and its lease released, so another node (or the restart) takes it.
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -353,8 +372,18 @@ impl Config {
         if self.queue.max_batch == 0 {
             return invalid("queue.max_batch", "must be at least 1");
         }
-        if self.queue.lease_secs == 0 {
-            return invalid("queue.lease_secs", "must be at least 1");
+        if self.queue.lease_secs < 2 {
+            // Renewed every third of the lease: shorter, and a slow commit loses leases.
+            return invalid("queue.lease_secs", "must be at least 2");
+        }
+        if self.delivery.max_received_headers == 0 {
+            return invalid("delivery.max_received_headers", "must be at least 1");
+        }
+        if !(0.0..=0.5).contains(&self.delivery.retry_jitter) {
+            return invalid("delivery.retry_jitter", "must be between 0.0 and 0.5");
+        }
+        if self.delivery.host_down_secs == 0 {
+            return invalid("delivery.host_down_secs", "must be at least 1");
         }
         if self.dkim.rotation_check_secs == 0 {
             return invalid("dkim.rotation_check_secs", "must be at least 1");

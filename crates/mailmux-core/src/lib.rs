@@ -7,6 +7,8 @@ pub mod dns;
 pub mod domain;
 pub mod envelope;
 pub mod error;
+pub mod headers;
+pub mod health;
 pub mod metrics;
 pub mod tenant;
 

@@ -307,8 +307,9 @@ impl Connection {
     }
 
     /// Runs one transaction and returns each recipient's reply. `Err` means the session
-    /// failed (I/O, timeout, 421): nothing can be concluded about any recipient, and the
-    /// caller tries another host.
+    /// failed before the end of data (I/O, timeout, 421): nothing was delivered, and the
+    /// caller may try another host. From the final dot on, every outcome is a reply, an
+    /// unknown one included (see [`outcome_unknown`]).
     pub(crate) async fn deliver(&mut self, tx: &Transaction<'_>) -> Result<Vec<(u32, Reply)>> {
         let all = |reply: Reply| -> Vec<(u32, Reply)> {
             tx.recipients
@@ -401,6 +402,13 @@ impl Connection {
             ));
         }
         let body = wire_body(tx.body);
+        // From here on the message may have been taken: once the final dot is out, a reply that
+        // never comes (timeout, reset, close) leaves the outcome unknown, and sending again at
+        // once (another pooled connection, the next MX host) is how duplicates are made. So
+        // whatever happens now is the recipients' outcome for this attempt; a lost reply
+        // defers them to the normal retry schedule. lettre writes the body and the dot in one
+        // call, so a failure while writing the body counts as after the dot too: a retry
+        // interval costs less than a duplicate, which cannot be taken back.
         let reply = match tokio::time::timeout(
             DATA_END_TIMEOUT.max(self.command_timeout),
             self.smtp.message(&body),
@@ -409,12 +417,21 @@ impl Connection {
         {
             Err(_) => {
                 self.broken = true;
-                return Err(DeliveryError::connection(
-                    &label,
-                    Reply::new(451, format!("4.4.2 {label} did not answer the end of data")),
-                ));
+                outcome_unknown(&label, "did not answer")
             }
-            Ok(result) => self.reply_of(result, "end of data to")?,
+            Ok(Ok(response)) => reply_from_response(&response),
+            Ok(Err(error)) => match reply_from_error(&error) {
+                Some(reply) => {
+                    if reply.code == 421 {
+                        self.broken = true;
+                    }
+                    reply
+                }
+                None => {
+                    self.broken = true;
+                    outcome_unknown(&label, &format!("failed ({error})"))
+                }
+            },
         };
         replies.extend(accepted.iter().map(|idx| (*idx, reply.clone())));
         replies.sort_by_key(|(idx, _)| *idx);
@@ -466,6 +483,17 @@ impl Connection {
         }
         Ok(reply)
     }
+}
+
+/// The reply recorded for recipients whose end-of-data reply was lost.
+fn outcome_unknown(label: &str, what_happened: &str) -> Reply {
+    Reply::new(
+        451,
+        format!(
+            "4.4.2 outcome unknown: {label} {what_happened} after the end of data; the message \
+             may have been delivered, so it is not sent again before the next retry"
+        ),
+    )
 }
 
 /// The body as lettre's `message()` must get it for the bytes to arrive unchanged (apart from

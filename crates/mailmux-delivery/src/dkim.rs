@@ -235,18 +235,7 @@ impl DomainSigner {
 /// without regard to case; continuation lines and the body are not looked at).
 fn header_set(message: &[u8]) -> HeaderSet {
     let mut set = 0;
-    for line in message.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            break; // end of the header section
-        }
-        if line[0] == b' ' || line[0] == b'\t' {
-            continue; // folded continuation
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii_end();
+    for name in mailmux_core::headers::field_names(message) {
         if let Some(i) = SIGNED_HEADERS
             .iter()
             .position(|h| h.as_bytes().eq_ignore_ascii_case(name))
@@ -481,7 +470,7 @@ impl Signers {
             domain: key.domain.clone(),
             selector: key.selector.clone(),
         };
-        let built = MasterKey::load_or_create(&self.master_key_path)
+        let built = MasterKey::load(&self.master_key_path)
             .map_err(|e| SignError::BadKey {
                 domain: key.domain.clone(),
                 selector: key.selector.clone(),

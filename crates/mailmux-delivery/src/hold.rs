@@ -7,25 +7,26 @@
 //! back untried: no attempt is counted, no retry is scheduled, nothing bounces. It is claimed
 //! again once its tenant is active.
 
-use mailmux_store::QueuedMessage;
+use mailmux_queue::Job;
 use tracing::{info, warn};
 
 use crate::Deliverer;
 
 impl Deliverer {
-    /// True when the message was held (given back to the store) instead of being delivered.
-    pub(crate) async fn hold_if_not_sending(&self, message: &QueuedMessage) -> bool {
-        match self.router.route(&message.tenant_id).await {
+    /// Gives the job back to the store when its tenant may not send now; otherwise returns
+    /// it for delivery.
+    pub(crate) async fn hold_if_not_sending(&self, job: Job) -> Option<Job> {
+        match self.router.route(&job.message.tenant_id).await {
             Ok(route) if !route.sending => {}
             // Sending, or the tenant cannot be read now: the attempt goes ahead (and, on a
             // lookup failure, defers with its own reason).
-            _ => return false,
+            _ => return Some(job),
         }
-        match self.queue.hold(&message.id).await {
+        match self.queue.hold(job.lease).await {
             Ok(()) => info!("held: the tenant is not active; delivery resumes when it is"),
             // The lease runs out instead; the scheduler still skips the tenant until then.
             Err(error) => warn!(%error, "held, but the lease could not be given back"),
         }
-        true
+        None
     }
 }

@@ -5,28 +5,33 @@
 //!
 //! ```text
 //! job ─▶ held, untried, if the tenant is not active (paused, suspended, disabled)
+//!     ─▶ bounced as a loop if it carries too many Received: fields
 //!     ─▶ route (tenant.transport or delivery.transport)
 //!     ─▶ envelope sender on the wire: the sending domain's return-path domain (custom_domains)
 //!     ─▶ DKIM-sign (tenants with dkim_signing; the From: domain's active key)
 //!     ─▶ group recipients by next hop (MX: per domain, concurrently; smarthost: all at once)
-//!     ─▶ per hop: pooled connection (RSET) or MX hosts in order ─▶ one transaction
-//!     ─▶ queue.retry.finish (deferred too long → bounced)
-//!     ─▶ DSN for the bounced recipients (never for a null sender), enqueued durably
-//!     ─▶ queue.report
+//!     ─▶ per hop: hosts in order, each address a destination (public only, not down),
+//!        pooled connection (RSET) or a new one ─▶ one transaction
+//!     ─▶ queue.retry.finish (deferred too long → bounced; jittered next attempt)
+//!     ─▶ DSN for the bounced recipients (never for a null sender)
+//!     ─▶ queue.report: report and DSN in one commit, only while our lease holds
 //! ```
 //!
-//! Files: `route.rs` picks the transport, `dkim.rs` signs, `mx.rs` resolves hosts, `client.rs` holds one SMTP
-//! conversation, `pool.rs` keeps connections between messages, `smarthost.rs` is the relay
-//! transport, `attempt.rs` delivers one message to one next hop, `dsn.rs` writes bounces,
-//! `hold.rs` keeps a paused tenant's mail back, `return_path.rs` puts custom MAIL FROM
-//! domains on the wire.
+//! Files: `route.rs` picks the transport, `dkim.rs` signs, `mx.rs` resolves hosts,
+//! `address_policy.rs` keeps delivery off private networks, `host_health.rs` remembers
+//! destinations that are down, `client.rs` holds one SMTP conversation, `pool.rs` keeps
+//! connections between messages, `smarthost.rs` is the relay transport, `attempt.rs` delivers
+//! one message to one next hop, `dsn.rs` writes bounces, `hold.rs` keeps a paused tenant's mail
+//! back, `return_path.rs` puts custom MAIL FROM domains on the wire.
 
+mod address_policy;
 mod attempt;
 mod client;
 pub mod dkim;
 mod dsn;
 mod error;
 mod hold;
+mod host_health;
 mod mx;
 mod pool;
 mod reply;
@@ -41,20 +46,22 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use lettre::transport::smtp::extension::ClientId;
 use mailmux_core::{BodyFlags, Config, Envelope, TransportKind, now_ms};
-use mailmux_queue::{Jobs, Queue, Submission};
+use mailmux_queue::{Job, Jobs, Queue, Recorded, Submission};
 use mailmux_store::{
-    DeliveryReport, QueuedMessage, QueuedRecipient, RecipientResult, RecipientStatus,
+    DeliveryReport, NewMessage, QueuedMessage, QueuedRecipient, RecipientResult, RecipientStatus,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::attempt::Outcome;
+use crate::address_policy::AddressPolicy;
+use crate::attempt::{NextHop, Outcome};
 use crate::client::{SessionPolicy, TlsMode};
 use crate::dkim::{Signers, Signing};
 use crate::dsn::{BouncedRecipient, Dsn};
+use crate::host_health::HostHealth;
 use crate::mx::MxResolver;
-use crate::pool::{NextHop, Pool};
+use crate::pool::Pool;
 use crate::route::Router;
 use crate::smarthost::Smarthost;
 
@@ -74,6 +81,10 @@ pub struct Deliverer {
     mx_policy: SessionPolicy,
     smarthost: Option<Smarthost>,
     pool: Pool,
+    /// Which addresses direct delivery may connect to.
+    address_policy: AddressPolicy,
+    /// Destinations that failed recently, and until when they are left alone.
+    host_health: HostHealth,
 }
 
 impl Deliverer {
@@ -105,32 +116,50 @@ impl Deliverer {
             mx,
             mx_policy,
             smarthost,
+            address_policy: AddressPolicy::new(&delivery.allowed_networks),
+            host_health: HostHealth::new(Duration::from_secs(delivery.host_down_secs)),
             queue,
             config,
         }))
     }
 
-    /// Takes jobs until the channel closes; at most `delivery.concurrency` messages in flight.
-    /// Returns once the last of them is reported, after closing idle connections.
-    pub async fn run(self: Arc<Self>, mut jobs: Jobs) {
+    /// Takes jobs until `stop` turns true (or the channel closes); at most
+    /// `delivery.concurrency` messages in flight.
+    ///
+    /// At shutdown no new job is started; deliveries in flight get
+    /// `delivery.shutdown_grace_secs` to finish and report, and whatever still runs then is
+    /// stopped (its lease is given back with the others by the queue, so another node or the
+    /// restart delivers it). Idle connections are closed last.
+    ///
+    /// `jobs` is shared so that the supervisor can start this loop again after a panic.
+    pub async fn run(self: Arc<Self>, jobs: Arc<Mutex<Jobs>>, mut stop: watch::Receiver<bool>) {
+        let mut jobs = jobs.lock().await;
         let slots = Arc::new(Semaphore::new(self.config.delivery.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         loop {
             // A slot first, then a job: a job is only taken off the channel when a worker is
             // free for it, so the channel's free room tells the queue how much we can take.
-            let slot = slots
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the slot semaphore is never closed");
-            let Some(message) = jobs.recv().await else {
-                break;
+            let next = async {
+                let slot = slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the slot semaphore is never closed");
+                jobs.recv().await.map(|job| (slot, job))
             };
-            let span = info_span!("delivery", queue_id = %message.id, tenant = %message.tenant_id);
+            let (slot, job) = tokio::select! {
+                next = next => match next {
+                    Some(next) => next,
+                    None => break,
+                },
+                _ = stop.wait_for(|stopped| *stopped) => break,
+            };
+            let span =
+                info_span!("delivery", queue_id = %job.message.id, tenant = %job.message.tenant_id);
             let this = self.clone();
             tasks.spawn(
                 async move {
-                    this.deliver(message).await;
+                    this.deliver(job).await;
                     drop(slot);
                 }
                 .instrument(span),
@@ -139,19 +168,43 @@ impl Deliverer {
                 log_task_end(done);
             }
         }
-        while let Some(done) = tasks.join_next().await {
-            log_task_end(done);
+        // No more jobs: those already handed over are left leased and given back with every
+        // other lease of this node.
+        jobs.close();
+        while jobs.try_recv().is_ok() {}
+        let grace = Duration::from_secs(self.config.delivery.shutdown_grace_secs);
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            info!(in_flight, ?grace, "waiting for deliveries in flight");
+        }
+        let finished = tokio::time::timeout(grace, async {
+            while let Some(done) = tasks.join_next().await {
+                log_task_end(done);
+            }
+        })
+        .await;
+        if finished.is_err() {
+            warn!(
+                stopped = tasks.len(),
+                "deliveries still running after the grace period were stopped; their messages are retried"
+            );
+            tasks.shutdown().await;
         }
         self.pool.close_idle().await;
     }
 
     /// One delivery attempt of one message, from routing to the recorded report.
-    async fn deliver(&self, message: QueuedMessage) {
-        if self.hold_if_not_sending(&message).await {
+    async fn deliver(&self, job: Job) {
+        let Some(Job { message, lease }) = self.hold_if_not_sending(job).await else {
             return;
-        }
-        let wire = self.on_the_wire(&message).await;
-        let outcomes = self.attempt(&wire, &message.mail_from).await;
+        };
+        let outcomes = match self.loop_check(&message) {
+            Some(reply) => everyone(&message, reply),
+            None => {
+                let wire = self.on_the_wire(&message).await;
+                self.attempt(&wire, &message.mail_from).await
+            }
+        };
         let results = outcomes
             .iter()
             .map(|outcome| RecipientResult {
@@ -160,32 +213,57 @@ impl Deliverer {
                 reply: outcome.reply.to_string(),
             })
             .collect();
-        let mut report = self.queue.retry.finish(&message, results, now_ms());
-        log_results(&message, &report, &outcomes);
-        // The DSN is durable before the report: once the report says "bounced", nothing will
-        // look at these recipients again, so a DSN not yet queued then would be lost.
-        self.send_bounce(&message, &mut report, &outcomes).await;
-        if let Err(error) = self.queue.report(report).await {
-            // The lease runs out and the message is tried again: nothing is lost.
-            error!(%error, "cannot record the delivery report");
+        let mut report = self.queue.retry.finish(&message, &lease, results, now_ms());
+        // Recipients that wait for a destination that is down come back when it may be up,
+        // not sooner: if every deferred recipient waits for one, the message waits for the
+        // earliest of them.
+        if let Some(not_before) = outcomes
+            .iter()
+            .filter(|o| o.reply.status() == RecipientStatus::Deferred)
+            .map(|o| o.not_before.unwrap_or(0))
+            .min()
+        {
+            report.next_attempt_at = report.next_attempt_at.max(not_before);
         }
+        log_results(&message, &report, &outcomes);
+        report.bounce = self.bounce(&message, &report, &outcomes);
+        let bounce = report.bounce.as_ref().map(|b| b.id.clone());
+        match self.queue.report(report, lease).await {
+            Ok(Recorded::Yes) => {
+                if let Some(dsn) = bounce {
+                    info!(%dsn, to = %message.mail_from, "bounce queued");
+                }
+            }
+            Ok(Recorded::LeaseLost) => warn!(
+                "this node lost the message's lease while delivering it (another node took it \
+                 over); this attempt's outcome is not recorded and no bounce is sent"
+            ),
+            // The lease runs out and the message is tried again: nothing is lost.
+            Err(error) => error!(%error, "cannot record the delivery report"),
+        }
+    }
+
+    /// A reply bouncing every recipient when the message has passed through more relays than
+    /// a message should (RFC 5321 §6.3: a mail loop), else `None`.
+    fn loop_check(&self, message: &QueuedMessage) -> Option<Reply> {
+        let received = mailmux_core::headers::count_fields(&message.body, "Received");
+        let limit = self.config.delivery.max_received_headers;
+        (received > limit).then(|| {
+            Reply::new(
+                554,
+                format!(
+                    "5.4.6 mail loop: the message has {received} Received: header fields \
+                     (more than {limit})"
+                ),
+            )
+        })
     }
 
     /// Routes the message and delivers it to each of its next hops. `submitted_sender` is the
     /// envelope sender as submitted (the wire's may carry a return-path domain instead): the
     /// DKIM signer's fallback domain.
     async fn attempt(&self, message: &QueuedMessage, submitted_sender: &str) -> Vec<Outcome> {
-        let everyone = |reply: Reply| -> Vec<Outcome> {
-            message
-                .recipients
-                .iter()
-                .map(|r| Outcome {
-                    idx: r.idx,
-                    reply: reply.clone(),
-                    remote: None,
-                })
-                .collect()
-        };
+        let everyone = |reply: Reply| everyone(message, reply);
         let route = match self.router.route(&message.tenant_id).await {
             Ok(route) => route,
             Err(error) => {
@@ -282,13 +360,14 @@ impl Deliverer {
         }
     }
 
-    /// Queues one DSN to the sender listing every recipient bounced in this attempt.
-    async fn send_bounce(
+    /// The DSN to the sender listing every recipient bounced in this attempt, if any: it is
+    /// written with the report (so exactly when the bounces are recorded).
+    fn bounce(
         &self,
         message: &QueuedMessage,
-        report: &mut DeliveryReport,
+        report: &DeliveryReport,
         outcomes: &[Outcome],
-    ) {
+    ) -> Option<NewMessage> {
         let bounced: Vec<BouncedRecipient> = report
             .results
             .iter()
@@ -308,7 +387,7 @@ impl Deliverer {
             })
             .collect();
         if bounced.is_empty() {
-            return;
+            return None;
         }
         if message.mail_from.is_empty() {
             // RFC 5321 §6.1/§4.5.5: a message from the null sender (itself a bounce) is never
@@ -317,7 +396,7 @@ impl Deliverer {
                 recipients = bounced.len(),
                 "no bounce for a null-sender message"
             );
-            return;
+            return None;
         }
         let dsn_id = self.queue.next_id();
         let dsn = Dsn {
@@ -348,21 +427,7 @@ impl Deliverer {
             origin: "dsn",
             priority: 0,
         };
-        match self.queue.enqueue(submission).await {
-            Ok(id) => {
-                info!(dsn = %id, to = %message.mail_from, recipients = bounced.len(), "bounce queued")
-            }
-            Err(error) => {
-                // Not bounced yet, then: the recipients stay pending and bounce (with their
-                // DSN) at the next attempt.
-                error!(%error, "cannot queue the bounce; its recipients stay deferred");
-                for result in &mut report.results {
-                    if result.status == RecipientStatus::Bounced {
-                        result.status = RecipientStatus::Deferred;
-                    }
-                }
-            }
-        }
+        Some(self.queue.new_message(submission))
     }
 }
 
@@ -391,6 +456,20 @@ fn log_results(message: &QueuedMessage, report: &DeliveryReport, outcomes: &[Out
             RecipientStatus::Bounced => warn!(rcpt, host, reply, "bounced"),
         }
     }
+}
+
+/// The same reply for every recipient of `message`.
+fn everyone(message: &QueuedMessage, reply: Reply) -> Vec<Outcome> {
+    message
+        .recipients
+        .iter()
+        .map(|r| Outcome {
+            idx: r.idx,
+            reply: reply.clone(),
+            remote: None,
+            not_before: None,
+        })
+        .collect()
 }
 
 fn log_task_end(done: std::result::Result<(), tokio::task::JoinError>) {

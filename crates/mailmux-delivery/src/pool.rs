@@ -1,16 +1,19 @@
-//! Connections per next hop, reused across messages.
+//! Connections per destination, reused across messages.
 //!
-//! A next hop is a recipient domain (direct MX) or the smarthost. Each has a semaphore of
+//! A destination is one address of one host (an MX host or the smarthost) as one sending
+//! identity, not a recipient domain: the many domains hosted on one provider's MX share its
+//! connections and its limit, as the remote sees them. Each destination has a semaphore of
 //! `delivery.max_connections_per_destination` permits; a permit is held by every open
-//! connection to the hop, busy or idle, so the limit bounds what the remote sees, not just
-//! what we are doing right now. After a transaction a healthy connection waits idle for
-//! `delivery.idle_connection_secs`; the next message for the hop takes it (LIFO: the warmest
-//! one, letting the others expire), RSETs it and sends.
+//! connection to it, busy or idle, so the limit bounds what the remote sees, not just what we
+//! are doing right now. After a transaction a healthy connection waits idle for
+//! `delivery.idle_connection_secs`; the next message for the destination takes it (LIFO: the
+//! warmest one, letting the others expire), RSETs it and sends.
 //!
 //! A waiting message wakes either when a permit frees up (a connection closed) or when a
 //! connection is given back idle, whichever comes first.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -20,31 +23,25 @@ use tracing::debug;
 
 use crate::client::Connection;
 
-/// Hops remembered before those with no connection at all are forgotten (bounds memory for a
-/// relay that sends to many domains).
-const SWEEP_HOPS_AT: usize = 4096;
+/// Destinations remembered before those with no connection at all are forgotten (bounds
+/// memory for a relay that sends to many hosts).
+const SWEEP_AT: usize = 4096;
 
 /// Where a connection goes: the unit of reuse and of the connection limit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum NextHop {
-    /// Direct delivery to a recipient domain's MX hosts.
-    Mx(String),
-    /// The configured smarthost (`host:port`).
-    Smarthost(String),
-}
-
-impl std::fmt::Display for NextHop {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NextHop::Mx(domain) => write!(f, "mx:{domain}"),
-            NextHop::Smarthost(host) => write!(f, "smarthost:{host}"),
-        }
-    }
+pub(crate) struct Destination {
+    pub addr: SocketAddr,
+    /// The host's name: its certificate is checked against it, so two names on one address
+    /// are two destinations.
+    pub host: String,
+    /// Who we are to it (`mx`, or the smarthost's login): a connection authenticated as one
+    /// identity never carries another's mail.
+    pub identity: String,
 }
 
 pub(crate) struct Pool {
-    hops: Mutex<HashMap<NextHop, Arc<Slot>>>,
-    max_per_hop: usize,
+    destinations: Mutex<HashMap<Destination, Arc<Slot>>>,
+    max_per_destination: usize,
     idle_for: Duration,
     next_id: AtomicU64,
 }
@@ -62,7 +59,8 @@ struct Idle {
     permit: OwnedSemaphorePermit,
 }
 
-/// The right to one connection to a hop, with the connection when a pooled one was taken.
+/// The right to one connection to a destination, with the connection when a pooled one was
+/// taken.
 pub(crate) struct Lease {
     slot: Arc<Slot>,
     permit: OwnedSemaphorePermit,
@@ -72,18 +70,19 @@ pub(crate) struct Lease {
 }
 
 impl Pool {
-    pub(crate) fn new(max_per_hop: usize, idle_for: Duration) -> Pool {
+    pub(crate) fn new(max_per_destination: usize, idle_for: Duration) -> Pool {
         Pool {
-            hops: Mutex::new(HashMap::new()),
-            max_per_hop: max_per_hop.max(1),
+            destinations: Mutex::new(HashMap::new()),
+            max_per_destination: max_per_destination.max(1),
             idle_for,
             next_id: AtomicU64::new(0),
         }
     }
 
-    /// Waits until a connection to `hop` may be used: an idle one, or room for a new one.
-    pub(crate) async fn lease(&self, hop: &NextHop) -> Lease {
-        let slot = self.slot(hop);
+    /// Waits until a connection to `destination` may be used: an idle one, or room for a new
+    /// one.
+    pub(crate) async fn lease(&self, destination: &Destination) -> Lease {
+        let slot = self.slot(destination);
         loop {
             // Registered before looking, so a give-back between the look and the wait is not
             // missed.
@@ -120,7 +119,7 @@ impl Pool {
         lock(&slot.idle).push(Idle { id, conn, permit });
         slot.returned.notify_one();
         // One timer per idle period: if the connection is still idle (same id) when it fires,
-        // it is closed. Weak, so a forgotten hop does not stay alive for its timer.
+        // it is closed. Weak, so a forgotten destination does not stay alive for its timer.
         let weak = Arc::downgrade(&slot);
         let idle_for = self.idle_for;
         tokio::spawn(async move {
@@ -131,7 +130,7 @@ impl Pool {
 
     /// Closes every idle connection (at shutdown).
     pub(crate) async fn close_idle(&self) {
-        let slots: Vec<Arc<Slot>> = lock(&self.hops).values().cloned().collect();
+        let slots: Vec<Arc<Slot>> = lock(&self.destinations).values().cloned().collect();
         for slot in slots {
             let idle: Vec<Idle> = lock(&slot.idle).drain(..).collect();
             for entry in idle {
@@ -140,28 +139,29 @@ impl Pool {
         }
     }
 
-    /// Idle connections kept for `hop` (tests and metrics).
+    /// Idle connections kept for `destination` (tests).
     #[cfg(test)]
-    pub(crate) fn idle_count(&self, hop: &NextHop) -> usize {
-        lock(&self.hops)
-            .get(hop)
+    pub(crate) fn idle_count(&self, destination: &Destination) -> usize {
+        lock(&self.destinations)
+            .get(destination)
             .map(|slot| lock(&slot.idle).len())
             .unwrap_or(0)
     }
 
-    fn slot(&self, hop: &NextHop) -> Arc<Slot> {
-        let mut hops = lock(&self.hops);
-        if hops.len() >= SWEEP_HOPS_AT {
-            let max = self.max_per_hop;
+    fn slot(&self, destination: &Destination) -> Arc<Slot> {
+        let mut destinations = lock(&self.destinations);
+        if destinations.len() >= SWEEP_AT {
+            let max = self.max_per_destination;
             // A slot nobody holds, with no connection open, carries no state worth keeping.
-            hops.retain(|_, slot| {
+            destinations.retain(|_, slot| {
                 Arc::strong_count(slot) > 1 || slot.permits.available_permits() < max
             });
         }
-        hops.entry(hop.clone())
+        destinations
+            .entry(destination.clone())
             .or_insert_with(|| {
                 Arc::new(Slot {
-                    permits: Arc::new(Semaphore::new(self.max_per_hop)),
+                    permits: Arc::new(Semaphore::new(self.max_per_destination)),
                     idle: Mutex::new(Vec::new()),
                     returned: Notify::new(),
                 })
@@ -171,7 +171,7 @@ impl Pool {
 }
 
 impl Lease {
-    /// Takes another idle connection of the same hop, if there is one, instead of the one
+    /// Takes another idle connection of the same destination, if there is one, instead of the one
     /// this lease had (which the caller found dead and dropped).
     pub(crate) fn next_idle(&mut self) -> Option<Connection> {
         let idle = lock(&self.slot.idle).pop()?;
@@ -206,25 +206,33 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    fn destination(addr: &str) -> Destination {
+        Destination {
+            addr: addr.parse().unwrap(),
+            host: "mx.a.test".into(),
+            identity: "mx".into(),
+        }
+    }
+
     #[tokio::test]
-    async fn leases_are_limited_per_hop() {
+    async fn leases_are_limited_per_destination() {
         let pool = Pool::new(2, Duration::from_secs(30));
-        let hop = NextHop::Mx("a.test".into());
-        let first = pool.lease(&hop).await;
-        let _second = pool.lease(&hop).await;
+        let dest = destination("192.0.2.1:25");
+        let first = pool.lease(&dest).await;
+        let _second = pool.lease(&dest).await;
         // A third waits for a permit...
-        let third = tokio::time::timeout(Duration::from_millis(50), pool.lease(&hop)).await;
+        let third = tokio::time::timeout(Duration::from_millis(50), pool.lease(&dest)).await;
         assert!(third.is_err(), "the limit of 2 must hold");
-        // ...but another hop does not.
-        let other = NextHop::Mx("b.test".into());
+        // ...but another destination does not.
+        let other = destination("192.0.2.2:25");
         let _other = tokio::time::timeout(Duration::from_millis(50), pool.lease(&other))
             .await
-            .expect("other hops have their own limit");
+            .expect("other destinations have their own limit");
         // Ending a lease without a connection frees its permit.
         pool.give_back(first).await;
-        tokio::time::timeout(Duration::from_millis(50), pool.lease(&hop))
+        tokio::time::timeout(Duration::from_millis(50), pool.lease(&dest))
             .await
             .expect("a freed permit is reused");
-        assert_eq!(pool.idle_count(&hop), 0);
+        assert_eq!(pool.idle_count(&dest), 0);
     }
 }

@@ -9,15 +9,16 @@ use mailmux_core::SmarthostTls;
 use mailmux_core::config::DeliveryConfig;
 use mailmux_core::config::parse_host_port;
 
+use crate::attempt::NextHop;
 use crate::client::{SessionPolicy, TlsMode};
 use crate::error::{DeliveryError, Result};
-use crate::pool::NextHop;
 use crate::reply::Reply;
 
 /// The smarthost as configured.
 pub(crate) struct Smarthost {
     host: String,
     port: u16,
+    user: Option<String>,
     pub policy: SessionPolicy,
 }
 
@@ -51,12 +52,21 @@ impl Smarthost {
         Ok(Some(Smarthost {
             host,
             port,
+            user: config.smarthost_user.clone(),
             policy: SessionPolicy {
                 tls,
                 credentials,
                 ..base.clone()
             },
         }))
+    }
+
+    /// Who we are to the smarthost, for the connection pool: its login, if any.
+    pub(crate) fn identity(&self) -> String {
+        match &self.user {
+            Some(user) => format!("smarthost:{user}"),
+            None => "smarthost".to_string(),
+        }
     }
 
     pub(crate) fn hop(&self) -> NextHop {

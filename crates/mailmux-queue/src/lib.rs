@@ -5,23 +5,31 @@
 //!   it in one transaction (group commit), so twenty sessions cost one fsync, not twenty.
 //! - A message enqueued while delivery has room is written already leased to this node and
 //!   handed to the delivery workers from memory: no second read of what we just wrote.
-//! - The scheduler claims due messages (retries, messages of a restarted node, messages that
+//! - The scheduler claims due messages (retries, messages of a node that died, messages that
 //!   found delivery full) from the store under a lease, so several nodes on one Postgres never
-//!   deliver the same message at once.
-//! - Delivery reports go through the same writer, sharing commits with enqueues.
-
+//!   deliver the same message at once. Leases are short and renewed while an attempt lives
+//!   (`lease.rs`).
+//! - Delivery reports go through the same writer, sharing commits with enqueues, and are
+//!   fenced on the lease: a node that lost a message's lease records nothing for it.
+//! - Every background task runs under the supervisor of `mailmux_core::health`.
+mod lease;
 mod retry;
 mod writer;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mailmux_core::config::{DeliveryConfig, QueueConfig};
+use mailmux_core::health::{Health, supervise};
 use mailmux_core::{Envelope, QueueId, QueueIdGenerator, now_ms};
 use mailmux_store::{DeliveryReport, NewMessage, QueuedMessage, Store, StoreError};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::lease::InFlight;
+
+pub use lease::Lease;
 pub use retry::RetryPolicy;
 pub use writer::CommitStats;
 
@@ -69,15 +77,40 @@ pub struct Queue {
     lease: Duration,
     writes: mpsc::Sender<writer::WriteOp>,
     /// Bounded: its free capacity is how much delivery can take now.
-    jobs: mpsc::Sender<QueuedMessage>,
+    jobs: mpsc::Sender<Job>,
+    /// What this node holds leases on; renewed by the heartbeat, skipped by the scheduler.
+    in_flight: Arc<InFlight>,
     /// Wakes the scheduler early (a report freed capacity, a retry became due sooner).
     wake_scheduler: Arc<Notify>,
+    /// Set at shutdown: the scheduler claims nothing more.
+    stopping: AtomicBool,
+    /// Set once this node's leases are given back: nothing is renewed any more.
+    released: AtomicBool,
     commit_stats: Arc<CommitStats>,
     pub retry: RetryPolicy,
 }
 
+/// One message for one delivery attempt, with this node's lease on it.
+#[derive(Debug)]
+pub struct Job {
+    pub message: QueuedMessage,
+    /// Hand it back with the report ([`Queue::report`]) or when holding the message
+    /// ([`Queue::hold`]); dropped any other way, the message comes back when the lease runs out.
+    pub lease: Lease,
+}
+
 /// The receiving end for delivery workers.
-pub type Jobs = mpsc::Receiver<QueuedMessage>;
+pub type Jobs = mpsc::Receiver<Job>;
+
+/// What became of a delivery report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Committed, with its bounce if it had one.
+    Yes,
+    /// Refused: this node no longer held the message's lease (it stalled past the lease and
+    /// another node took the message). Nothing was written and no bounce was sent.
+    LeaseLost,
+}
 
 impl Queue {
     /// Starts the writer and the scheduler. Leases this node held before a restart are given
@@ -87,6 +120,7 @@ impl Queue {
         node_id: String,
         queue: &QueueConfig,
         delivery: &DeliveryConfig,
+        health: &Health,
     ) -> Result<(Arc<Queue>, Jobs)> {
         let released = store.release_leases(&node_id).await?;
         if released > 0 {
@@ -104,22 +138,68 @@ impl Queue {
             lease: Duration::from_secs(queue.lease_secs),
             writes,
             jobs,
+            in_flight: Arc::new(InFlight::default()),
             wake_scheduler: Arc::new(Notify::new()),
+            stopping: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             commit_stats: commit_stats.clone(),
             retry: RetryPolicy::from_config(delivery),
         });
-        tokio::spawn(writer::run(store, write_rx, queue.max_batch, commit_stats));
-        tokio::spawn(scheduler(
-            Arc::downgrade(&queue_handle),
-            Duration::from_millis(queue.poll_interval_ms),
-        ));
+        // The writer's channel outlives any one writer task: a writer that panics loses only
+        // the batch in its hands (whose waiters hear an error: 451, never 250), and the next
+        // one carries on with what is waiting.
+        let write_rx = Arc::new(tokio::sync::Mutex::new(write_rx));
+        let writer_health = health.component("queue_writer");
+        let max_batch = queue.max_batch;
+        tokio::spawn(supervise(writer_health.clone(), move || {
+            writer::run(
+                store.clone(),
+                write_rx.clone(),
+                max_batch,
+                commit_stats.clone(),
+                writer_health.clone(),
+            )
+        }));
+        let weak = Arc::downgrade(&queue_handle);
+        let poll = Duration::from_millis(queue.poll_interval_ms);
+        let scheduler_health = health.component("scheduler");
+        tokio::spawn(supervise(scheduler_health.clone(), {
+            let weak = weak.clone();
+            move || scheduler(weak.clone(), poll, scheduler_health.clone())
+        }));
+        let heartbeat_health = health.component("lease_heartbeat");
+        tokio::spawn(supervise(heartbeat_health.clone(), {
+            let weak = weak.clone();
+            move || heartbeat(weak.clone(), heartbeat_health.clone())
+        }));
         if queue.retention_days > 0 {
-            tokio::spawn(purge_finished(
-                Arc::downgrade(&queue_handle),
-                Duration::from_secs(queue.retention_days * 86_400),
-            ));
+            let retention = Duration::from_secs(queue.retention_days * 86_400);
+            tokio::spawn(supervise(health.component("retention"), move || {
+                purge_finished(weak.clone(), retention)
+            }));
         }
         Ok((queue_handle, jobs_rx))
+    }
+
+    /// This node's name in leases.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Shutdown, first step: the scheduler claims nothing more. Deliveries in flight go on
+    /// (their leases are still renewed) and report as usual.
+    pub fn stop_claiming(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake_scheduler.notify_one();
+    }
+
+    /// Shutdown, last step (after delivery stopped): gives back every lease this node holds,
+    /// so other nodes (or this one after its restart) take those messages at once instead of
+    /// waiting for the leases to run out.
+    pub async fn release_leases(&self) -> Result<u64> {
+        self.stop_claiming();
+        self.released.store(true, Ordering::SeqCst);
+        Ok(self.store.release_leases(&self.node_id).await?)
     }
 
     pub fn store(&self) -> &Store {
@@ -137,24 +217,15 @@ impl Queue {
 
     /// Makes the message durable; returns once it is committed. Then delivery starts.
     pub async fn enqueue(&self, submission: Submission) -> Result<QueueId> {
-        let now = now_ms();
         let id = submission.id.clone();
         // Reserve a delivery slot before writing: with one, the message is written leased to
         // us and delivered from memory; without, it waits in the store for the scheduler.
         let permit = self.jobs.clone().try_reserve_owned().ok();
-        let lease = permit
-            .as_ref()
-            .map(|_| (self.node_id.clone(), now + self.lease.as_millis() as i64));
-        let message = NewMessage {
-            id: submission.id,
-            tenant_id: submission.tenant_id,
-            envelope: submission.envelope,
-            body: Arc::new(submission.body),
-            origin: submission.origin,
-            priority: submission.priority,
-            created_at: now,
-            lease,
-        };
+        let mut message = self.new_message(submission);
+        message.lease = permit.as_ref().map(|_| {
+            let until = message.created_at + self.lease.as_millis() as i64;
+            (self.node_id.clone(), until)
+        });
         let (done, committed) = oneshot::channel();
         self.writes
             .send(writer::WriteOp::Enqueue(message.clone(), done))
@@ -162,9 +233,12 @@ impl Queue {
             .map_err(|_| QueueError::Closed)?;
         committed.await.map_err(|_| QueueError::Closed)??;
         debug!(queue_id = %id, tenant = %message.tenant_id, "queued durably");
-        match permit {
-            Some(permit) => {
-                permit.send(QueuedMessage {
+        let lease = permit
+            .as_ref()
+            .and_then(|_| self.in_flight.take(&message.id, &self.node_id));
+        match (permit, lease) {
+            (Some(permit), Some(lease)) => {
+                let message = QueuedMessage {
                     id: message.id,
                     tenant_id: message.tenant_id,
                     mail_from: message.envelope.mail_from,
@@ -184,16 +258,34 @@ impl Queue {
                             attempts: 0,
                         })
                         .collect(),
-                });
+                };
+                permit.send(Job { message, lease });
             }
-            None => self.wake_scheduler.notify_one(),
+            _ => self.wake_scheduler.notify_one(),
         }
         Ok(id)
     }
 
+    /// The row `submission` is written as, not leased: as a bounce that rides with its
+    /// delivery report ([`DeliveryReport::bounce`]) it is taken by the scheduler like any due
+    /// message once that report commits.
+    pub fn new_message(&self, submission: Submission) -> NewMessage {
+        NewMessage {
+            id: submission.id,
+            tenant_id: submission.tenant_id,
+            envelope: submission.envelope,
+            body: Arc::new(submission.body),
+            origin: submission.origin,
+            priority: submission.priority,
+            created_at: now_ms(),
+            lease: None,
+        }
+    }
+
     /// Leases up to `limit` due messages to this node (through the writer: see writer.rs) and
-    /// loads them.
-    async fn claim(&self, limit: usize) -> Result<Vec<QueuedMessage>> {
+    /// loads them. A claimed message whose earlier attempt is still running here (its lease
+    /// ran out under a stalled writer) is skipped: that attempt reports it.
+    async fn claim(&self, limit: usize) -> Result<Vec<Job>> {
         let now = now_ms();
         let (done, claimed) = oneshot::channel();
         let claim = writer::Claim {
@@ -207,13 +299,17 @@ impl Queue {
             .await
             .map_err(|_| QueueError::Closed)?;
         let ids = claimed.await.map_err(|_| QueueError::Closed)??;
-        let mut messages = Vec::with_capacity(ids.len());
+        let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
+            let Some(lease) = self.in_flight.take(&QueueId(id.clone()), &self.node_id) else {
+                debug!(queue_id = %id, "claimed again while its attempt runs here; skipped");
+                continue;
+            };
             if let Some(message) = self.store.load_pending(&id).await? {
-                messages.push(message);
+                jobs.push(Job { message, lease });
             }
         }
-        Ok(messages)
+        Ok(jobs)
     }
 
     /// Gives a message taken for delivery back to the store untried: no attempt is recorded
@@ -221,21 +317,25 @@ impl Queue {
     /// suspended, disabled); the scheduler claims only active tenants' mail, so the message
     /// waits in the store until its tenant is active again. Not through the writer: losing
     /// this update (a crash) only means the lease runs out instead.
-    pub async fn hold(&self, id: &QueueId) -> Result<()> {
-        self.store.release_lease(&id.0, &self.node_id).await?;
+    pub async fn hold(&self, lease: Lease) -> Result<()> {
+        self.store
+            .release_lease(&lease.message_id().0, lease.owner())
+            .await?;
         Ok(())
     }
 
-    /// Records a delivery attempt's outcome (batched with other writes). Waits until it is
-    /// committed so that a DSN enqueued before it is never lost behind it.
-    pub async fn report(&self, report: DeliveryReport) -> Result<()> {
+    /// Records a delivery attempt's outcome (batched with other writes, fenced on `lease`) and
+    /// waits until it is committed. The lease is given up once the answer is in.
+    pub async fn report(&self, report: DeliveryReport, lease: Lease) -> Result<Recorded> {
+        debug_assert_eq!(report.lease_owner, lease.owner());
         let (done, committed) = oneshot::channel();
         self.writes
             .send(writer::WriteOp::Report(report, done))
             .await
             .map_err(|_| QueueError::Closed)?;
         let result = committed.await.map_err(|_| QueueError::Closed)?;
-        // A worker is free again: there may be due messages waiting for one.
+        drop(lease);
+        // A worker is free again (and a bounce may be waiting): look for due messages.
         self.wake_scheduler.notify_one();
         result
     }
@@ -245,22 +345,31 @@ impl Queue {
 ///
 /// Woken after every report, it still claims only when a quarter of the delivery channel is
 /// free (or the poll interval passed): one claim per many messages, not one per message.
-async fn scheduler(queue: std::sync::Weak<Queue>, poll: Duration) {
+async fn scheduler(
+    queue: std::sync::Weak<Queue>,
+    poll: Duration,
+    health: mailmux_core::health::Component,
+) {
     let mut last_look = tokio::time::Instant::now();
     loop {
         let Some(queue) = queue.upgrade() else {
             return;
         };
+        if queue.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         let room = queue.jobs.capacity();
         let batch_worth = (queue.jobs.max_capacity() / 4).max(1);
         if room >= batch_worth || (room > 0 && last_look.elapsed() >= poll) {
             last_look = tokio::time::Instant::now();
             match queue.claim(room).await {
-                Ok(messages) => {
-                    let claimed = messages.len();
-                    for message in messages {
-                        debug!(queue_id = %message.id, tenant = %message.tenant_id, "claimed for delivery");
-                        if queue.jobs.send(message).await.is_err() {
+                Ok(jobs) => {
+                    health.ok();
+                    let claimed = jobs.len();
+                    for job in jobs {
+                        debug!(queue_id = %job.message.id, tenant = %job.message.tenant_id, "claimed for delivery");
+                        if queue.jobs.send(job).await.is_err() {
+                            // Delivery has stopped (shutdown): the lease is given back there.
                             return;
                         }
                     }
@@ -269,12 +378,71 @@ async fn scheduler(queue: std::sync::Weak<Queue>, poll: Duration) {
                         continue;
                     }
                 }
-                Err(error) => warn!(%error, "cannot claim due messages"),
+                Err(error) => {
+                    health.failed(format!("cannot claim due messages: {error}"));
+                    warn!(%error, "cannot claim due messages");
+                }
             }
         }
         let wake = queue.wake_scheduler.clone();
         drop(queue);
         let _ = tokio::time::timeout(poll, wake.notified()).await;
+    }
+}
+
+/// Every third of the lease, extends the leases of everything this node has in flight: an
+/// attempt may take far longer than one lease (a slow end-of-data reply may legitimately take
+/// ten minutes), and must not be taken over by another node meanwhile.
+async fn heartbeat(queue: std::sync::Weak<Queue>, health: mailmux_core::health::Component) {
+    let every = match queue.upgrade() {
+        Some(queue) => queue.lease / 3,
+        None => return,
+    };
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(queue) = queue.upgrade() else {
+            return;
+        };
+        if queue.released.load(Ordering::SeqCst) {
+            return;
+        }
+        let ids = queue.in_flight.ids();
+        if ids.is_empty() {
+            continue;
+        }
+        let until = now_ms() + queue.lease.as_millis() as i64;
+        let (done, renewed) = oneshot::channel();
+        let renew = writer::Renew {
+            owner: queue.node_id.clone(),
+            ids,
+            until,
+        };
+        let wanted = renew.ids.len() as u64;
+        if queue
+            .writes
+            .send(writer::WriteOp::Renew(renew, done))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        match renewed.await {
+            Ok(Ok(held)) => {
+                health.ok();
+                if held < wanted {
+                    // Reports of attempts whose message finished meanwhile, or leases another
+                    // node took over: their reports are fenced and change nothing.
+                    debug!(wanted, held, "some leases were not renewed");
+                }
+            }
+            Ok(Err(error)) => {
+                health.failed(format!("cannot renew leases: {error}"));
+                warn!(%error, "cannot renew the leases of messages in flight");
+            }
+            Err(_) => return,
+        }
     }
 }
 

@@ -1,16 +1,30 @@
 //! When to try a deferred message again, and when to give up on it.
+//!
+//! RFC 5321 §4.5.4.1 asks for at least 30 minutes between retries and for giving up after
+//! 4-5 days, and allows "more sophisticated and variable strategies" where the client knows
+//! why delivery failed. mailmux keeps the RFC's 30 minutes per destination instead of per
+//! message: a host that fails to connect or says 421 is marked down and its mail waits for
+//! it (delivery's `destinations.rs`), while a message deferred for its own sake (greylisting,
+//! a full mailbox) is retried sooner: 1, 2, 4 … minutes, then hourly (the defaults), until
+//! `max_age` (5 days). Every delay is spread by `jitter` either way so that mail deferred in
+//! one burst does not come back in one burst.
 
 use mailmux_core::config::DeliveryConfig;
 use mailmux_store::{DeliveryReport, QueuedMessage, RecipientResult, RecipientStatus};
+use rand::{Rng, RngExt};
 
-/// Exponential back-off: `initial × factor^(attempt-1)`, capped at `max`; after `max_age` a
-/// message that is still deferred bounces.
+use crate::Lease;
+
+/// Exponential back-off: `initial × factor^(attempt-1)`, capped at `max`, spread by ±`jitter`;
+/// after `max_age` a message that is still deferred bounces.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub initial_ms: i64,
     pub factor: f64,
     pub max_ms: i64,
     pub max_age_ms: i64,
+    /// Fraction of each delay by which it is spread either way (0.2: ±20 %).
+    pub jitter: f64,
 }
 
 impl RetryPolicy {
@@ -20,7 +34,18 @@ impl RetryPolicy {
             factor: config.retry_factor,
             max_ms: config.retry_max_secs as i64 * 1000,
             max_age_ms: config.max_age_secs as i64 * 1000,
+            jitter: config.retry_jitter,
         }
+    }
+
+    /// [`RetryPolicy::delay_ms`] spread uniformly by ±`jitter`, drawn from `rng`.
+    pub fn jittered_delay_ms(&self, attempts: u32, rng: &mut impl Rng) -> i64 {
+        let delay = self.delay_ms(attempts) as f64;
+        if self.jitter <= 0.0 {
+            return delay as i64;
+        }
+        let spread = rng.random_range(-self.jitter..self.jitter);
+        (delay * (1.0 + spread)).max(1.0) as i64
     }
 
     /// Delay before attempt number `attempts + 1`, after `attempts` attempts (≥ 1) failed.
@@ -36,6 +61,7 @@ impl RetryPolicy {
     pub fn finish(
         &self,
         message: &QueuedMessage,
+        lease: &Lease,
         mut results: Vec<RecipientResult>,
         now: i64,
     ) -> DeliveryReport {
@@ -56,9 +82,11 @@ impl RetryPolicy {
         }
         DeliveryReport {
             message_id: message.id.clone(),
+            lease_owner: lease.owner().to_string(),
             at: now,
-            next_attempt_at: now + self.delay_ms(message.attempts + 1),
+            next_attempt_at: now + self.jittered_delay_ms(message.attempts + 1, &mut rand::rng()),
             results,
+            bounce: None,
         }
     }
 }
@@ -75,6 +103,7 @@ mod tests {
             factor: 2.0,
             max_ms: 3_600_000,
             max_age_ms: 5 * 86_400_000,
+            jitter: 0.0,
         }
     }
 
@@ -110,10 +139,13 @@ mod tests {
                 reply: "250 ok".into(),
             },
         ];
-        let fresh = policy().finish(&message, results.clone(), 1000);
+        let in_flight = Arc::new(crate::lease::InFlight::default());
+        let lease = in_flight.take(&message.id, "node-a").unwrap();
+        let fresh = policy().finish(&message, &lease, results.clone(), 1000);
         assert_eq!(fresh.results[0].status, RecipientStatus::Deferred);
         assert_eq!(fresh.next_attempt_at, 1000 + 480_000);
-        let old = policy().finish(&message, results, 5 * 86_400_000);
+        assert_eq!(fresh.lease_owner, "node-a");
+        let old = policy().finish(&message, &lease, results, 5 * 86_400_000);
         assert_eq!(old.results[0].status, RecipientStatus::Bounced);
         assert!(
             old.results[0]
@@ -121,5 +153,32 @@ mod tests {
                 .starts_with("451 4.3.0 busy (gave up after 4 attempts")
         );
         assert_eq!(old.results[1].status, RecipientStatus::Delivered);
+    }
+
+    #[test]
+    fn jitter_spreads_delays_within_its_bounds() {
+        use rand::SeedableRng;
+        let p = RetryPolicy {
+            jitter: 0.2,
+            ..policy()
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let delays: Vec<i64> = (0..1000)
+            .map(|_| p.jittered_delay_ms(1, &mut rng))
+            .collect();
+        assert!(
+            delays.iter().all(|d| (48_000..72_000).contains(d)),
+            "±20 % of 60 s"
+        );
+        let low = delays.iter().filter(|d| **d < 54_000).count();
+        let high = delays.iter().filter(|d| **d >= 66_000).count();
+        // Uniform over the range: each outer quarter holds about a quarter of the draws.
+        assert!((150..350).contains(&low), "{low}");
+        assert!((150..350).contains(&high), "{high}");
+        assert_eq!(
+            policy().jittered_delay_ms(1, &mut rng),
+            60_000,
+            "no jitter configured"
+        );
     }
 }

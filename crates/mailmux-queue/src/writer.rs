@@ -5,25 +5,40 @@
 //! the channel and form the next batch: the busier the relay, the more each fsync carries, and
 //! an idle relay still commits a lone message at once.
 //!
-//! The scheduler's claims go through here too. On SQLite a second writing connection does not
-//! queue behind the first: it sleeps in SQLite's busy handler (1, 2, 5, 10… ms), so claims on
-//! their own connection would stall every commit they collide with. One writer, no collisions.
+//! The scheduler's claims and the lease heartbeat go through here too. On SQLite a second
+//! writing connection does not queue behind the first: it sleeps in SQLite's busy handler (1,
+//! 2, 5, 10… ms), so claims on their own connection would stall every commit they collide
+//! with. One writer, no collisions.
+//!
+//! Reports are never held back for unrelated work: a batch is whatever is waiting when the
+//! last commit ends (nothing waits for a batch to fill), and claims and renewals run after the
+//! commit that carries the reports. Between a remote server's 250 and the commit of its report
+//! a crash re-sends the message, so that window is kept to about one commit.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use mailmux_core::health::Component;
 use mailmux_core::metrics::{MetricSource, render_single};
 use mailmux_store::{Admission, DeliveryReport, NewMessage, Store};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::error;
 
-use crate::{QueueError, Result};
+use crate::{QueueError, Recorded, Result};
 
 pub(crate) enum WriteOp {
     Enqueue(NewMessage, oneshot::Sender<Result<()>>),
-    Report(DeliveryReport, oneshot::Sender<Result<()>>),
+    Report(DeliveryReport, oneshot::Sender<Result<Recorded>>),
     /// Lease due messages; answers their ids.
     Claim(Claim, oneshot::Sender<Result<Vec<String>>>),
+    /// Extend leases held by this node; answers how many it still held.
+    Renew(Renew, oneshot::Sender<Result<u64>>),
+}
+
+pub(crate) struct Renew {
+    pub owner: String,
+    pub ids: Vec<String>,
+    pub until: i64,
 }
 
 pub(crate) struct Claim {
@@ -61,12 +76,16 @@ impl MetricSource for CommitStats {
     }
 }
 
+/// The writer loop. `ops` is shared with the supervisor so that a writer started after a
+/// panic takes over the same channel.
 pub(crate) async fn run(
     store: Store,
-    mut ops: mpsc::Receiver<WriteOp>,
+    ops: Arc<Mutex<mpsc::Receiver<WriteOp>>>,
     max_batch: usize,
     stats: Arc<CommitStats>,
+    health: Component,
 ) {
+    let mut ops = ops.lock().await;
     let mut batch = Vec::with_capacity(max_batch);
     while ops.recv_many(&mut batch, max_batch).await > 0 {
         let mut messages = Vec::new();
@@ -76,6 +95,7 @@ pub(crate) async fn run(
         let mut message_waiters = Vec::new();
         let mut report_waiters = Vec::new();
         let mut claims = Vec::new();
+        let mut renewals = Vec::new();
         for op in batch.drain(..) {
             match op {
                 WriteOp::Enqueue(message, done) => {
@@ -87,6 +107,7 @@ pub(crate) async fn run(
                     report_waiters.push(done);
                 }
                 WriteOp::Claim(claim, done) => claims.push((claim, done)),
+                WriteOp::Renew(renew, done) => renewals.push((renew, done)),
             }
         }
         if !messages.is_empty() || !reports.is_empty() {
@@ -94,7 +115,14 @@ pub(crate) async fn run(
                 messages: message_waiters,
                 reports: report_waiters,
             };
-            commit(&store, &messages, &reports, waiters, &stats).await;
+            commit(&store, &messages, &reports, waiters, &stats, &health).await;
+        }
+        for (renew, done) in renewals {
+            let renewed = store
+                .renew_leases(&renew.owner, &renew.ids, renew.until)
+                .await
+                .map_err(QueueError::from);
+            let _ = done.send(renewed);
         }
         // After the commit: reports in this batch may have freed what the claim takes.
         for (claim, done) in claims {
@@ -110,7 +138,7 @@ pub(crate) async fn run(
 /// Who waits for a batch: one per message (in order), one per report.
 struct Waiters {
     messages: Vec<oneshot::Sender<Result<()>>>,
-    reports: Vec<oneshot::Sender<Result<()>>>,
+    reports: Vec<oneshot::Sender<Result<Recorded>>>,
 }
 
 /// One transaction for the batch. A failed commit is every waiter's answer; after a good one a
@@ -121,18 +149,22 @@ async fn commit(
     reports: &[DeliveryReport],
     waiters: Waiters,
     stats: &CommitStats,
+    health: &Component,
 ) {
     let outcome = store.commit_batch(messages, reports).await;
     match &outcome {
-        Ok(admissions) => {
+        Ok(outcome) => {
+            health.ok();
             stats.commits.fetch_add(1, Ordering::Relaxed);
-            let written = admissions
+            let written = outcome
+                .admissions
                 .iter()
                 .filter(|a| **a == Admission::Written)
                 .count();
             stats.messages.fetch_add(written as u64, Ordering::Relaxed);
         }
         Err(error) => {
+            health.failed(format!("commit failed: {error}"));
             error!(%error, messages = messages.len(), reports = reports.len(), "queue commit failed");
         }
     }
@@ -140,7 +172,7 @@ async fn commit(
     // A session that went away no longer waits; nothing to tell it.
     for (n, done) in waiters.messages.into_iter().enumerate() {
         let _ = done.send(match &outcome {
-            Ok(admissions) => match admissions.get(n) {
+            Ok(outcome) => match outcome.admissions.get(n) {
                 Some(Admission::OverQuota { max_per_day }) => Err(QueueError::OverQuota {
                     max_per_day: *max_per_day,
                 }),
@@ -149,10 +181,11 @@ async fn commit(
             Err(error) => failed(error),
         });
     }
-    for done in waiters.reports {
+    for (n, done) in waiters.reports.into_iter().enumerate() {
         let _ = done.send(match &outcome {
-            Ok(_) => Ok(()),
-            Err(error) => failed(error),
+            Ok(outcome) if outcome.recorded.get(n) == Some(&true) => Ok(Recorded::Yes),
+            Ok(_) => Ok(Recorded::LeaseLost),
+            Err(error) => Err(QueueError::Commit(error.to_string())),
         });
     }
 }

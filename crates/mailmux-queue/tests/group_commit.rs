@@ -23,6 +23,7 @@ async fn concurrent_enqueues_share_commits_and_are_all_durable() {
         "node-gc".into(),
         &config.queue,
         &config.delivery,
+        &mailmux_core::health::Health::default(),
     )
     .await
     .unwrap();

@@ -25,6 +25,12 @@ pub enum KeyVaultError {
     },
     #[error("master key {0} is not {KEY_LEN} bytes; restore it from a backup")]
     BadKeyFile(PathBuf),
+    /// Only the places that create secrets make a master key; everything else needs the one
+    /// that sealed them.
+    #[error(
+        "master key {0} does not exist; copy it from the node that created the keys (or restore it from a backup)"
+    )]
+    Missing(PathBuf),
     #[error("system random generator failed")]
     Random,
     /// Wrong master key, a tampered value, or a value sealed for another row.
@@ -45,6 +51,21 @@ impl std::fmt::Debug for MasterKey {
 }
 
 impl MasterKey {
+    /// Reads the key at `path`; a missing file is [`KeyVaultError::Missing`], never a new key:
+    /// a new key would open none of the secrets sealed so far.
+    pub fn load(path: &Path) -> Result<MasterKey, KeyVaultError> {
+        match std::fs::read(path) {
+            Ok(bytes) => MasterKey::from_bytes(&bytes, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(KeyVaultError::Missing(path.to_owned()))
+            }
+            Err(source) => Err(KeyVaultError::Io {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+
     /// Reads the key at `path`, creating it (32 random bytes, mode 0600) if there is none.
     ///
     /// Two processes may get here at once (the CLI beside `serve`): the new key is written to a
@@ -85,7 +106,12 @@ impl MasterKey {
         let linked = std::fs::hard_link(&tmp, path);
         let _ = std::fs::remove_file(&tmp);
         match linked {
-            Ok(()) => MasterKey::from_bytes(&bytes, path),
+            Ok(()) => {
+                // The name is durable only once its directory is: without this, a crash could
+                // lose the file after secrets were sealed with it.
+                sync_dir(path).map_err(io)?;
+                MasterKey::from_bytes(&bytes, path)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 MasterKey::from_bytes(&std::fs::read(path).map_err(io)?, path)
             }
@@ -141,6 +167,15 @@ impl MasterKey {
     }
 }
 
+/// fsyncs the directory holding `path`, making a file created or renamed there durable.
+pub fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +201,22 @@ mod tests {
             again.open(&sealed, "example.com/mm202601").unwrap(),
             b"private key"
         );
+        let loaded = MasterKey::load(&path).unwrap();
+        assert_eq!(
+            loaded.open(&sealed, "example.com/mm202601").unwrap(),
+            b"private key"
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn load_never_creates_a_key() {
+        let dir = temp_dir("load");
+        let path = dir.join("master.key");
+        let error = MasterKey::load(&path).unwrap_err();
+        assert!(matches!(error, KeyVaultError::Missing(_)), "{error}");
+        assert!(error.to_string().contains("does not exist"), "{error}");
+        assert!(!path.exists(), "loading must not create the key");
         std::fs::remove_dir_all(&dir).ok();
     }
 

@@ -29,10 +29,10 @@ pub use api_keys::ApiKey;
 pub use audit::{AuditEntry, AuditRecord};
 pub use dkim_keys::{DkimKey, DkimKeyStatus, DkimSigningState, DomainCheck};
 pub use history::{AttemptView, MessageFilter, MessageState, MessageView, RecipientView};
-pub use key_vault::{KeyVaultError, MasterKey};
+pub use key_vault::{KeyVaultError, MasterKey, sync_dir};
 pub use queue::{
-    Admission, DeliveryReport, NewMessage, QUOTA_WINDOW_MS, QueuedMessage, QueuedRecipient,
-    RecipientResult, RecipientStatus,
+    Admission, CommitOutcome, DeliveryReport, NewMessage, QUOTA_WINDOW_MS, QueuedMessage,
+    QueuedRecipient, RecipientResult, RecipientStatus,
 };
 pub use return_paths::{ReturnPath, ReturnPathCheck};
 pub use stats::TenantCounters;

@@ -85,10 +85,26 @@ pub struct RecipientResult {
 #[derive(Debug, Clone)]
 pub struct DeliveryReport {
     pub message_id: QueueId,
+    /// The node that made the attempt under its lease. The report is recorded only while the
+    /// message is still leased to it: a node that lost its lease (it stalled past the lease and
+    /// another node took the message) must not overwrite what the new owner does.
+    pub lease_owner: String,
     pub at: i64,
     pub results: Vec<RecipientResult>,
     /// When to try the deferred recipients again (ignored when none is deferred).
     pub next_attempt_at: i64,
+    /// The DSN for the recipients bounced in this attempt, written in the same transaction as
+    /// the report and only if the report is: a bounce is sent exactly when its recipients are
+    /// recorded as bounced, never by a node whose report was refused.
+    pub bounce: Option<NewMessage>,
+}
+
+/// What [`Store::commit_batch`] did: one answer per message and per report, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub admissions: Vec<Admission>,
+    /// Per report: recorded (true), or refused because its node no longer holds the lease.
+    pub recorded: Vec<bool>,
 }
 
 const FLAG_EIGHT_BIT: i64 = 1;
@@ -110,13 +126,13 @@ impl Store {
     /// Makes `messages` durable and records `reports`, all in one transaction: one commit,
     /// one fsync, however many sessions and deliveries contributed. When this returns Ok,
     /// every message it answers [`Admission::Written`] for is durable; the others (over their
-    /// tenant's daily quota, see [`admit_within_quota`]) were not written. One answer per
-    /// message, in order.
+    /// tenant's daily quota, see [`admit_within_quota`]) were not written. A report is
+    /// recorded only if its `lease_owner` still holds the message (see [`record_report`]).
     pub async fn commit_batch(
         &self,
         messages: &[NewMessage],
         reports: &[DeliveryReport],
-    ) -> Result<Vec<Admission>> {
+    ) -> Result<CommitOutcome> {
         // SQLite: IMMEDIATE takes the write lock first, so the quota count below and the
         // inserts see one state even if another connection writes too (a deferred transaction
         // that reads, then writes, fails instead of waiting when another wrote meanwhile).
@@ -130,11 +146,37 @@ impl Store {
                 insert_message(&mut tx, message).await?;
             }
         }
+        let mut recorded = Vec::with_capacity(reports.len());
         for report in reports {
-            record_report(&mut tx, report).await?;
+            recorded.push(record_report(&mut tx, self.backend, report).await?);
         }
         tx.commit().await?;
-        Ok(admissions)
+        Ok(CommitOutcome {
+            admissions,
+            recorded,
+        })
+    }
+
+    /// Extends `owner`'s leases on `ids` to `until` (the heartbeat of a node's deliveries in
+    /// flight); returns how many it still held. A lease another node has taken is not touched.
+    pub async fn renew_leases(&self, owner: &str, ids: &[String], until: i64) -> Result<u64> {
+        let mut renewed = 0;
+        // Bounded statements: SQLite allows 32,766 parameters, and short ones plan faster.
+        for chunk in ids.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|n| format!("${}", n + 3)).collect();
+            let sql = format!(
+                "UPDATE messages SET lease_until = $1 \
+                 WHERE lease_owner = $2 AND status = 'queued' AND id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(until).bind(owner);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            renewed += query.execute(&self.pool).await?.rows_affected();
+        }
+        Ok(renewed)
     }
 
     /// Gives a leased message back without recording an attempt (its tenant is paused: the
@@ -453,9 +495,33 @@ async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> 
 
 /// Applies one delivery report: per-recipient status and reply, the attempt log, and per
 /// message either the next attempt time (some recipient still pending) or `done` (its body is
-/// dropped then). Releases the lease. A report for a message that is gone (its tenant was
-/// deleted meanwhile) changes nothing.
-async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -> Result<()> {
+/// dropped then), and queues its bounce. Releases the lease.
+///
+/// Fenced: nothing happens unless the message is still leased to `report.lease_owner`
+/// (answers false then). A node whose lease ran out while its attempt was stalled, and whose
+/// message another node took meanwhile, changes nothing and sends no DSN. On Postgres the
+/// message row is locked (`FOR UPDATE`) by the check, so no other node can take the message
+/// between the check and the update; on SQLite the transaction holds the write lock from its
+/// start. A report for a message that is gone (its tenant was deleted) changes nothing either.
+async fn record_report(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    report: &DeliveryReport,
+) -> Result<bool> {
+    let lock = match backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => "FOR UPDATE",
+    };
+    let held: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT id FROM messages WHERE id = $1 AND lease_owner = $2 AND status = 'queued' {lock}"
+    ))
+    .bind(&report.message_id.0)
+    .bind(&report.lease_owner)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if held.is_none() {
+        return Ok(false);
+    }
     for result in &report.results {
         let status = match result.status {
             RecipientStatus::Deferred => "pending",
@@ -474,7 +540,7 @@ async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -
         .await?;
         sqlx::query(
             "INSERT INTO delivery_attempts (message_id, idx, at, outcome, reply) \
-                 SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM messages WHERE id = $1)",
+                 VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(&report.message_id.0)
         .bind(result.idx as i64)
@@ -508,5 +574,8 @@ async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -
         .execute(&mut **tx)
         .await?;
     }
-    Ok(())
+    if let Some(bounce) = &report.bounce {
+        insert_message(tx, bounce).await?;
+    }
+    Ok(true)
 }

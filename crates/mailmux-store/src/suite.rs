@@ -490,10 +490,33 @@ async fn queue_lifecycle(store: &Store) {
         .unwrap();
     assert!(again.iter().all(|m| m.tenant_id != tenant.id));
 
+    // The heartbeat: only the owner's leases are renewed.
+    let ids = vec![first.id.0.clone(), dsn.id.0.clone(), "gone".to_string()];
+    assert_eq!(
+        store
+            .renew_leases("node-a", &ids, now + 90_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .renew_leases("node-b", &ids, now + 90_000)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // A report from a node that does not hold the lease (it lost it) changes nothing and its
+    // bounce is not written.
+    let mut bounce = message(&tenant.id, &["app@acme.test"], now);
+    bounce.origin = "dsn";
     let report = DeliveryReport {
         message_id: first.id.clone(),
+        lease_owner: "node-a".into(),
         at: now,
         next_attempt_at: now + 60_000,
+        bounce: Some(bounce.clone()),
         results: vec![
             RecipientResult {
                 idx: 0,
@@ -512,7 +535,26 @@ async fn queue_lifecycle(store: &Store) {
             },
         ],
     };
-    store.commit_batch(&[], &[report]).await.unwrap();
+    let stale = DeliveryReport {
+        lease_owner: "node-b".into(),
+        ..report.clone()
+    };
+    let outcome = store.commit_batch(&[], &[stale]).await.unwrap();
+    assert_eq!(outcome.recorded, [false]);
+    let states = store.recipient_states(&first.id.0).await.unwrap();
+    assert!(
+        states.iter().all(|s| s.1 == "pending" && s.2 == 0),
+        "{states:?}"
+    );
+    assert!(store.load_pending(&bounce.id.0).await.unwrap().is_none());
+
+    let outcome = store.commit_batch(&[], &[report]).await.unwrap();
+    assert_eq!(outcome.recorded, [true]);
+    let queued_bounce = store.load_pending(&bounce.id.0).await.unwrap();
+    assert!(
+        queued_bounce.is_some(),
+        "the bounce is written with its report"
+    );
     let states = store.recipient_states(&first.id.0).await.unwrap();
     assert_eq!(states[0].1, "delivered");
     assert_eq!(states[1].1, "pending");
@@ -535,16 +577,22 @@ async fn queue_lifecycle(store: &Store) {
 
     let done = DeliveryReport {
         message_id: first.id.clone(),
+        lease_owner: "node-a".into(),
         at: now + 60_000,
         next_attempt_at: 0,
+        bounce: None,
         results: vec![RecipientResult {
             idx: 1,
             status: RecipientStatus::Delivered,
             reply: "250 ok".into(),
         }],
     };
-    store.commit_batch(&[], &[done]).await.unwrap();
+    let outcome = store.commit_batch(&[], &[done.clone()]).await.unwrap();
+    assert_eq!(outcome.recorded, [true]);
     assert!(store.load_pending(&first.id.0).await.unwrap().is_none());
+    // The report released the lease: the same report again (a retried write) is refused.
+    let outcome = store.commit_batch(&[], &[done]).await.unwrap();
+    assert_eq!(outcome.recorded, [false]);
     // Retention forgets finished messages only, and only older ones.
     assert_eq!(
         store.purge_finished(now).await.unwrap(),
@@ -849,7 +897,7 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
     let batch: Vec<NewMessage> = (0..3)
         .map(|_| message(&tenant.id, &["r@x.test"], now))
         .collect();
-    let admissions = store.commit_batch(&batch, &[]).await.unwrap();
+    let admissions = store.commit_batch(&batch, &[]).await.unwrap().admissions;
     assert_eq!(admissions, vec![Admission::Written; 3]);
     let mut batch: Vec<NewMessage> = (0..4)
         .map(|_| message(&tenant.id, &["r@x.test"], now))
@@ -857,7 +905,7 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
     let mut dsn = message(&tenant.id, &["sender@acme.test"], now);
     dsn.origin = "dsn";
     batch.insert(1, dsn);
-    let admissions = store.commit_batch(&batch, &[]).await.unwrap();
+    let admissions = store.commit_batch(&batch, &[]).await.unwrap().admissions;
     let over = Admission::OverQuota { max_per_day: 5 };
     assert_eq!(
         admissions,
@@ -904,7 +952,7 @@ async fn daily_quota_is_decided_in_the_commit(store: &Store) {
             for _ in 0..3 {
                 let batch: Vec<NewMessage> =
                     (0..2).map(|_| message(&id, &["r@x.test"], now)).collect();
-                let admissions = store.commit_batch(&batch, &[]).await.unwrap();
+                let admissions = store.commit_batch(&batch, &[]).await.unwrap().admissions;
                 written += admissions
                     .iter()
                     .filter(|a| **a == Admission::Written)

@@ -166,11 +166,13 @@ impl Harness {
     async fn new(store: Store, config: Config, backend: &'static str, dir: PathBuf) -> Harness {
         let config = Arc::new(config);
         // A real queue for the send API; nobody delivers (the jobs are kept, not taken).
+        let health = mailmux_core::health::Health::default();
         let (queue, jobs) = mailmux_queue::Queue::start(
             store.clone(),
             "n_admin_test".into(),
             &config.queue,
             &config.delivery,
+            &health,
         )
         .await
         .unwrap();
@@ -181,6 +183,7 @@ impl Harness {
             metric_sources: vec![Arc::new(FixedMetric)],
             policy: Arc::new(mailmux_policy::Policy::new(&config, store.clone())),
             queue,
+            health,
         })
         // What `into_make_service_with_connect_info` gives the real server: the client's
         // address (the send API's Received: header names it).

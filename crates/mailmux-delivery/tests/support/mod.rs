@@ -24,6 +24,8 @@ pub fn config(dns: SocketAddr, mx_port: u16) -> Config {
     config.smtp.hostname = "relay.mailmux.test".into();
     config.delivery.dns_servers = vec![dns];
     config.delivery.mx_port = mx_port;
+    // The test MX hosts are on loopback, which direct delivery refuses unless allowed.
+    config.delivery.allowed_networks = vec!["127.0.0.0/8".parse().unwrap()];
     config.delivery.connect_timeout_secs = 5;
     config.delivery.command_timeout_secs = 10;
     // Long enough that a deferred message is never retried during a test.
@@ -59,6 +61,8 @@ pub struct Harness {
     pub tenant: String,
     dir: PathBuf,
     db: sqlx::SqlitePool,
+    /// Delivery runs until this is dropped with the harness.
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 static DIRS: AtomicUsize = AtomicUsize::new(0);
@@ -93,11 +97,13 @@ impl Harness {
             "test-node".into(),
             &config.queue,
             &config.delivery,
+            &mailmux_core::health::Health::default(),
         )
         .await
         .unwrap();
         let deliverer = Deliverer::new(Arc::new(config), queue.clone()).unwrap();
-        tokio::spawn(deliverer.run(jobs));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(deliverer.run(Arc::new(tokio::sync::Mutex::new(jobs)), stopped));
         let db = sqlx::SqlitePool::connect(&url).await.unwrap();
         Harness {
             store,
@@ -105,6 +111,7 @@ impl Harness {
             tenant: record.id,
             dir,
             db,
+            _stop: stop,
         }
     }
 

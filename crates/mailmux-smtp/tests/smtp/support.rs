@@ -120,6 +120,7 @@ impl Fixture {
             "n_test".into(),
             &config.queue,
             &config.delivery,
+            &mailmux_core::health::Health::default(),
         )
         .await
         .unwrap();
