@@ -233,7 +233,7 @@ pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
 
 /// Temp file, fsync, rename, fsync the directory: readers see the old file or the whole new
 /// one, and after a crash the new one is still there.
-fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut file =
         std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;

@@ -56,8 +56,9 @@ fn generated_certificate(data_dir: &Path, hostname: &str) -> anyhow::Result<(Pat
     let generated = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
         .context("cannot generate a self-signed certificate")?;
     crate::serve::write_private_file(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
-    std::fs::write(&cert_path, generated.cert.pem())
-        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+    // Both durable with their directory: a key without its certificate after a crash is
+    // replaced as a pair at the next start.
+    crate::serve::write_atomically(&cert_path, generated.cert.pem().as_bytes())?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate for {hostname}");
     Ok((cert_path, key_path))
 }

@@ -49,6 +49,21 @@ fn scenario(mm: &Mailmux, dns: &common::DnsServer) {
     // Health without a token; everything else needs one.
     let (status, health) = http(admin, "GET", "/healthz", None, None);
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+    // Every long-running part reports, each one ok.
+    for component in [
+        "database",
+        "queue_writer",
+        "scheduler",
+        "lease_heartbeat",
+        "delivery",
+        "domain_rechecks",
+        "dkim_rotation",
+    ] {
+        assert_eq!(
+            health["components"][component]["status"], "ok",
+            "{component}: {health}"
+        );
+    }
     let (status, body) = http(admin, "GET", "/api/tenants", None, None);
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"]["code"], "unauthorized");

@@ -452,7 +452,9 @@ pub fn header(raw: &[u8], name: &str) -> Option<String> {
 /// Switches (see `smtp_sink.py --help`): `--reject-rcpt REGEX`, `--tempfail-rcpt REGEX:N`,
 /// `--tempfail-data N`, `--no-8bitmime`, `--no-smtputf8`, `--starttls CERT KEY`,
 /// `--starttls-self-signed`, `--require-starttls`, `--implicit-tls`, `--auth USER:PASS`,
-/// `--delay-ms N`, `--discard`.
+/// `--delay-ms N`, `--discard`, `--close-after-dot N` (read the message, close without a reply),
+/// `--data-log FILE` (one JSON line per DATA transaction, as its final dot arrives),
+/// `--address IP` with `--port N` (e.g. a second sink on 127.0.0.2 with the first one's port).
 pub struct Sink {
     process: SupportProcess,
     dir: TestDir,
@@ -487,8 +489,9 @@ impl Sink {
         self.dir.path().join("messages")
     }
 
-    /// The sink's counters `{"messages", "recipients", "rejected", "tempfailed"}` (refreshed by
-    /// the sink every 100 ms; all zero before the first write).
+    /// The sink's counters `{"messages", "recipients", "rejected", "tempfailed", "connections",
+    /// "data_received", "closed_after_dot"}` (refreshed by the sink every 100 ms; before its
+    /// first write, the first four as zero).
     pub fn counts(&self) -> Value {
         std::fs::read(self.dir.path().join("counts.json"))
             .ok()
@@ -619,6 +622,12 @@ impl Mailmux {
             ("MAILMUX_SMTP__MX".into(), "127.0.0.1:0".into()),
             ("MAILMUX_ADMIN__LISTEN".into(), "127.0.0.1:0".into()),
             ("MAILMUX_ADMIN__TOKEN".into(), ADMIN_TOKEN.into()),
+            // Direct MX delivery refuses loopback and private addresses unless allowed; every
+            // test destination (sink, dead listener) is on 127.0.0.0/8.
+            (
+                "MAILMUX_DELIVERY__ALLOWED_NETWORKS".into(),
+                "[\"127.0.0.0/8\"]".into(),
+            ),
             ("RUST_LOG".into(), "info".into()),
             // The log is a file read by people: no ANSI colours (tracing-subscriber honours it).
             ("NO_COLOR".into(), "1".into()),

@@ -12,8 +12,14 @@ Both are written to a temporary name and renamed, .json last: a reader that sees
 trust <seq>.eml. <seq> is a zero-padded counter starting at 000001.
 
 Behaviour switches (see --help): reject or temp-fail recipients by regex, temp-fail DATA, hide
-8BITMIME/SMTPUTF8, offer STARTTLS (or implicit TLS), require AUTH, delay the DATA reply, discard
-and count.
+8BITMIME/SMTPUTF8, offer STARTTLS (or implicit TLS), require AUTH, delay the DATA reply, close the
+connection after the final dot without replying, discard and count.
+
+Counters (--count-file): "messages" and "recipients" accepted, "rejected" and "tempfailed"
+replies, "connections" accepted (TCP), "data_received" (DATA transactions whose content arrived
+in full, counted before any delay or decision), "closed_after_dot". With --data-log FILE, each
+such DATA transaction is also appended to FILE as one JSON line {"n", "message_id", "helo",
+"peer", "mail_from", "rcpt_tos", "at"}, the moment its final dot arrives.
 """
 
 import argparse
@@ -39,6 +45,9 @@ class Counters:
         self.recipients = 0
         self.rejected = 0
         self.tempfailed = 0
+        self.connections = 0
+        self.data_received = 0
+        self.closed_after_dot = 0
 
     def as_dict(self):
         return {
@@ -46,6 +55,9 @@ class Counters:
             "recipients": self.recipients,
             "rejected": self.rejected,
             "tempfailed": self.tempfailed,
+            "connections": self.connections,
+            "data_received": self.data_received,
+            "closed_after_dot": self.closed_after_dot,
         }
 
 
@@ -69,6 +81,7 @@ class SinkHandler:
                 raise SystemExit("--tempfail-rcpt wants REGEX:N")
             self.tempfail_rcpt = (re.compile(pattern), int(n))
         self.tempfail_data_left = args.tempfail_data
+        self.close_after_dot_left = args.close_after_dot
         self.seq = 0
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -112,7 +125,34 @@ class SinkHandler:
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 OK"
 
+    def log_data(self, session, envelope):
+        """One line in --data-log for a DATA transaction whose final dot just arrived."""
+        head = envelope.original_content.split(b"\r\n\r\n", 1)[0]
+        found = re.search(rb"(?im)^message-id:[ \t]*(\S[^\r\n]*)", head)
+        entry = {
+            "n": self.counters.data_received,
+            "message_id": found.group(1).decode("utf-8", "replace").strip() if found else None,
+            "helo": session.host_name,
+            "peer": list(session.peer) if session.peer else None,
+            "mail_from": envelope.mail_from,
+            "rcpt_tos": list(envelope.rcpt_tos),
+            "at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        }
+        with open(self.args.data_log, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
     async def handle_DATA(self, server, session, envelope):
+        self.counters.data_received += 1
+        if self.args.data_log:
+            self.log_data(session, envelope)
+        if self.close_after_dot_left > 0:
+            # The reply to the final dot is lost: the client cannot know whether we took the
+            # message. Close (FIN) and write nothing; connection_lost cancels this coroutine,
+            # so the sleep only keeps aiosmtpd from pushing a reply in between.
+            self.close_after_dot_left -= 1
+            self.counters.closed_after_dot += 1
+            server.transport.close()
+            await asyncio.sleep(3600)
         if self.args.delay_ms:
             await asyncio.sleep(self.args.delay_ms / 1000.0)
         if self.tempfail_data_left > 0:
@@ -224,6 +264,15 @@ def parse_args():
     ap.add_argument("--implicit-tls", action="store_true", help="TLS from the first byte (465)")
     ap.add_argument("--auth", metavar="USER:PASS", help="require AUTH PLAIN/LOGIN with these")
     ap.add_argument("--delay-ms", type=int, default=0, help="wait before the reply to DATA")
+    ap.add_argument(
+        "--close-after-dot",
+        type=int,
+        default=0,
+        metavar="N",
+        help="the first N DATA transactions: read the whole message, then close the connection "
+        "without replying",
+    )
+    ap.add_argument("--data-log", metavar="FILE", help="append each DATA transaction as JSON")
     ap.add_argument("--size-limit", type=int, default=64 * 1024 * 1024, help="SIZE, bytes")
     ap.add_argument(
         "--line-length-limit",
@@ -271,6 +320,8 @@ async def serve(args):
         line_length_limit = args.line_length_limit
 
     def factory():
+        # One protocol instance per TCP connection (STARTTLS keeps it).
+        counters.connections += 1
         return SinkSMTP(
             handler,
             hostname=args.hostname,

@@ -1055,4 +1055,33 @@ mod tests {
             Signing::Signed { .. }
         ));
     }
+
+    #[tokio::test]
+    async fn a_missing_master_key_defers_and_is_never_created_by_delivery() {
+        let f = fixture("nokey").await;
+        f.add_domain(&f.tenant, "acme.test", true).await;
+        let key_path = f.dir.join("master.key");
+        let good = std::fs::read(&key_path).unwrap();
+        std::fs::remove_file(&key_path).unwrap();
+        let message = f.message("a@acme.test");
+        match f.signers.sign(&f.tenant, &message, "a@acme.test").await {
+            Signing::Defer(reply) => {
+                let text = reply.to_string();
+                assert!(text.starts_with("451 4.7.0"), "{text}");
+                assert!(text.contains("does not exist"), "{text}");
+            }
+            other => panic!("not deferred: {other:?}"),
+        }
+        assert!(
+            !key_path.exists(),
+            "a new master key would open none of the sealed keys"
+        );
+        // Restored: signing resumes.
+        std::fs::write(&key_path, good).unwrap();
+        tokio::time::sleep(KEY_CHECK_INTERVAL + Duration::from_millis(50)).await;
+        assert!(matches!(
+            f.signers.sign(&f.tenant, &message, "a@acme.test").await,
+            Signing::Signed { .. }
+        ));
+    }
 }

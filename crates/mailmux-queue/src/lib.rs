@@ -76,6 +76,8 @@ pub struct Queue {
     node_id: String,
     lease: Duration,
     writes: mpsc::Sender<writer::WriteOp>,
+    /// Delivery reports, which the writer takes before anything else.
+    reports: mpsc::Sender<writer::ReportOp>,
     /// Bounded: its free capacity is how much delivery can take now.
     jobs: mpsc::Sender<Job>,
     /// What this node holds leases on; renewed by the heartbeat, skipped by the scheduler.
@@ -127,6 +129,7 @@ impl Queue {
             info!(released, "resuming messages leased before the restart");
         }
         let (writes, write_rx) = mpsc::channel(queue.max_batch * 4);
+        let (reports, report_rx) = mpsc::channel(queue.max_batch * 4);
         // Room for every worker and three times as many waiting: a burst is delivered straight
         // from memory (no claim, no re-read), while a real backlog stays in the store.
         let (jobs, jobs_rx) = mpsc::channel(delivery.concurrency * 4);
@@ -137,6 +140,7 @@ impl Queue {
             node_id,
             lease: Duration::from_secs(queue.lease_secs),
             writes,
+            reports,
             jobs,
             in_flight: Arc::new(InFlight::default()),
             wake_scheduler: Arc::new(Notify::new()),
@@ -148,13 +152,16 @@ impl Queue {
         // The writer's channel outlives any one writer task: a writer that panics loses only
         // the batch in its hands (whose waiters hear an error: 451, never 250), and the next
         // one carries on with what is waiting.
-        let write_rx = Arc::new(tokio::sync::Mutex::new(write_rx));
+        let inbox = Arc::new(tokio::sync::Mutex::new(writer::Inbox {
+            reports: report_rx,
+            ops: write_rx,
+        }));
         let writer_health = health.component("queue_writer");
         let max_batch = queue.max_batch;
         tokio::spawn(supervise(writer_health.clone(), move || {
             writer::run(
                 store.clone(),
-                write_rx.clone(),
+                inbox.clone(),
                 max_batch,
                 commit_stats.clone(),
                 writer_health.clone(),
@@ -329,8 +336,8 @@ impl Queue {
     pub async fn report(&self, report: DeliveryReport, lease: Lease) -> Result<Recorded> {
         debug_assert_eq!(report.lease_owner, lease.owner());
         let (done, committed) = oneshot::channel();
-        self.writes
-            .send(writer::WriteOp::Report(report, done))
+        self.reports
+            .send((report, done))
             .await
             .map_err(|_| QueueError::Closed)?;
         let result = committed.await.map_err(|_| QueueError::Closed)?;

@@ -148,7 +148,7 @@ impl Store {
         }
         let mut recorded = Vec::with_capacity(reports.len());
         for report in reports {
-            recorded.push(record_report(&mut tx, self.backend, report).await?);
+            recorded.push(record_report(&mut tx, report).await?);
         }
         tx.commit().await?;
         Ok(CommitOutcome {
@@ -166,7 +166,7 @@ impl Store {
             let placeholders: Vec<String> =
                 (0..chunk.len()).map(|n| format!("${}", n + 3)).collect();
             let sql = format!(
-                "UPDATE messages SET lease_until = $1 \
+                "UPDATE messages SET lease_until = $1, next_attempt_at = $1 \
                  WHERE lease_owner = $2 AND status = 'queued' AND id IN ({})",
                 placeholders.join(", ")
             );
@@ -183,11 +183,12 @@ impl Store {
     /// scheduler takes it again once the tenant is active). Only `owner`'s lease is released.
     pub async fn release_lease(&self, message_id: &str, owner: &str) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE messages SET lease_owner = NULL, lease_until = NULL \
+            "UPDATE messages SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $3 \
              WHERE id = $1 AND lease_owner = $2",
         )
         .bind(message_id)
         .bind(owner)
+        .bind(now_ms())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -230,6 +231,11 @@ impl Store {
     /// live lease, and whose tenant is active, to `owner` until `lease_until`; returns their
     /// ids. Priority first, then the oldest due.
     ///
+    /// A leased message is not due before its lease ends: leasing (here, at enqueue, and on
+    /// renewal) moves `next_attempt_at` to the lease's end, so the due range of the
+    /// `messages_due` index holds no message in flight, and a claim does not scan past every
+    /// message being delivered. Giving a lease back makes the message due at once.
+    ///
     /// On Postgres several nodes claim concurrently: `FOR UPDATE OF m SKIP LOCKED` makes each
     /// message row go to exactly one of them (`OF m`: the tenant rows of the join are only
     /// read, and locking them would make other nodes skip a whole tenant). SQLite has a single
@@ -246,7 +252,8 @@ impl Store {
             Backend::Postgres => "FOR UPDATE OF m SKIP LOCKED",
         };
         let claim = format!(
-            "UPDATE messages SET lease_owner = $1, lease_until = $2 WHERE id IN ( \
+            "UPDATE messages SET lease_owner = $1, lease_until = $2, next_attempt_at = $2 \
+             WHERE id IN ( \
                SELECT m.id FROM messages m JOIN tenants t ON t.id = m.tenant_id \
                WHERE m.status = 'queued' AND m.next_attempt_at <= $3 \
                  AND (m.lease_until IS NULL OR m.lease_until < $3) \
@@ -319,9 +326,11 @@ impl Store {
     /// Gives back every lease held by `owner` (a node that restarted holds none in memory).
     pub async fn release_leases(&self, owner: &str) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE messages SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
+            "UPDATE messages SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $2 \
+             WHERE lease_owner = $1",
         )
         .bind(owner)
+        .bind(now_ms())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -473,22 +482,39 @@ async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> 
     .bind(message.origin)
     .bind(message.priority)
     .bind(message.created_at)
-    .bind(message.created_at)
+    .bind(lease_until.unwrap_or(message.created_at))
     .bind(lease_owner)
     .bind(lease_until)
     .execute(&mut **tx)
     .await?;
-    for (idx, address) in message.envelope.rcpt_to.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO recipients (message_id, idx, address, domain, status, attempts) \
-                 VALUES ($1, $2, $3, $4, 'pending', 0)",
-        )
-        .bind(&message.id.0)
-        .bind(idx as i64)
-        .bind(address)
-        .bind(address_domain(address))
-        .execute(&mut **tx)
-        .await?;
+    // All recipients in one statement (up to 500: far below both databases' parameter
+    // limits): the writer runs statements one after another, and every one of them is waited
+    // for by everything queued behind it.
+    let recipients: Vec<(usize, &String)> = message.envelope.rcpt_to.iter().enumerate().collect();
+    for chunk in recipients.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|n| {
+                let base = 2 + n * 3;
+                format!(
+                    "($1, ${}, ${}, ${}, 'pending', 0)",
+                    base,
+                    base + 1,
+                    base + 2
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO recipients (message_id, idx, address, domain, status, attempts) VALUES {}",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(&sql).bind(&message.id.0);
+        for (idx, address) in chunk {
+            insert = insert
+                .bind(*idx as i64)
+                .bind(*address)
+                .bind(address_domain(address));
+        }
+        insert.execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -499,24 +525,34 @@ async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> 
 ///
 /// Fenced: nothing happens unless the message is still leased to `report.lease_owner`
 /// (answers false then). A node whose lease ran out while its attempt was stalled, and whose
-/// message another node took meanwhile, changes nothing and sends no DSN. On Postgres the
-/// message row is locked (`FOR UPDATE`) by the check, so no other node can take the message
-/// between the check and the update; on SQLite the transaction holds the write lock from its
-/// start. A report for a message that is gone (its tenant was deleted) changes nothing either.
-async fn record_report(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    report: &DeliveryReport,
-) -> Result<bool> {
-    let lock = match backend {
-        Backend::Sqlite => "",
-        Backend::Postgres => "FOR UPDATE",
-    };
-    let held: Option<String> = sqlx::query_scalar(&format!(
-        "SELECT id FROM messages WHERE id = $1 AND lease_owner = $2 AND status = 'queued' {lock}"
-    ))
+/// message another node took meanwhile, changes nothing and sends no DSN. The fence is the
+/// first statement, an UPDATE of the message row: on Postgres it holds the row's lock until
+/// the commit, so no other node can take the message between the check and the recipients'
+/// updates; on SQLite the transaction holds the write lock from its start. A report for a
+/// message that is gone (its tenant was deleted) changes nothing either.
+///
+/// Few statements, because the writer runs them one after another and a report waits for
+/// everything ahead of it (that wait is the window in which a crash re-sends a delivered
+/// message): the message is marked done in the fencing UPDATE itself when no recipient was
+/// deferred. That relies on an attempt reporting every recipient pending when its message was
+/// loaded, and on nobody else changing a leased message's recipients: both hold, because
+/// recipients change only here, under the lease.
+async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -> Result<bool> {
+    let finished = report
+        .results
+        .iter()
+        .all(|r| r.status != RecipientStatus::Deferred);
+    let held: Option<String> = sqlx::query_scalar(
+        "UPDATE messages SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, \
+             next_attempt_at = $3, \
+             status = CASE WHEN $4 = 1 THEN 'done' ELSE status END, \
+             body = CASE WHEN $4 = 1 THEN NULL ELSE body END \
+         WHERE id = $1 AND lease_owner = $2 AND status = 'queued' RETURNING id",
+    )
     .bind(&report.message_id.0)
     .bind(&report.lease_owner)
+    .bind(report.next_attempt_at)
+    .bind(finished as i64)
     .fetch_optional(&mut **tx)
     .await?;
     if held.is_none() {
@@ -538,41 +574,27 @@ async fn record_report(
         .bind(report.at)
         .execute(&mut **tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO delivery_attempts (message_id, idx, at, outcome, reply) \
-                 VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&report.message_id.0)
-        .bind(result.idx as i64)
-        .bind(report.at)
-        .bind(result.status.as_str())
-        .bind(&result.reply)
-        .execute(&mut **tx)
-        .await?;
     }
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM recipients WHERE message_id = $1 AND status = 'pending'",
-    )
-    .bind(&report.message_id.0)
-    .fetch_one(&mut **tx)
-    .await?;
-    if pending == 0 {
-        sqlx::query(
-            "UPDATE messages SET status = 'done', body = NULL, attempts = attempts + 1, \
-                 lease_owner = NULL, lease_until = NULL WHERE id = $1",
-        )
-        .bind(&report.message_id.0)
-        .execute(&mut **tx)
-        .await?;
-    } else {
-        sqlx::query(
-            "UPDATE messages SET next_attempt_at = $2, attempts = attempts + 1, \
-                 lease_owner = NULL, lease_until = NULL WHERE id = $1",
-        )
-        .bind(&report.message_id.0)
-        .bind(report.next_attempt_at)
-        .execute(&mut **tx)
-        .await?;
+    // The attempt log: one statement for up to 500 recipients.
+    for chunk in report.results.chunks(500) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|n| {
+                let base = 3 + n * 3;
+                format!("($1, ${}, $2, ${}, ${})", base, base + 1, base + 2)
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO delivery_attempts (message_id, idx, at, outcome, reply) VALUES {}",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(&sql).bind(&report.message_id.0).bind(report.at);
+        for result in chunk {
+            insert = insert
+                .bind(result.idx as i64)
+                .bind(result.status.as_str())
+                .bind(&result.reply);
+        }
+        insert.execute(&mut **tx).await?;
     }
     if let Some(bounce) = &report.bounce {
         insert_message(tx, bounce).await?;
