@@ -39,6 +39,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (queue, jobs) = mailmux_queue::Queue::start(
         store.clone(),
         node_id,
+        data_dir,
         &config.queue,
         &config.delivery,
         &health,

@@ -949,10 +949,12 @@ fn a_dead_destination_costs_bounded_connections() {
 // ==============================================================================================
 // 4. Fewer duplicates after a crash
 
-/// One node on SQLite, 8 sessions submitting continuously, six cycles of: run 1.5 s, `kill -9`,
-/// restart 0.7 s later. Every acknowledged message is delivered; a message delivered just
-/// before a kill whose success was not yet recorded is delivered again: that rate is measured
-/// and bounded (target ≤ 0.1 %).
+/// One node on SQLite, 8 sessions submitting continuously, six cycles of: run 3 s, `kill -9`,
+/// restart 0.7 s later. Every acknowledged message is delivered. A message the remote took
+/// just before a kill, before its 250 was journaled, is delivered again: that rate is measured
+/// and printed (the target is 0.1 %; the bound asserted here leaves room for a machine shared
+/// with the other tests, which slows the journal's fsync), and the restarts must have recorded
+/// journaled deliveries instead of sending them again.
 #[test]
 fn crash_cycles_lose_nothing_and_rarely_duplicate() {
     if !common::require_support() {
@@ -965,7 +967,7 @@ fn crash_cycles_lose_nothing_and_rarely_duplicate() {
 
     let load = Load::start(&mm, &acct, "user@sink.test", 8);
     for cycle in 1..=6 {
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(3000));
         mm.kill9();
         println!(
             "crash cycle {cycle}: killed at {} acknowledged",
@@ -1008,10 +1010,24 @@ fn crash_cycles_lose_nothing_and_rarely_duplicate() {
         &lost[..lost.len().min(20)]
     );
     assert!(
-        rate <= 0.005,
-        "duplicate rate {:.3}% over 0.5 %: {:?}",
+        rate <= 0.003,
+        "duplicate rate {:.3}% over 0.3 %: {:?}",
         rate * 100.0,
         &delivered.duplicated()[..delivered.duplicated().len().min(20)]
+    );
+    let log = mm.log();
+    let recovered: u64 = log
+        .lines()
+        .filter(|line| line.contains("recorded deliveries journaled before the restart"))
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("recorded=")?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    println!("crash cycles: deliveries recorded from the journal at restarts: {recovered}");
+    assert!(
+        recovered > 0,
+        "no restart recorded a journaled delivery: each kill must have caught some"
     );
 }
 

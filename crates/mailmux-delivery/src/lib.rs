@@ -12,6 +12,7 @@
 //!     ─▶ group recipients by next hop (MX: per domain, concurrently; smarthost: all at once)
 //!     ─▶ per hop: hosts in order, each address a destination (public only, not down),
 //!        pooled connection (RSET) or a new one ─▶ one transaction
+//!     ─▶ delivered recipients journaled at once (a crash after this sends them nothing again)
 //!     ─▶ queue.retry.finish (deferred too long → bounced; jittered next attempt)
 //!     ─▶ DSN for the bounced recipients (never for a null sender)
 //!     ─▶ queue.report: report and DSN in one commit, only while our lease holds
@@ -46,9 +47,10 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use lettre::transport::smtp::extension::ClientId;
 use mailmux_core::{BodyFlags, Config, Envelope, TransportKind, now_ms};
-use mailmux_queue::{Job, Jobs, Queue, Recorded, Submission};
+use mailmux_queue::{Job, Jobs, Lease, Queue, Recorded, Submission};
 use mailmux_store::{
-    DeliveryReport, NewMessage, QueuedMessage, QueuedRecipient, RecipientResult, RecipientStatus,
+    DeliveryReport, JournaledDelivery, NewMessage, QueuedMessage, QueuedRecipient, RecipientResult,
+    RecipientStatus,
 };
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -205,26 +207,8 @@ impl Deliverer {
                 self.attempt(&wire, &message.mail_from).await
             }
         };
-        let results = outcomes
-            .iter()
-            .map(|outcome| RecipientResult {
-                idx: outcome.idx,
-                status: outcome.reply.status(),
-                reply: outcome.reply.to_string(),
-            })
-            .collect();
-        let mut report = self.queue.retry.finish(&message, &lease, results, now_ms());
-        // Recipients that wait for a destination that is down come back when it may be up,
-        // not sooner: if every deferred recipient waits for one, the message waits for the
-        // earliest of them.
-        if let Some(not_before) = outcomes
-            .iter()
-            .filter(|o| o.reply.status() == RecipientStatus::Deferred)
-            .map(|o| o.not_before.unwrap_or(0))
-            .min()
-        {
-            report.next_attempt_at = report.next_attempt_at.max(not_before);
-        }
+        self.journal_deliveries(&message, &outcomes).await;
+        let mut report = self.report_of(&message, &lease, &outcomes);
         log_results(&message, &report, &outcomes);
         report.bounce = self.bounce(&message, &report, &outcomes);
         let bounce = report.bounce.as_ref().map(|b| b.id.clone());
@@ -241,6 +225,56 @@ impl Deliverer {
             // The lease runs out and the message is tried again: nothing is lost.
             Err(error) => error!(%error, "cannot record the delivery report"),
         }
+    }
+
+    /// Writes down the recipients the remote accepted, before anything else: from the remote's
+    /// 250 until this is on disk, a crash would send them the message again.
+    async fn journal_deliveries(&self, message: &QueuedMessage, outcomes: &[Outcome]) {
+        let delivered: Vec<(u32, String)> = outcomes
+            .iter()
+            .filter(|o| o.reply.status() == RecipientStatus::Delivered)
+            .map(|o| (o.idx, o.reply.to_string()))
+            .collect();
+        if delivered.is_empty() {
+            return;
+        }
+        let journaled = JournaledDelivery {
+            message_id: message.id.0.clone(),
+            at: now_ms(),
+            recipients: delivered,
+        };
+        self.queue.journal_delivered(&journaled).await;
+    }
+
+    /// The attempt's report: each recipient's outcome, expired deferrals bounced, and the next
+    /// attempt time.
+    fn report_of(
+        &self,
+        message: &QueuedMessage,
+        lease: &Lease,
+        outcomes: &[Outcome],
+    ) -> DeliveryReport {
+        let results = outcomes
+            .iter()
+            .map(|outcome| RecipientResult {
+                idx: outcome.idx,
+                status: outcome.reply.status(),
+                reply: outcome.reply.to_string(),
+            })
+            .collect();
+        let mut report = self.queue.retry.finish(message, lease, results, now_ms());
+        // Recipients that wait for a destination that is down come back when it may be up,
+        // not sooner: if every deferred recipient waits for one, the message waits for the
+        // earliest of them.
+        if let Some(not_before) = outcomes
+            .iter()
+            .filter(|o| o.reply.status() == RecipientStatus::Deferred)
+            .map(|o| o.not_before.unwrap_or(0))
+            .min()
+        {
+            report.next_attempt_at = report.next_attempt_at.max(not_before);
+        }
+        report
     }
 
     /// A reply bouncing every recipient when the message has passed through more relays than

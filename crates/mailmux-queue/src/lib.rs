@@ -9,13 +9,18 @@
 //!   found delivery full) from the store under a lease, so several nodes on one Postgres never
 //!   deliver the same message at once. Leases are short and renewed while an attempt lives
 //!   (`lease.rs`).
-//! - Delivery reports go through the same writer, sharing commits with enqueues, and are
-//!   fenced on the lease: a node that lost a message's lease records nothing for it.
+//! - Delivery reports go through the same writer, ahead of everything else, and are fenced on
+//!   the lease: a node that lost a message's lease records nothing for it.
+//! - A remote server's 250 is journaled the moment it arrives (`journal.rs`), so a crash before
+//!   its report commits does not send the message again.
 //! - Every background task runs under the supervisor of `mailmux_core::health`.
+
+mod journal;
 mod lease;
 mod retry;
 mod writer;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -23,10 +28,13 @@ use std::time::Duration;
 use mailmux_core::config::{DeliveryConfig, QueueConfig};
 use mailmux_core::health::{Health, supervise};
 use mailmux_core::{Envelope, QueueId, QueueIdGenerator, now_ms};
-use mailmux_store::{DeliveryReport, NewMessage, QueuedMessage, Store, StoreError};
+use mailmux_store::{
+    DeliveryReport, JournaledDelivery, NewMessage, QueuedMessage, Store, StoreError,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use crate::journal::Journal;
 use crate::lease::InFlight;
 
 pub use lease::Lease;
@@ -47,6 +55,12 @@ pub enum QueueError {
     /// The queue is shutting down.
     #[error("queue is shutting down")]
     Closed,
+    /// The delivery journal in the data dir cannot be read or written.
+    #[error("delivery journal in {dir}: {source}")]
+    Journal {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
     /// Not written: the tenant reached its daily quota, decided inside the commit (see
     /// `mailmux_store::Admission`) so that concurrent sessions and nodes never overshoot it.
     #[error("daily quota of {max_per_day} messages reached")]
@@ -88,6 +102,7 @@ pub struct Queue {
     stopping: AtomicBool,
     /// Set once this node's leases are given back: nothing is renewed any more.
     released: AtomicBool,
+    journal: Journal,
     commit_stats: Arc<CommitStats>,
     pub retry: RetryPolicy,
 }
@@ -115,16 +130,33 @@ pub enum Recorded {
 }
 
 impl Queue {
-    /// Starts the writer and the scheduler. Leases this node held before a restart are given
-    /// back first, so everything it had in flight is delivered again.
+    /// Starts the writer and the scheduler. What the delivery journal in `data_dir` says was
+    /// delivered before a restart is recorded first; then the leases this node held are given
+    /// back, so everything else it had in flight is delivered again.
     pub async fn start(
         store: Store,
         node_id: String,
+        data_dir: &Path,
         queue: &QueueConfig,
         delivery: &DeliveryConfig,
         health: &Health,
     ) -> Result<(Arc<Queue>, Jobs)> {
-        let released = store.release_leases(&node_id).await?;
+        let journal_error = |source| QueueError::Journal {
+            dir: data_dir.to_owned(),
+            source,
+        };
+        let (journal, journaled) = Journal::open(data_dir).map_err(journal_error)?;
+        if !journaled.is_empty() {
+            let recorded = store
+                .record_journaled_deliveries(&node_id, &journaled)
+                .await?;
+            info!(
+                journaled = journaled.len(),
+                recorded, "recorded deliveries journaled before the restart"
+            );
+        }
+        journal::forget_recovered(data_dir).map_err(journal_error)?;
+        let released = store.release_leases(&node_id, now_ms()).await?;
         if released > 0 {
             info!(released, "resuming messages leased before the restart");
         }
@@ -146,6 +178,7 @@ impl Queue {
             wake_scheduler: Arc::new(Notify::new()),
             stopping: AtomicBool::new(false),
             released: AtomicBool::new(false),
+            journal,
             commit_stats: commit_stats.clone(),
             retry: RetryPolicy::from_config(delivery),
         });
@@ -206,7 +239,7 @@ impl Queue {
     pub async fn release_leases(&self) -> Result<u64> {
         self.stop_claiming();
         self.released.store(true, Ordering::SeqCst);
-        Ok(self.store.release_leases(&self.node_id).await?)
+        Ok(self.store.release_leases(&self.node_id, now_ms()).await?)
     }
 
     pub fn store(&self) -> &Store {
@@ -326,9 +359,18 @@ impl Queue {
     /// this update (a crash) only means the lease runs out instead.
     pub async fn hold(&self, lease: Lease) -> Result<()> {
         self.store
-            .release_lease(&lease.message_id().0, lease.owner())
+            .release_lease(&lease.message_id().0, lease.owner(), now_ms())
             .await?;
         Ok(())
+    }
+
+    /// Writes down, durably and at once, the recipients a remote server just accepted (see
+    /// `journal.rs`); call it before building the report. A failure is logged and otherwise
+    /// ignored: the delivery is then only as safe from a crash as its report.
+    pub async fn journal_delivered(&self, delivery: &JournaledDelivery) {
+        if let Err(error) = self.journal.record(delivery).await {
+            warn!(%error, queue_id = %delivery.message_id, "cannot journal a delivery");
+        }
     }
 
     /// Records a delivery attempt's outcome (batched with other writes, fenced on `lease`) and

@@ -21,6 +21,7 @@ async fn concurrent_enqueues_share_commits_and_are_all_durable() {
     let (queue, _jobs) = Queue::start(
         store.clone(),
         "node-gc".into(),
+        &dir,
         &config.queue,
         &config.delivery,
         &mailmux_core::health::Health::default(),

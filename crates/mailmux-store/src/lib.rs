@@ -31,8 +31,8 @@ pub use dkim_keys::{DkimKey, DkimKeyStatus, DkimSigningState, DomainCheck};
 pub use history::{AttemptView, MessageFilter, MessageState, MessageView, RecipientView};
 pub use key_vault::{KeyVaultError, MasterKey, sync_dir};
 pub use queue::{
-    Admission, CommitOutcome, DeliveryReport, NewMessage, QUOTA_WINDOW_MS, QueuedMessage,
-    QueuedRecipient, RecipientResult, RecipientStatus,
+    Admission, CommitOutcome, DeliveryReport, JournaledDelivery, NewMessage, QUOTA_WINDOW_MS,
+    QueuedMessage, QueuedRecipient, RecipientResult, RecipientStatus,
 };
 pub use return_paths::{ReturnPath, ReturnPathCheck};
 pub use stats::TenantCounters;

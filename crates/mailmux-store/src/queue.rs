@@ -99,6 +99,16 @@ pub struct DeliveryReport {
     pub bounce: Option<NewMessage>,
 }
 
+/// Recipients a remote server accepted in one attempt, as the delivery journal keeps them
+/// (written the moment the 250 arrives, before the report commits).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JournaledDelivery {
+    pub message_id: String,
+    pub at: i64,
+    /// (recipient index, the remote's reply)
+    pub recipients: Vec<(u32, String)>,
+}
+
 /// What [`Store::commit_batch`] did: one answer per message and per report, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommitOutcome {
@@ -157,6 +167,79 @@ impl Store {
         })
     }
 
+    /// Records the journal's deliveries of `owner` after a crash or restart (see the queue
+    /// crate's journal): each journaled recipient still pending is marked delivered with the
+    /// remote's reply, and a message left with no pending recipient is done. Messages another
+    /// node has leased meanwhile are left to it. Returns how many recipients were recorded.
+    pub async fn record_journaled_deliveries(
+        &self,
+        owner: &str,
+        deliveries: &[JournaledDelivery],
+    ) -> Result<u64> {
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => "FOR UPDATE",
+        };
+        let check = format!(
+            "SELECT id FROM messages WHERE id = $1 AND status = 'queued' \
+             AND (lease_owner IS NULL OR lease_owner = $2) {lock}"
+        );
+        let mut recorded = 0;
+        for delivery in deliveries {
+            let mine: Option<String> = sqlx::query_scalar(&check)
+                .bind(&delivery.message_id)
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if mine.is_none() {
+                continue;
+            }
+            for (idx, reply) in &delivery.recipients {
+                let updated = sqlx::query(
+                    "UPDATE recipients SET status = 'delivered', attempts = attempts + 1, \
+                         last_reply = $3, last_attempt_at = $4 \
+                     WHERE message_id = $1 AND idx = $2 AND status = 'pending'",
+                )
+                .bind(&delivery.message_id)
+                .bind(*idx as i64)
+                .bind(reply)
+                .bind(delivery.at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if updated == 0 {
+                    continue;
+                }
+                recorded += 1;
+                sqlx::query(
+                    "INSERT INTO delivery_attempts (message_id, idx, at, outcome, reply) \
+                     VALUES ($1, $2, $3, 'delivered', $4)",
+                )
+                .bind(&delivery.message_id)
+                .bind(*idx as i64)
+                .bind(delivery.at)
+                .bind(reply)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "UPDATE messages SET status = 'done', body = NULL, attempts = attempts + 1, \
+                     lease_owner = NULL, lease_until = NULL \
+                 WHERE id = $1 AND status = 'queued' AND NOT EXISTS \
+                   (SELECT 1 FROM recipients WHERE message_id = $1 AND status = 'pending')",
+            )
+            .bind(&delivery.message_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
     /// Extends `owner`'s leases on `ids` to `until` (the heartbeat of a node's deliveries in
     /// flight); returns how many it still held. A lease another node has taken is not touched.
     pub async fn renew_leases(&self, owner: &str, ids: &[String], until: i64) -> Result<u64> {
@@ -180,15 +263,16 @@ impl Store {
     }
 
     /// Gives a leased message back without recording an attempt (its tenant is paused: the
-    /// scheduler takes it again once the tenant is active). Only `owner`'s lease is released.
-    pub async fn release_lease(&self, message_id: &str, owner: &str) -> Result<bool> {
+    /// scheduler takes it again once the tenant is active), due at `now`. Only `owner`'s
+    /// lease is released.
+    pub async fn release_lease(&self, message_id: &str, owner: &str, now: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE messages SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $3 \
              WHERE id = $1 AND lease_owner = $2",
         )
         .bind(message_id)
         .bind(owner)
-        .bind(now_ms())
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -323,14 +407,15 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// Gives back every lease held by `owner` (a node that restarted holds none in memory).
-    pub async fn release_leases(&self, owner: &str) -> Result<u64> {
+    /// Gives back every lease held by `owner` (a node that restarted holds none in memory, a
+    /// node that stops gives its own back), each message due at `now`.
+    pub async fn release_leases(&self, owner: &str, now: i64) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE messages SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $2 \
              WHERE lease_owner = $1",
         )
         .bind(owner)
-        .bind(now_ms())
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

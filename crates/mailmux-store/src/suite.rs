@@ -587,7 +587,10 @@ async fn queue_lifecycle(store: &Store) {
             reply: "250 ok".into(),
         }],
     };
-    let outcome = store.commit_batch(&[], &[done.clone()]).await.unwrap();
+    let outcome = store
+        .commit_batch(&[], std::slice::from_ref(&done))
+        .await
+        .unwrap();
     assert_eq!(outcome.recorded, [true]);
     assert!(store.load_pending(&first.id.0).await.unwrap().is_none());
     // The report released the lease: the same report again (a retried write) is refused.
@@ -641,7 +644,7 @@ async fn queue_lifecycle(store: &Store) {
         .await
         .unwrap();
     assert!(claimed.iter().all(|m| m.id != leased.id));
-    assert!(store.release_leases("node-c").await.unwrap() >= 1);
+    assert!(store.release_leases("node-c", now).await.unwrap() >= 1);
     let claimed = store
         .claim_due("node-a", now + 10, now + 60_000, 100)
         .await
@@ -846,8 +849,18 @@ async fn tenant_policy(store: &Store) {
         .commit_batch(std::slice::from_ref(&held), &[])
         .await
         .unwrap();
-    assert!(!store.release_lease(&held.id.0, "node-b").await.unwrap());
-    assert!(store.release_lease(&held.id.0, "node-a").await.unwrap());
+    assert!(
+        !store
+            .release_lease(&held.id.0, "node-b", now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .release_lease(&held.id.0, "node-a", now)
+            .await
+            .unwrap()
+    );
     let claimed = store
         .claim_due("node-b", now + 1, now + 600_000, 1000)
         .await

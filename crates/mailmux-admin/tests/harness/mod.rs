@@ -170,6 +170,7 @@ impl Harness {
         let (queue, jobs) = mailmux_queue::Queue::start(
             store.clone(),
             "n_admin_test".into(),
+            &dir,
             &config.queue,
             &config.delivery,
             &health,

@@ -30,6 +30,8 @@ pub fn config(dns: SocketAddr, mx_port: u16) -> Config {
     config.delivery.command_timeout_secs = 10;
     // Long enough that a deferred message is never retried during a test.
     config.delivery.retry_initial_secs = 300;
+    // Exact retry times: the tests check them.
+    config.delivery.retry_jitter = 0.0;
     config.delivery.concurrency = 4;
     config.queue.poll_interval_ms = 100;
     config
@@ -95,6 +97,7 @@ impl Harness {
         let (queue, jobs) = Queue::start(
             store.clone(),
             "test-node".into(),
+            &dir,
             &config.queue,
             &config.delivery,
             &mailmux_core::health::Health::default(),

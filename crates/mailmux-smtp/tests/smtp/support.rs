@@ -118,6 +118,7 @@ impl Fixture {
         let (queue, jobs) = Queue::start(
             store.clone(),
             "n_test".into(),
+            &dir,
             &config.queue,
             &config.delivery,
             &mailmux_core::health::Health::default(),
