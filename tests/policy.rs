@@ -99,30 +99,9 @@ fn message(domain: &str, subject: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Submits over STARTTLS + AUTH with smtplib; `repeat` transactions on one connection, stopping
-/// at the first refusal. The report: `ok`, `stage` and `code`/`text` of the last reply.
+/// Submits from `app@<the tenant's domain>` (see [`common::submit_as`]).
 fn submit(mm: &Mailmux, acct: &TestTenant, to: &[&str], body: &[u8], repeat: usize) -> Value {
-    let addr = mm.submission();
-    let (port, repeat) = (addr.port().to_string(), repeat.to_string());
-    let from = format!("app@{}", acct.domain);
-    let mut args = vec![
-        "--port",
-        &port,
-        "--starttls",
-        "--user",
-        &acct.username,
-        "--password",
-        &acct.password,
-        "--from",
-        &from,
-        "--repeat",
-        &repeat,
-    ];
-    for rcpt in to {
-        args.push("--to");
-        args.push(rcpt);
-    }
-    common::submit_smtplib_args(&args, body).1
+    common::submit_as(mm, acct, &format!("app@{}", acct.domain), to, body, repeat)
 }
 
 #[track_caller]

@@ -1147,6 +1147,41 @@ pub fn submit_smtplib(
     submit_smtplib_args(&args, message).1
 }
 
+/// Submits `body` from `from` as `acct` over STARTTLS + AUTH with smtplib; `repeat`
+/// transactions on one connection, stopping at the first refusal. The report: `ok`, `stage`,
+/// `code`/`text` of the last reply, `replies` (one per accepted transaction). The client waits
+/// up to a minute for each reply, so a relay waiting on its database answers before it gives up.
+pub fn submit_as(
+    mm: &Mailmux,
+    acct: &TestTenant,
+    from: &str,
+    to: &[&str],
+    body: &[u8],
+    repeat: usize,
+) -> Value {
+    let (port, repeat) = (mm.submission().port().to_string(), repeat.to_string());
+    let mut args = vec![
+        "--port",
+        &port,
+        "--starttls",
+        "--user",
+        &acct.username,
+        "--password",
+        &acct.password,
+        "--from",
+        from,
+        "--repeat",
+        &repeat,
+        "--timeout",
+        "60",
+    ];
+    for rcpt in to {
+        args.push("--to");
+        args.push(rcpt);
+    }
+    submit_smtplib_args(&args, body).1
+}
+
 /// Runs `tests/support/submit_smtplib.py <args>` (`--port`, `--tls`/`--starttls`/`--no-starttls`,
 /// `--user/--password`, `--auth-mech`, `--from`, `--to`..., `--mail-option`, `--repeat`, a
 /// message file or stdin) with `message` on stdin unless a file is named in `args`. Returns

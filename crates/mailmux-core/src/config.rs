@@ -182,7 +182,8 @@ pub struct DeliveryConfig {
     pub helo_name: Option<String>,
     /// Messages delivered at once, over all destinations.
     pub concurrency: usize,
-    /// Open connections kept per destination (domain or smarthost).
+    /// Open connections kept per destination: one address of an MX host or of the smarthost,
+    /// shared by every recipient domain that host serves.
     pub max_connections_per_destination: usize,
     /// Seconds an idle pooled connection is kept for reuse.
     pub idle_connection_secs: u64,

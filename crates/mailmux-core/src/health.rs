@@ -10,13 +10,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
 use tracing::{error, info};
 
 use crate::now_ms;
+use crate::sync::lock;
 
 /// First wait before a panicked task is started again; doubled per panic in a row, up to
 /// [`MAX_RESTART_BACKOFF`]. A task that panics at once on every start then costs a log line
@@ -169,13 +170,6 @@ fn panic_message(join_error: tokio::task::JoinError) -> String {
             .unwrap_or_else(|| "a panic without a message".to_string()),
         Err(other) => other.to_string(),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain values only: a panic while holding the lock cannot leave them half-changed.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ pub mod error;
 pub mod headers;
 pub mod health;
 pub mod metrics;
+pub mod sync;
 pub mod tenant;
 
 pub use config::{Config, ConfigError, SmarthostTls, TransportKind};

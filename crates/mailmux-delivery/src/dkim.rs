@@ -29,6 +29,7 @@ use mail_auth::common::headers::{HeaderWriter, Writable};
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use mail_parser::MessageParser;
 use mail_parser::decoders::base64::base64_decode;
+use mailmux_core::sync::lock;
 use mailmux_core::{Config, address_domain, normalize_domain};
 use mailmux_store::{DkimSigningState, MasterKey, Store};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -518,13 +519,6 @@ fn defer_for(why: &SignError) -> Signing {
         451,
         format!("4.7.0 DKIM signing is on for this sender but {why}; will retry"),
     ))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The maps hold plain values: a panic elsewhere cannot leave them inconsistent.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -11,8 +11,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::Duration;
+
+use mailmux_core::sync::lock;
 
 /// Records kept before the ones that are no longer down are forgotten (bounds memory).
 const SWEEP_AT: usize = 4096;
@@ -73,13 +75,6 @@ impl HostHealth {
     pub(crate) fn succeeded(&self, addr: SocketAddr) {
         lock(&self.down).remove(&addr);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Plain values: a panic elsewhere cannot leave them half-changed.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -207,7 +207,7 @@ impl Deliverer {
                 self.attempt(&wire, &message.mail_from).await
             }
         };
-        self.journal_deliveries(&message, &outcomes).await;
+        self.journal_deliveries(&message, &outcomes);
         let mut report = self.report_of(&message, &lease, &outcomes);
         log_results(&message, &report, &outcomes);
         report.bounce = self.bounce(&message, &report, &outcomes);
@@ -229,7 +229,7 @@ impl Deliverer {
 
     /// Writes down the recipients the remote accepted, before anything else: from the remote's
     /// 250 until this is on disk, a crash would send them the message again.
-    async fn journal_deliveries(&self, message: &QueuedMessage, outcomes: &[Outcome]) {
+    fn journal_deliveries(&self, message: &QueuedMessage, outcomes: &[Outcome]) {
         let delivered: Vec<(u32, String)> = outcomes
             .iter()
             .filter(|o| o.reply.status() == RecipientStatus::Delivered)
@@ -243,7 +243,7 @@ impl Deliverer {
             at: now_ms(),
             recipients: delivered,
         };
-        self.queue.journal_delivered(&journaled).await;
+        self.queue.journal_delivered(&journaled);
     }
 
     /// The attempt's report: each recipient's outcome, expired deferrals bounced, and the next

@@ -15,9 +15,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use mailmux_core::sync::lock;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::debug;
 
@@ -193,13 +194,6 @@ async fn expire(slot: Weak<Slot>, id: u64) {
         entry.conn.quit().await;
         // `entry.permit` drops here: room for a new connection.
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Only plain values live behind these locks; a panic elsewhere cannot corrupt them.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -15,9 +15,10 @@
 //! runs out.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use mailmux_core::QueueId;
+use mailmux_core::sync::lock;
 
 /// The ids of the messages this node has in flight: in the delivery channel or being
 /// delivered.
@@ -75,13 +76,6 @@ impl Drop for Lease {
     fn drop(&mut self) {
         lock(&self.in_flight.ids).remove(&self.id.0);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A set of strings: a panic elsewhere while holding the lock cannot leave it half-changed.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@
 //!   found delivery full) from the store under a lease, so several nodes on one Postgres never
 //!   deliver the same message at once. Leases are short and renewed while an attempt lives
 //!   (`lease.rs`).
-//! - Delivery reports go through the same writer, ahead of everything else, and are fenced on
-//!   the lease: a node that lost a message's lease records nothing for it.
+//! - Delivery reports go through the same writer, sharing commits with enqueues, and are fenced
+//!   on the lease: a node that lost a message's lease records nothing for it.
 //! - A remote server's 250 is journaled the moment it arrives (`journal.rs`), so a crash before
 //!   its report commits does not send the message again.
 //! - Every background task runs under the supervisor of `mailmux_core::health`.
@@ -90,8 +90,6 @@ pub struct Queue {
     node_id: String,
     lease: Duration,
     writes: mpsc::Sender<writer::WriteOp>,
-    /// Delivery reports, which the writer takes before anything else.
-    reports: mpsc::Sender<writer::ReportOp>,
     /// Bounded: its free capacity is how much delivery can take now.
     jobs: mpsc::Sender<Job>,
     /// What this node holds leases on; renewed by the heartbeat, skipped by the scheduler.
@@ -161,7 +159,6 @@ impl Queue {
             info!(released, "resuming messages leased before the restart");
         }
         let (writes, write_rx) = mpsc::channel(queue.max_batch * 4);
-        let (reports, report_rx) = mpsc::channel(queue.max_batch * 4);
         // Room for every worker and three times as many waiting: a burst is delivered straight
         // from memory (no claim, no re-read), while a real backlog stays in the store.
         let (jobs, jobs_rx) = mpsc::channel(delivery.concurrency * 4);
@@ -172,7 +169,6 @@ impl Queue {
             node_id,
             lease: Duration::from_secs(queue.lease_secs),
             writes,
-            reports,
             jobs,
             in_flight: Arc::new(InFlight::default()),
             wake_scheduler: Arc::new(Notify::new()),
@@ -185,16 +181,13 @@ impl Queue {
         // The writer's channel outlives any one writer task: a writer that panics loses only
         // the batch in its hands (whose waiters hear an error: 451, never 250), and the next
         // one carries on with what is waiting.
-        let inbox = Arc::new(tokio::sync::Mutex::new(writer::Inbox {
-            reports: report_rx,
-            ops: write_rx,
-        }));
+        let write_rx = Arc::new(tokio::sync::Mutex::new(write_rx));
         let writer_health = health.component("queue_writer");
         let max_batch = queue.max_batch;
         tokio::spawn(supervise(writer_health.clone(), move || {
             writer::run(
                 store.clone(),
-                inbox.clone(),
+                write_rx.clone(),
                 max_batch,
                 commit_stats.clone(),
                 writer_health.clone(),
@@ -364,11 +357,11 @@ impl Queue {
         Ok(())
     }
 
-    /// Writes down, durably and at once, the recipients a remote server just accepted (see
-    /// `journal.rs`); call it before building the report. A failure is logged and otherwise
-    /// ignored: the delivery is then only as safe from a crash as its report.
-    pub async fn journal_delivered(&self, delivery: &JournaledDelivery) {
-        if let Err(error) = self.journal.record(delivery).await {
+    /// Writes down at once the recipients a remote server just accepted (see `journal.rs`);
+    /// call it before building the report. A failure is logged and otherwise ignored: the
+    /// delivery is then only as safe from a crash as its report.
+    pub fn journal_delivered(&self, delivery: &JournaledDelivery) {
+        if let Err(error) = self.journal.record(delivery) {
             warn!(%error, queue_id = %delivery.message_id, "cannot journal a delivery");
         }
     }
@@ -378,8 +371,8 @@ impl Queue {
     pub async fn report(&self, report: DeliveryReport, lease: Lease) -> Result<Recorded> {
         debug_assert_eq!(report.lease_owner, lease.owner());
         let (done, committed) = oneshot::channel();
-        self.reports
-            .send((report, done))
+        self.writes
+            .send(writer::WriteOp::Report(report, done))
             .await
             .map_err(|_| QueueError::Closed)?;
         let result = committed.await.map_err(|_| QueueError::Closed)?;

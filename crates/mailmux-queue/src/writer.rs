@@ -10,10 +10,10 @@
 //! 2, 5, 10… ms), so claims on their own connection would stall every commit they collide
 //! with. One writer, no collisions.
 //!
-//! Reports are never held back for unrelated work: a batch is whatever is waiting when the
-//! last commit ends (nothing waits for a batch to fill), and claims and renewals run after the
-//! commit that carries the reports. Between a remote server's 250 and the commit of its report
-//! a crash re-sends the message, so that window is kept to about one commit.
+//! A batch is whatever is waiting when the last commit ends: nothing waits for a batch to fill,
+//! and claims and renewals run after the commit. Reports share commits with enqueues (one
+//! fsync for both): a report's latency no longer decides how often a crash re-sends a message,
+//! since the remote's 250 is journaled before the report is made (`journal.rs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +28,7 @@ use crate::{QueueError, Recorded, Result};
 
 pub(crate) enum WriteOp {
     Enqueue(NewMessage, oneshot::Sender<Result<()>>),
+    Report(DeliveryReport, oneshot::Sender<Result<Recorded>>),
     /// Lease due messages; answers their ids.
     Claim(Claim, oneshot::Sender<Result<Vec<String>>>),
     /// Extend leases held by this node; answers how many it still held.
@@ -75,99 +76,62 @@ impl MetricSource for CommitStats {
     }
 }
 
-/// What the writer reads: reports on their own channel, read first (see the module comment),
-/// and everything else.
-pub(crate) struct Inbox {
-    pub reports: mpsc::Receiver<ReportOp>,
-    pub ops: mpsc::Receiver<WriteOp>,
-}
-
-/// A delivery report and who waits for its answer.
-pub(crate) type ReportOp = (DeliveryReport, oneshot::Sender<Result<Recorded>>);
-
-/// The writer loop. The inbox is shared with the supervisor so that a writer started after a
-/// panic takes over the same channels.
-///
-/// Each turn takes the waiting reports, if any, and commits them on their own; only a turn
-/// with no report waiting takes enqueues, claims and renewals. So a report waits for at most
-/// the one commit in progress when it arrived, never for a batch of message bodies, a claim or
-/// a renewal that happened to be queued before it.
+/// The writer loop. `ops` is shared with the supervisor so that a writer started after a
+/// panic takes over the same channel.
 pub(crate) async fn run(
     store: Store,
-    inbox: Arc<Mutex<Inbox>>,
+    ops: Arc<Mutex<mpsc::Receiver<WriteOp>>>,
     max_batch: usize,
     stats: Arc<CommitStats>,
     health: Component,
 ) {
-    let mut inbox = inbox.lock().await;
-    let Inbox { reports, ops } = &mut *inbox;
-    let mut report_batch = Vec::with_capacity(max_batch);
+    let mut ops = ops.lock().await;
     let mut batch = Vec::with_capacity(max_batch);
-    loop {
-        tokio::select! {
-            biased;
-            received = reports.recv_many(&mut report_batch, max_batch) => {
-                if received == 0 {
-                    // The queue is gone (both channels close together): nothing more to do.
-                    return;
+    while ops.recv_many(&mut batch, max_batch).await > 0 {
+        let mut messages = Vec::new();
+        let mut reports = Vec::new();
+        // Apart, because each message gets its own answer (its tenant may be over quota) while
+        // reports share the batch's.
+        let mut message_waiters = Vec::new();
+        let mut report_waiters = Vec::new();
+        let mut claims = Vec::new();
+        let mut renewals = Vec::new();
+        for op in batch.drain(..) {
+            match op {
+                WriteOp::Enqueue(message, done) => {
+                    messages.push(message);
+                    message_waiters.push(done);
                 }
-                let (reports, waiters): (Vec<_>, Vec<_>) = report_batch.drain(..).unzip();
-                let waiters = Waiters { messages: Vec::new(), reports: waiters };
-                commit(&store, &[], &reports, waiters, &stats, &health).await;
-            }
-            received = ops.recv_many(&mut batch, max_batch) => {
-                if received == 0 {
-                    return;
+                WriteOp::Report(report, done) => {
+                    reports.push(report);
+                    report_waiters.push(done);
                 }
-                run_ops(&store, batch.drain(..), &stats, &health).await;
+                WriteOp::Claim(claim, done) => claims.push((claim, done)),
+                WriteOp::Renew(renew, done) => renewals.push((renew, done)),
             }
         }
-    }
-}
-
-/// One turn of everything but reports: the enqueues in one commit, then renewals and claims.
-async fn run_ops(
-    store: &Store,
-    batch: impl Iterator<Item = WriteOp>,
-    stats: &CommitStats,
-    health: &Component,
-) {
-    let mut messages = Vec::new();
-    // Each message gets its own answer: its tenant may be over quota.
-    let mut message_waiters = Vec::new();
-    let mut claims = Vec::new();
-    let mut renewals = Vec::new();
-    for op in batch {
-        match op {
-            WriteOp::Enqueue(message, done) => {
-                messages.push(message);
-                message_waiters.push(done);
-            }
-            WriteOp::Claim(claim, done) => claims.push((claim, done)),
-            WriteOp::Renew(renew, done) => renewals.push((renew, done)),
+        if !messages.is_empty() || !reports.is_empty() {
+            let waiters = Waiters {
+                messages: message_waiters,
+                reports: report_waiters,
+            };
+            commit(&store, &messages, &reports, waiters, &stats, &health).await;
         }
-    }
-    if !messages.is_empty() {
-        let waiters = Waiters {
-            messages: message_waiters,
-            reports: Vec::new(),
-        };
-        commit(store, &messages, &[], waiters, stats, health).await;
-    }
-    for (renew, done) in renewals {
-        let renewed = store
-            .renew_leases(&renew.owner, &renew.ids, renew.until)
-            .await
-            .map_err(QueueError::from);
-        let _ = done.send(renewed);
-    }
-    // After the commit: what it wrote may be what the claim takes.
-    for (claim, done) in claims {
-        let claimed = store
-            .claim_due_ids(&claim.owner, claim.now, claim.lease_until, claim.limit)
-            .await
-            .map_err(QueueError::from);
-        let _ = done.send(claimed);
+        for (renew, done) in renewals {
+            let renewed = store
+                .renew_leases(&renew.owner, &renew.ids, renew.until)
+                .await
+                .map_err(QueueError::from);
+            let _ = done.send(renewed);
+        }
+        // After the commit: reports in this batch may have freed what the claim takes.
+        for (claim, done) in claims {
+            let claimed = store
+                .claim_due_ids(&claim.owner, claim.now, claim.lease_until, claim.limit)
+                .await
+                .map_err(QueueError::from);
+            let _ = done.send(claimed);
+        }
     }
 }
 

@@ -21,6 +21,7 @@ pub async fn run_all(store: &Store) {
     dkim_rotation(store).await;
     queue_lifecycle(store).await;
     concurrent_claims_never_overlap(store).await;
+    journaled_deliveries_are_recorded_after_a_restart(store).await;
     tenant_policy(store).await;
     daily_quota_is_decided_in_the_commit(store).await;
     user_and_domain_limits_hold_under_concurrency(store).await;
@@ -650,6 +651,65 @@ async fn queue_lifecycle(store: &Store) {
         .await
         .unwrap();
     assert!(claimed.iter().any(|m| m.id == leased.id));
+}
+
+/// What the delivery journal says a node delivered before it restarted is recorded for the
+/// recipients still pending, only on messages no other node has leased since.
+async fn journaled_deliveries_are_recorded_after_a_restart(store: &Store) {
+    use crate::JournaledDelivery;
+    let tenant = new_tenant(Tier::Enterprise);
+    store.create_tenant(&tenant, None).await.unwrap();
+    let now = mailmux_core::now_ms();
+    let mut mine = message(&tenant.id, &["a@x.test", "b@x.test"], now);
+    mine.lease = Some(("node-a".into(), now + 60_000));
+    let mut taken = message(&tenant.id, &["c@x.test"], now);
+    taken.lease = Some(("node-b".into(), now + 60_000));
+    store
+        .commit_batch(&[mine.clone(), taken.clone()], &[])
+        .await
+        .unwrap();
+    let journaled = |id: &QueueId, idx: u32| JournaledDelivery {
+        message_id: id.0.clone(),
+        at: now + 5,
+        recipients: vec![(idx, "250 2.0.0 ok".into())],
+    };
+    let recorded = store
+        .record_journaled_deliveries("node-a", &[journaled(&mine.id, 0), journaled(&taken.id, 0)])
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1, "node-b's message is left to node-b");
+    let states = store.recipient_states(&mine.id.0).await.unwrap();
+    assert_eq!(states[0].1, "delivered");
+    assert_eq!(states[0].3.as_deref(), Some("250 2.0.0 ok"));
+    assert_eq!(states[1].1, "pending", "not journaled: sent again");
+    assert!(store.load_pending(&mine.id.0).await.unwrap().is_some());
+    assert_eq!(
+        store.recipient_states(&taken.id.0).await.unwrap()[0].1,
+        "pending"
+    );
+    // The same entry again (a second crash before the journal was emptied) changes nothing;
+    // the last recipient finishes the message.
+    let recorded = store
+        .record_journaled_deliveries("node-a", &[journaled(&mine.id, 0), journaled(&mine.id, 1)])
+        .await
+        .unwrap();
+    assert_eq!(recorded, 1);
+    assert!(
+        store.load_pending(&mine.id.0).await.unwrap().is_none(),
+        "done"
+    );
+    let (view, attempts) = store
+        .message_history(&tenant.id, &mine.id.0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "one attempt logged per recipient: {attempts:?}"
+    );
+    assert!(attempts.iter().all(|a| a.outcome == "delivered"));
+    assert_eq!(view.recipients.len(), 2);
 }
 
 /// Several claimers at once: every message goes to exactly one of them.
