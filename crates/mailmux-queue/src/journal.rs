@@ -14,7 +14,7 @@
 //! queue does that); it only spares duplicates. A written line survives the process being
 //! killed (a panic, the OOM killer, `kill -9`), since the kernel holds it; only the machine
 //! going down can lose the last lines, and those deliveries are then sent again, as they were
-//! before the journal existed. An fsync per delivery would cost about 6 % of the relay's
+//! before the journal existed. An fsync per delivery would cost about 10 % of the relay's
 //! throughput (measured: benches/README.md) for that rarer case alone.
 //!
 //! Only deliveries are journaled: sending a bounced or deferred recipient again costs no
