@@ -86,17 +86,19 @@ enum Skipped {
 }
 
 impl Deliverer {
-    /// Delivers `message` (as `body`: the queued bytes, or those with a DKIM signature on
-    /// top) to `recipients`, all of which go to `hop`.
+    /// Delivers `message` from `sender` (the envelope sender on the wire), as `body` (the
+    /// queued bytes, or those with a DKIM signature on top), to `recipients`, all of which go
+    /// to `hop`.
     pub(crate) async fn deliver_to_hop(
         &self,
         message: &QueuedMessage,
+        sender: &str,
         body: &[u8],
         recipients: &[&QueuedRecipient],
         hop: NextHop,
     ) -> Vec<Outcome> {
         let tx = Transaction {
-            mail_from: &message.mail_from,
+            mail_from: sender,
             flags: message.flags,
             recipients: recipients
                 .iter()

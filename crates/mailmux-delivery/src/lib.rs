@@ -64,7 +64,7 @@ use crate::dsn::{BouncedRecipient, Dsn};
 use crate::host_health::HostHealth;
 use crate::mx::MxResolver;
 use crate::pool::Pool;
-use crate::route::Router;
+use crate::route::{Route, Router};
 use crate::smarthost::Smarthost;
 
 pub use error::{DeliveryError, Result};
@@ -196,16 +196,27 @@ impl Deliverer {
     }
 
     /// One delivery attempt of one message, from routing to the recorded report.
+    ///
+    /// What the attempt sends is decided here, once: the route (asked of the router once),
+    /// the sender on the wire (return_path.rs) and, in [`Deliverer::attempt`], the signed bytes.
     async fn deliver(&self, job: Job) {
-        let Some(Job { message, lease }) = self.hold_if_not_sending(job).await else {
-            return;
-        };
-        let outcomes = match self.loop_check(&message) {
-            Some(reply) => everyone(&message, reply),
-            None => {
-                let wire = self.on_the_wire(&message).await;
-                self.attempt(&wire, &message.mail_from).await
-            }
+        let Job { message, lease } = job;
+        let outcomes = match self.router.route(&message.tenant_id).await {
+            Ok(route) if !route.sending => return self.hold(lease).await,
+            Ok(route) => match self.loop_check(&message) {
+                Some(reply) => everyone(&message, reply),
+                None => {
+                    let sender = self.wire_sender(&message, &route).await;
+                    self.attempt(&message, &route, &sender).await
+                }
+            },
+            Err(error) => everyone(
+                &message,
+                Reply::new(
+                    451,
+                    format!("4.3.0 cannot look up the tenant's transport: {error}"),
+                ),
+            ),
         };
         self.journal_deliveries(&message, &outcomes);
         let mut report = self.report_of(&message, &lease, &outcomes);
@@ -293,20 +304,10 @@ impl Deliverer {
         })
     }
 
-    /// Routes the message and delivers it to each of its next hops. `submitted_sender` is the
-    /// envelope sender as submitted (the wire's may carry a return-path domain instead): the
-    /// DKIM signer's fallback domain.
-    async fn attempt(&self, message: &QueuedMessage, submitted_sender: &str) -> Vec<Outcome> {
+    /// Signs the message if its route says so and delivers it, as sent by `sender` (the
+    /// envelope sender on the wire), to each of its next hops.
+    async fn attempt(&self, message: &QueuedMessage, route: &Route, sender: &str) -> Vec<Outcome> {
         let everyone = |reply: Reply| everyone(message, reply);
-        let route = match self.router.route(&message.tenant_id).await {
-            Ok(route) => route,
-            Err(error) => {
-                return everyone(Reply::new(
-                    451,
-                    format!("4.3.0 cannot look up the tenant's transport: {error}"),
-                ));
-            }
-        };
         match route.transport {
             TransportKind::Ses => {
                 return everyone(Reply::new(
@@ -328,11 +329,12 @@ impl Deliverer {
         // top, above our Received: header: header fields are prepended in the order they are
         // added (RFC 5322 §3.6.7), and verifiers expect a signer's field above the trace
         // fields that were there when it signed. Received: is not signed: it is not in
-        // SIGNED_HEADERS, since relays after us add their own.
+        // SIGNED_HEADERS, since relays after us add their own. The submitted sender (not the
+        // return path on the wire) is the signer's fallback domain.
         let signed = if route.dkim_signing {
             match self
                 .signers
-                .sign(&message.tenant_id, &message.body, submitted_sender)
+                .sign(&message.tenant_id, &message.body, &message.mail_from)
                 .await
             {
                 Signing::Signed {
@@ -361,7 +363,7 @@ impl Deliverer {
         match (route.transport, &self.smarthost) {
             (TransportKind::Smarthost, Some(smarthost)) => {
                 let recipients: Vec<&QueuedRecipient> = message.recipients.iter().collect();
-                self.deliver_to_hop(message, body, &recipients, smarthost.hop())
+                self.deliver_to_hop(message, sender, body, &recipients, smarthost.hop())
                     .await
             }
             _ => {
@@ -379,6 +381,7 @@ impl Deliverer {
                         .map(|(domain, recipients)| async move {
                             self.deliver_to_hop(
                                 message,
+                                sender,
                                 body,
                                 &recipients,
                                 NextHop::Mx(domain.to_string()),

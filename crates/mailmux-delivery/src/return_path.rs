@@ -14,43 +14,39 @@ use mailmux_store::QueuedMessage;
 use tracing::{debug, warn};
 
 use crate::Deliverer;
+use crate::route::Route;
 
 impl Deliverer {
-    /// The message as it goes on the wire: the envelope sender's domain replaced by its
-    /// return-path domain when there is one, the domain is the tenant's and the tenant has
-    /// `custom_domains` (read now, through the route cache), and its DNS records were found.
-    /// Otherwise the message as it is.
-    pub(crate) async fn on_the_wire<'m>(
+    /// The envelope sender on the wire: the sender's domain replaced by its return-path domain
+    /// when there is one, the domain is the tenant's and the tenant has `custom_domains` (from
+    /// `route`), and its DNS records were found. Otherwise the sender as submitted.
+    pub(crate) async fn wire_sender<'m>(
         &self,
         message: &'m QueuedMessage,
-    ) -> Cow<'m, QueuedMessage> {
-        let custom = matches!(
-            self.router.route(&message.tenant_id).await,
-            Ok(route) if route.custom_domains
-        );
-        if !custom || message.mail_from.is_empty() {
-            return Cow::Borrowed(message);
+        route: &Route,
+    ) -> Cow<'m, str> {
+        let submitted = Cow::Borrowed(message.mail_from.as_str());
+        if !route.custom_domains || message.mail_from.is_empty() {
+            return submitted;
         }
         let domain = address_domain(&message.mail_from);
         let setting = match self.queue.store().get_return_path(&domain).await {
             Ok(Some(setting)) if setting.tenant_id == message.tenant_id => setting,
-            Ok(_) => return Cow::Borrowed(message),
+            Ok(_) => return submitted,
             Err(error) => {
                 // Sent with the sender as submitted: still deliverable, only not custom.
                 warn!(%error, domain, "cannot read the return-path domain");
-                return Cow::Borrowed(message);
+                return submitted;
             }
         };
         // Only once its MX and SPF records are found: before that, bounces to it would be
         // lost and receivers' SPF checks would fail.
         let Some(return_path) = setting.verified() else {
-            return Cow::Borrowed(message);
+            return submitted;
         };
         let sender = with_domain(&message.mail_from, return_path);
         debug!(from = %message.mail_from, on_the_wire = %sender, "custom MAIL FROM domain");
-        let mut wire = message.clone();
-        wire.mail_from = sender;
-        Cow::Owned(wire)
+        Cow::Owned(sender)
     }
 }
 
