@@ -2,6 +2,7 @@
 //! loopback, with DNS verification against the loopback DNS server, a revoked credential
 //! refused at its next AUTH, and the CLI and the API writing the same audit log. On SQLite and
 //! on Postgres.
+#![allow(clippy::disallowed_methods)] // synchronous tests driving real processes: no runtime here for std::thread::sleep to block
 
 mod common;
 

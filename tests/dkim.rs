@@ -2,6 +2,7 @@
 //! publishes the public keys taken from `domain add` (and from rotations), the aiosmtpd sink
 //! receives, and Python's dkimpy, an implementation that shares no code with mailmux, verifies
 //! every received message (tests/support/dkim_verify.py).
+#![allow(clippy::disallowed_methods)] // synchronous tests driving real processes: no runtime here for std::thread::sleep to block
 
 mod common;
 

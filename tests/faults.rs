@@ -18,6 +18,7 @@
 //! Nothing here connects outside 127.0.0.0/8: 10.0.0.1 and 169.254.169.254 exist only as DNS
 //! answers, and that test first proves with a loopback canary that refused addresses are not
 //! connected to before it publishes them.
+#![allow(clippy::disallowed_methods)] // synchronous tests driving real processes: no runtime here for std::thread::sleep to block
 
 mod common;
 
@@ -32,6 +33,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{DnsServer, Mailmux, Sink, TestTenant, http};
+use mailmux_core::sync::lock;
 use serde_json::{Value, json};
 
 // ----------------------------------------------------------------------------------------------
@@ -425,7 +427,7 @@ impl Load {
                     let Ok(line) = line else { break };
                     let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
                     match v["accepted"].as_str() {
-                        Some(id) => accepted.lock().unwrap().push(id.to_string()),
+                        Some(id) => lock(&accepted).push(id.to_string()),
                         None => {
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
@@ -443,7 +445,7 @@ impl Load {
     }
 
     fn accepted_count(&self) -> usize {
-        self.accepted.lock().unwrap().len()
+        lock(&self.accepted).len()
     }
 
     /// SIGTERM: sessions finish the transaction in flight (so every 250 is reported) and quit.
@@ -454,7 +456,7 @@ impl Load {
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
-        let accepted = self.accepted.lock().unwrap().clone();
+        let accepted = lock(&self.accepted).clone();
         (accepted, self.errors.load(Ordering::Relaxed))
     }
 }

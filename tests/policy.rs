@@ -3,6 +3,7 @@
 //! on and off; changes through the API biting on the next transaction; the daily count exact
 //! under 20 concurrent sessions and shared by two nodes on one Postgres; a paused tenant's
 //! queued mail held (not bounced) and delivered after resume.
+#![allow(clippy::disallowed_methods)] // synchronous tests driving real processes: no runtime here for std::thread::sleep to block
 
 mod common;
 

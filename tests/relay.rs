@@ -1,5 +1,6 @@
 //! End to end, the spine: real mailmux binary, real DNS server, real receiving SMTP server in
 //! another process, real clients (swaks, Python smtplib). Everything on 127.0.0.1.
+#![allow(clippy::disallowed_methods)] // synchronous tests driving real processes: no runtime here for std::thread::sleep to block
 
 mod common;
 

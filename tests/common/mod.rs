@@ -22,6 +22,7 @@
 //! The DNS server and the sink also exit when their stdin closes, so they die with the test
 //! process even when it is killed; the Postgres cluster has a watchdog for the same reason.
 //! `mailmux serve` has neither: only a killed test binary can leave one running.
+#![allow(clippy::disallowed_methods)] // synchronous tests driving real processes: no runtime here for std::thread::sleep to block
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::io::{BufRead, BufReader, Write};
@@ -33,6 +34,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mailmux_core::sync::lock;
 use serde_json::{Value, json};
 
 /// The operator token every [`Mailmux`] is started with.
@@ -248,7 +250,7 @@ impl SupportProcess {
                         Some(tx) => {
                             let _ = tx.send(line);
                         }
-                        None => lines.lock().unwrap().push(line),
+                        None => lock(&lines).push(line),
                     }
                 }
             });
@@ -1301,9 +1303,9 @@ pub fn smtplib_burst(
                 let Ok(line) = line else { break };
                 let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
                 if let Some(id) = v["accepted"].as_str() {
-                    accepted.lock().unwrap().push(id.to_string());
+                    lock(&accepted).push(id.to_string());
                 } else {
-                    errors.lock().unwrap().push(line);
+                    lock(&errors).push(line);
                 }
             }
         })
@@ -1319,12 +1321,12 @@ pub fn smtplib_burst(
 impl Burst {
     /// The Message-IDs acknowledged with 250 so far.
     pub fn accepted(&self) -> Vec<String> {
-        self.accepted.lock().unwrap().clone()
+        lock(&self.accepted).clone()
     }
 
     /// What the sessions reported other than acceptances (errors, lost connections).
     pub fn errors(&self) -> Vec<String> {
-        self.errors.lock().unwrap().clone()
+        lock(&self.errors).clone()
     }
 
     /// Waits until at least `n` messages were acknowledged; returns how many were. Panics after
@@ -1332,7 +1334,7 @@ impl Burst {
     pub fn wait_for_accepted(&mut self, n: usize, timeout: Duration) -> usize {
         let deadline = Instant::now() + timeout;
         loop {
-            let count = self.accepted.lock().unwrap().len();
+            let count = lock(&self.accepted).len();
             if count >= n {
                 return count;
             }
@@ -1340,7 +1342,7 @@ impl Burst {
             if exited || Instant::now() >= deadline {
                 // Let the reader catch up with the last lines before judging.
                 std::thread::sleep(Duration::from_millis(50));
-                let count = self.accepted.lock().unwrap().len();
+                let count = lock(&self.accepted).len();
                 assert!(
                     count >= n,
                     "burst: {count} of {n} acknowledged ({}); errors: {:?}",

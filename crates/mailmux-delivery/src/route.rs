@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mailmux_core::TransportKind;
+use mailmux_core::sync::lock;
 use mailmux_store::{Store, StoreError};
 
 /// How long a tenant's transport is trusted without asking the store again.
@@ -78,9 +79,6 @@ impl Router {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Route)>> {
-        // The map holds plain values: a panic elsewhere cannot leave it inconsistent.
-        self.cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.cache)
     }
 }

@@ -6,6 +6,7 @@ mod support;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use mailmux_core::sync::lock;
 use support::dns::{DnsServer, Zone};
 use support::sink::{Script, Sink, listeners_on_one_port};
 use support::{Harness, SEVEN_BIT, config};
@@ -15,7 +16,7 @@ struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        lock(&self.0).extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -58,7 +59,7 @@ async fn log_lines_name_the_message_the_tenant_and_the_remote() {
         .await;
     harness.attempted(&id.0).await;
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = String::from_utf8(lock(&captured.0).clone()).unwrap();
     // The DSN this attempt queues is a message too, with lines of its own.
     let delivery_lines: Vec<&str> = text
         .lines()

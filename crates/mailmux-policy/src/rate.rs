@@ -16,8 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use mailmux_core::sync::lock;
 
 use crate::rules::RateWindow;
 
@@ -36,8 +39,12 @@ pub struct RateExceeded {
     pub retry_after: Duration,
 }
 
-/// One limiter: one quota, a GCRA state per key.
-type Limiter = DefaultKeyedRateLimiter<RateKey>;
+/// One limiter: one quota, a GCRA state per key, on the clock `C`.
+type Limiter<C> =
+    RateLimiter<RateKey, DefaultKeyedStateStore<RateKey>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+/// The limiters by (window, rate).
+type Limiters<C> = HashMap<(RateWindow, u32), Arc<Limiter<C>>>;
 
 /// Checks between sweeps of keys whose allowance is full again (bounds memory with many
 /// tenants and credentials).
@@ -50,13 +57,30 @@ const SWEEP_EVERY: u64 = 4096;
 /// limiter, each under its own key; a tenant whose rate changes continues in the limiter of its
 /// new rate, where its allowance starts full. The rate is read with the tenant at every
 /// transaction, so a change applies to the next one.
-#[derive(Default)]
-pub struct RateLimits {
-    limiters: Mutex<HashMap<(RateWindow, u32), Arc<Limiter>>>,
+///
+/// Time is a dependency (`C`): the relay runs on governor's default clock, tests on a fake one
+/// they advance, so no test waits a rate window out.
+pub struct RateLimits<C: Clock + Clone = DefaultClock> {
+    clock: C,
+    limiters: Mutex<Limiters<C>>,
     checks: AtomicU64,
 }
 
-impl RateLimits {
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits::with_clock(DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimits<C> {
+    pub fn with_clock(clock: C) -> Self {
+        RateLimits {
+            clock,
+            limiters: Mutex::new(HashMap::new()),
+            checks: AtomicU64::new(0),
+        }
+    }
+
     /// Takes one message from `key`'s allowance under each limit that is set (0: none), per
     /// minute first: when it refuses, nothing is taken from the per-second one.
     pub fn check(
@@ -87,10 +111,10 @@ impl RateLimits {
         Ok(())
     }
 
-    fn limiter(&self, window: RateWindow, limit: u64) -> Arc<Limiter> {
+    fn limiter(&self, window: RateWindow, limit: u64) -> Arc<Limiter<C>> {
         // Rates above u32::MAX per window are unlimited in all but name.
         let rate = u32::try_from(limit).unwrap_or(u32::MAX);
-        let mut limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut limiters = lock(&self.limiters);
         limiters
             .entry((window, rate))
             .or_insert_with(|| {
@@ -99,14 +123,14 @@ impl RateLimits {
                     RateWindow::PerSecond => Quota::per_second(burst),
                     RateWindow::PerMinute => Quota::per_minute(burst),
                 };
-                Arc::new(Limiter::keyed(quota))
+                Arc::new(RateLimiter::dashmap_with_clock(quota, self.clock.clone()))
             })
             .clone()
     }
 
     fn sweep(&self) {
         let limiters: Vec<_> = {
-            let limiters = self.limiters.lock().unwrap_or_else(|p| p.into_inner());
+            let limiters = lock(&self.limiters);
             limiters.values().cloned().collect()
         };
         for limiter in limiters {
@@ -125,7 +149,8 @@ mod tests {
 
     #[test]
     fn burst_then_refused_with_a_wait_then_allowed_again() {
-        let rates = RateLimits::default();
+        let clock = governor::clock::FakeRelativeClock::default();
+        let rates = RateLimits::with_clock(clock.clone());
         let a = tenant("t_a");
         assert!(rates.check(&a, 3, 0).is_ok());
         assert!(rates.check(&a, 3, 0).is_ok());
@@ -137,7 +162,12 @@ mod tests {
         assert!(refused.retry_after <= Duration::from_millis(334));
         // Another tenant on the same rate has its own allowance.
         assert!(rates.check(&tenant("t_b"), 3, 0).is_ok());
-        std::thread::sleep(refused.retry_after + Duration::from_millis(5));
+        clock.advance(refused.retry_after - Duration::from_nanos(1));
+        assert!(
+            rates.check(&a, 3, 0).is_err(),
+            "not a moment before the wait is over"
+        );
+        clock.advance(Duration::from_nanos(1));
         assert!(rates.check(&a, 3, 0).is_ok());
     }
 

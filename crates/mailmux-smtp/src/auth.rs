@@ -17,6 +17,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use mailmux_core::Credential;
 use mailmux_core::credential::verify_secret;
+use mailmux_core::sync::lock;
 use mailmux_store::Store;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -256,7 +257,7 @@ impl CredentialCache {
         username: &str,
     ) -> mailmux_store::Result<Option<Credential>> {
         {
-            let entries = self.entries.lock().expect("credential cache lock");
+            let entries = lock(&self.entries);
             if let Some((at, credential)) = entries.get(username)
                 && at.elapsed() < CREDENTIAL_TTL
             {
@@ -265,7 +266,7 @@ impl CredentialCache {
         }
         let found = store.find_credential(username).await?;
         if let Some(credential) = &found {
-            let mut entries = self.entries.lock().expect("credential cache lock");
+            let mut entries = lock(&self.entries);
             if entries.len() >= CACHE_SWEEP {
                 entries.retain(|_, (at, _)| at.elapsed() < CREDENTIAL_TTL);
             }
@@ -295,7 +296,7 @@ impl AuthFailures {
     /// Records a failure now; returns the failures within the window, this one included.
     pub(crate) fn record(&self, ip: IpAddr) -> u32 {
         let now = Instant::now();
-        let mut by_ip = self.by_ip.lock().expect("auth failure lock");
+        let mut by_ip = lock(&self.by_ip);
         if by_ip.len() >= CACHE_SWEEP {
             by_ip.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
         }
@@ -315,7 +316,7 @@ impl AuthFailures {
             return false;
         }
         let now = Instant::now();
-        let mut by_ip = self.by_ip.lock().expect("auth failure lock");
+        let mut by_ip = lock(&self.by_ip);
         let Some(times) = by_ip.get_mut(&ip) else {
             return false;
         };
@@ -355,8 +356,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn failures_lock_out_an_ip_within_the_window_only() {
+    // Paused time: the window is advanced past, not waited out.
+    #[tokio::test(start_paused = true)]
+    async fn failures_lock_out_an_ip_within_the_window_only() {
         let failures = AuthFailures::new(3, Duration::from_millis(200));
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
@@ -367,7 +369,7 @@ mod tests {
         assert!(failures.reached(3));
         assert!(failures.locked_out(ip));
         assert!(!failures.locked_out(other));
-        std::thread::sleep(Duration::from_millis(250));
+        tokio::time::advance(Duration::from_millis(250)).await;
         assert!(!failures.locked_out(ip));
         assert_eq!(failures.record(ip), 1);
         let off = AuthFailures::new(0, Duration::from_secs(60));

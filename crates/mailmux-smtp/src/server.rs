@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mailmux_core::Config;
+use mailmux_core::sync::lock;
 use mailmux_policy::Policy;
 use mailmux_queue::Queue;
 use mailmux_store::Store;
@@ -114,7 +115,7 @@ struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut per_ip = self.server.per_ip.lock().expect("per-ip map lock");
+        let mut per_ip = lock(&self.server.per_ip);
         if let Some(count) = per_ip.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
@@ -281,7 +282,7 @@ impl Server {
             ));
         };
         {
-            let mut per_ip = self.per_ip.lock().expect("per-ip map lock");
+            let mut per_ip = lock(&self.per_ip);
             let count = per_ip.entry(ip).or_insert(0);
             if *count >= self.config.smtp.max_connections_per_ip {
                 return Err(Reply::new(

@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use mailmux_core::sync::lock;
+
 #[derive(Default)]
 pub(crate) struct TenantSessions {
     open: Mutex<HashMap<String, u64>>,
@@ -43,7 +45,7 @@ impl TenantSessions {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         // Plain counters: a panic elsewhere cannot leave them half-updated.
-        self.open.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.open)
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use base64::Engine as _;
+use mailmux_core::sync::lock;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -117,19 +118,19 @@ impl Sink {
     }
 
     pub fn script(&self) -> MutexGuard<'_, Script> {
-        self.script.lock().unwrap()
+        lock(&self.script)
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.log.lock().unwrap().received.clone()
+        lock(&self.log).received.clone()
     }
 
     pub fn commands(&self) -> Vec<String> {
-        self.log.lock().unwrap().commands.clone()
+        lock(&self.log).commands.clone()
     }
 
     pub fn tls_failures(&self) -> usize {
-        self.log.lock().unwrap().tls_failures
+        lock(&self.log).tls_failures
     }
 
     pub fn connections(&self) -> usize {
@@ -186,7 +187,7 @@ async fn session(
 ) {
     let mut io: Box<dyn Io> = Box::new(stream);
     let mut tls = false;
-    let implicit = script.lock().unwrap().implicit_tls.clone();
+    let implicit = lock(&script).implicit_tls.clone();
     if let Some(config) = implicit {
         match TlsAcceptor::from(config).accept(io).await {
             Ok(stream) => {
@@ -194,12 +195,12 @@ async fn session(
                 tls = true;
             }
             Err(_) => {
-                log.lock().unwrap().tls_failures += 1;
+                lock(&log).tls_failures += 1;
                 return;
             }
         }
     }
-    let greeting = script.lock().unwrap().greeting.clone();
+    let greeting = lock(&script).greeting.clone();
     if io
         .write_all(format!("{greeting}\r\n").as_bytes())
         .await
@@ -212,14 +213,14 @@ async fn session(
         match serve(&mut io, number, tls, &script, &log).await {
             Next::Close => return,
             Next::StartTls => {
-                let config = script.lock().unwrap().tls.clone().unwrap();
+                let config = lock(&script).tls.clone().unwrap();
                 match TlsAcceptor::from(config).accept(io).await {
                     Ok(stream) => {
                         io = Box::new(stream);
                         tls = true;
                     }
                     Err(_) => {
-                        log.lock().unwrap().tls_failures += 1;
+                        lock(&log).tls_failures += 1;
                         return;
                     }
                 }
@@ -245,9 +246,9 @@ async fn serve(
             Ok(_) => {}
         }
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
-        log.lock().unwrap().commands.push(text.clone());
+        lock(log).commands.push(text.clone());
         let upper = text.to_ascii_uppercase();
-        let script = script.lock().unwrap().clone();
+        let script = lock(script).clone();
         let mut next = None;
         let reply = if upper.starts_with("EHLO") {
             let mut lines = vec!["sink.test".to_string()];
@@ -338,7 +339,7 @@ async fn serve(
                         tx.data.extend_from_slice(unstuffed);
                     }
                     if script.data.starts_with('2') {
-                        log.lock().unwrap().received.push(tx);
+                        lock(log).received.push(tx);
                     }
                     if script.close_after_data {
                         let _ = reader
