@@ -16,6 +16,7 @@ use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::{Address, Message};
 use mail_parser::{HeaderName as ParsedName, HeaderValue as ParsedValue, MessageParser};
+use mailmux_core::message_bytes::{crlf_line_endings, header_section_len};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -325,22 +326,9 @@ fn compose_raw(request: &SendRequest, raw: &str) -> Result<Composed> {
     })
 }
 
-/// Line ends as CRLF: lone LFs (and lone CRs) become CRLF, CRLF stays.
+/// Line ends as CRLF (lone LFs and CRs become CRLF), and a final one.
 fn crlf(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 32);
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 2;
-                continue;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
+    let mut out = crlf_line_endings(bytes).into_owned();
     if !out.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -349,11 +337,7 @@ fn crlf(bytes: &[u8]) -> Vec<u8> {
 
 /// The message without its Bcc: fields (with their folded lines): blind copies stay blind.
 fn without_bcc(message: &[u8]) -> Vec<u8> {
-    let header_end = message
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(message.len(), |p| p + 2);
-    let (head, body) = message.split_at(header_end);
+    let (head, body) = message.split_at(header_section_len(message));
     let mut out = Vec::with_capacity(message.len());
     let mut dropping = false;
     for line in head.split_inclusive(|b| *b == b'\n') {

@@ -27,6 +27,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, CertificateStore, Tls
 use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::transport::smtp::response::Response;
 use mailmux_core::BodyFlags;
+use mailmux_core::message_bytes::crlf_line_endings;
 use tracing::{debug, warn};
 
 use crate::error::{DeliveryError, Result};
@@ -512,37 +513,6 @@ pub(crate) fn wire_body(body: &[u8]) -> Cow<'_, [u8]> {
             Cow::Owned(v)
         }
     }
-}
-
-/// `body` with every bare CR or LF made CRLF; borrowed when there is none (bodies from our
-/// own listeners). The DKIM signer signs this form, so what it signs is what goes on the wire.
-pub(crate) fn crlf_line_endings(body: &[u8]) -> Cow<'_, [u8]> {
-    if !has_bare_line_ending(body) {
-        return Cow::Borrowed(body);
-    }
-    let mut out = Vec::with_capacity(body.len() + body.len() / 32);
-    let mut i = 0;
-    while i < body.len() {
-        match body[i] {
-            b'\r' if body.get(i + 1) == Some(&b'\n') => {
-                out.extend_from_slice(b"\r\n");
-                i += 2;
-                continue;
-            }
-            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    Cow::Owned(out)
-}
-
-fn has_bare_line_ending(body: &[u8]) -> bool {
-    body.iter().enumerate().any(|(i, &b)| match b {
-        b'\r' => body.get(i + 1) != Some(&b'\n'),
-        b'\n' => i == 0 || body[i - 1] != b'\r',
-        _ => false,
-    })
 }
 
 /// An address may go into a command line: no control characters, so none can end the line

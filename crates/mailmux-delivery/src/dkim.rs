@@ -29,13 +29,13 @@ use mail_auth::common::headers::{HeaderWriter, Writable};
 use mail_auth::dkim::{Canonicalization, DkimSigner, Done};
 use mail_parser::MessageParser;
 use mail_parser::decoders::base64::base64_decode;
+use mailmux_core::message_bytes::crlf_line_endings;
 use mailmux_core::sync::lock;
 use mailmux_core::{Config, address_domain, normalize_domain};
 use mailmux_store::{DkimSigningState, MasterKey, Store};
 use rustls_pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tracing::{debug, error, info};
 
-use crate::client::crlf_line_endings;
 use crate::reply::Reply;
 
 /// The header fields signed when present (RFC 6376 §5.4.1's "SHOULD be signed" list, less the
@@ -236,7 +236,7 @@ impl DomainSigner {
 /// without regard to case; continuation lines and the body are not looked at).
 fn header_set(message: &[u8]) -> HeaderSet {
     let mut set = 0;
-    for name in mailmux_core::headers::field_names(message) {
+    for name in mailmux_core::message_bytes::field_names(message) {
         if let Some(i) = SIGNED_HEADERS
             .iter()
             .position(|h| h.as_bytes().eq_ignore_ascii_case(name))

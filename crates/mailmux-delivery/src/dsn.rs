@@ -11,6 +11,8 @@
 
 use std::fmt::Write as _;
 
+use mailmux_core::message_bytes::{crlf_line_endings, header_section_len};
+
 use crate::reply::enhanced_status_in;
 
 /// Longest original header block copied into a DSN; the rest is cut at a line boundary.
@@ -178,11 +180,7 @@ pub(crate) fn dsn_status(reply: &str) -> String {
 
 /// The original's header block, CRLF-terminated lines, without the blank line after it.
 fn header_block(message: &[u8]) -> Vec<u8> {
-    let end = find(message, b"\r\n\r\n")
-        .map(|i| i + 2)
-        .or_else(|| find(message, b"\n\n").map(|i| i + 1))
-        .unwrap_or(message.len());
-    let mut headers = &message[..end];
+    let mut headers = &message[..header_section_len(message)];
     if headers.len() > MAX_HEADERS {
         let cut = headers[..MAX_HEADERS]
             .iter()
@@ -190,23 +188,12 @@ fn header_block(message: &[u8]) -> Vec<u8> {
             .map_or(MAX_HEADERS, |i| i + 1);
         headers = &headers[..cut];
     }
-    // Normalise line endings: the DSN is CRLF throughout whatever the original had.
-    let mut out = Vec::with_capacity(headers.len() + 2);
-    for (i, &b) in headers.iter().enumerate() {
-        match b {
-            b'\n' if i == 0 || headers[i - 1] != b'\r' => out.extend_from_slice(b"\r\n"),
-            b'\r' if headers.get(i + 1) != Some(&b'\n') => out.extend_from_slice(b"\r\n"),
-            _ => out.push(b),
-        }
-    }
+    // The DSN is CRLF throughout, whatever the original had.
+    let mut out = crlf_line_endings(headers).into_owned();
     if !out.ends_with(b"\r\n") && !out.is_empty() {
         out.extend_from_slice(b"\r\n");
     }
     out
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn clip(text: &str, max: usize) -> String {

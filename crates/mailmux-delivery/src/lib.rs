@@ -291,7 +291,7 @@ impl Deliverer {
     /// A reply bouncing every recipient when the message has passed through more relays than
     /// a message should (RFC 5321 §6.3: a mail loop), else `None`.
     fn loop_check(&self, message: &QueuedMessage) -> Option<Reply> {
-        let received = mailmux_core::headers::count_fields(&message.body, "Received");
+        let received = mailmux_core::message_bytes::count_fields(&message.body, "Received");
         let limit = self.config.delivery.max_received_headers;
         (received > limit).then(|| {
             Reply::new(
