@@ -5,23 +5,14 @@
 //! session over the limit is told 421 and closed.
 //!
 //! Failures are counted per client IP over a sliding window; at the limit the session gets
-//! 421 and new connections from that IP are turned away until the window moves on, so a
-//! password guesser gets a handful of tries per window, not thousands.
-
-use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+//! 421 and new connections from that IP are turned away until the window moves on (the
+//! counting, the credential cache and the tenant places live in `guards.rs`).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use mailmux_core::Credential;
 use mailmux_core::credential::verify_secret;
-use mailmux_core::sync::lock;
-use mailmux_store::Store;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::metrics::{Metrics, RejectReason};
@@ -235,110 +226,6 @@ fn decode(text: &str) -> Option<Vec<u8>> {
     }
 }
 
-/// How long a credential read from the store may be reused. Revocation must bite within a
-/// second, so this is the longest a revoked credential can still authenticate.
-const CREDENTIAL_TTL: Duration = Duration::from_secs(1);
-
-/// Above this many cached usernames, stale entries are swept on insert.
-const CACHE_SWEEP: usize = 10_000;
-
-/// A short-lived cache of credentials by username: a burst of connections from one app
-/// costs one query, not one per connection. Only found credentials are cached, so a newly
-/// created one works at once.
-#[derive(Default)]
-pub(crate) struct CredentialCache {
-    entries: Mutex<HashMap<String, (Instant, Credential)>>,
-}
-
-impl CredentialCache {
-    pub(crate) async fn lookup(
-        &self,
-        store: &Store,
-        username: &str,
-    ) -> mailmux_store::Result<Option<Credential>> {
-        {
-            let entries = lock(&self.entries);
-            if let Some((at, credential)) = entries.get(username)
-                && at.elapsed() < CREDENTIAL_TTL
-            {
-                return Ok(Some(credential.clone()));
-            }
-        }
-        let found = store.find_credential(username).await?;
-        if let Some(credential) = &found {
-            let mut entries = lock(&self.entries);
-            if entries.len() >= CACHE_SWEEP {
-                entries.retain(|_, (at, _)| at.elapsed() < CREDENTIAL_TTL);
-            }
-            entries.insert(username.to_string(), (Instant::now(), credential.clone()));
-        }
-        Ok(found)
-    }
-}
-
-/// Failed AUTH attempts per client IP within a sliding window.
-pub(crate) struct AuthFailures {
-    /// 0 turns the lockout off.
-    limit: u32,
-    window: Duration,
-    by_ip: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
-}
-
-impl AuthFailures {
-    pub(crate) fn new(limit: u32, window: Duration) -> AuthFailures {
-        AuthFailures {
-            limit,
-            window,
-            by_ip: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Records a failure now; returns the failures within the window, this one included.
-    pub(crate) fn record(&self, ip: IpAddr) -> u32 {
-        let now = Instant::now();
-        let mut by_ip = lock(&self.by_ip);
-        if by_ip.len() >= CACHE_SWEEP {
-            by_ip.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
-        }
-        let times = by_ip.entry(ip).or_default();
-        times.push_back(now);
-        prune(times, now, self.window, self.limit);
-        times.len() as u32
-    }
-
-    pub(crate) fn reached(&self, failures: u32) -> bool {
-        self.limit > 0 && failures >= self.limit
-    }
-
-    /// Whether `ip` is over the limit now (new connections are refused).
-    pub(crate) fn locked_out(&self, ip: IpAddr) -> bool {
-        if self.limit == 0 {
-            return false;
-        }
-        let now = Instant::now();
-        let mut by_ip = lock(&self.by_ip);
-        let Some(times) = by_ip.get_mut(&ip) else {
-            return false;
-        };
-        prune(times, now, self.window, self.limit);
-        if times.is_empty() {
-            by_ip.remove(&ip);
-            return false;
-        }
-        self.reached(times.len() as u32)
-    }
-}
-
-/// Drops failures older than the window; keeps at most `limit` (all that the decision needs).
-fn prune(times: &mut VecDeque<Instant>, now: Instant, window: Duration, limit: u32) {
-    while times.front().is_some_and(|t| now - *t >= window) {
-        times.pop_front();
-    }
-    while times.len() > limit.max(1) as usize {
-        times.pop_front();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,26 +241,5 @@ mod tests {
         for (text, want) in cases {
             assert_eq!(decode(text).as_deref(), want, "{text}");
         }
-    }
-
-    // Paused time: the window is advanced past, not waited out.
-    #[tokio::test(start_paused = true)]
-    async fn failures_lock_out_an_ip_within_the_window_only() {
-        let failures = AuthFailures::new(3, Duration::from_millis(200));
-        let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(failures.record(ip), 1);
-        assert_eq!(failures.record(ip), 2);
-        assert!(!failures.locked_out(ip));
-        assert_eq!(failures.record(ip), 3);
-        assert!(failures.reached(3));
-        assert!(failures.locked_out(ip));
-        assert!(!failures.locked_out(other));
-        tokio::time::advance(Duration::from_millis(250)).await;
-        assert!(!failures.locked_out(ip));
-        assert_eq!(failures.record(ip), 1);
-        let off = AuthFailures::new(0, Duration::from_secs(60));
-        off.record(ip);
-        assert!(!off.locked_out(ip) && !off.reached(100));
     }
 }

@@ -10,10 +10,13 @@
 //! answered `250` only once [`mailmux_queue::Queue::enqueue`] made it durable.
 
 mod auth;
+mod context;
 mod data;
 mod data_decoder;
 mod ehlo;
 mod error;
+mod guards;
+mod input;
 mod mail;
 pub mod metrics;
 pub mod policy;
@@ -22,10 +25,10 @@ mod server;
 mod session;
 mod simple;
 mod starttls;
-mod tenant_sessions;
 
+pub use context::Server;
 pub use error::{Result, SmtpError};
 /// Replies are the policy crate's values: a refusal carries the reply it is answered with.
 pub use mailmux_policy::reply::{self, Reply};
 pub use metrics::{Metrics, RejectReason};
-pub use server::{Listener, Listeners, Server, serve};
+pub use server::{Listener, Listeners, serve};

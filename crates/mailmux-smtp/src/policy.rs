@@ -5,7 +5,9 @@
 
 use mailmux_core::Domain;
 
-pub use mailmux_policy::rules::*;
+pub use mailmux_policy::rules::{
+    lookup_failed, message_size, recipient_count, storage_failed, too_large,
+};
 pub use mailmux_policy::{Refusal, Verdict};
 
 use crate::metrics::RejectReason;

@@ -1,33 +1,25 @@
-//! The listeners and the shared context every session runs in: connection limits (global, per
-//! client IP, per tenant), the auth-failure lockout, the submission policy with its rate
-//! limiters, TLS, graceful shutdown.
+//! The listeners: bind, accept, admit (the connection limits and the lockout, from the
+//! guards), TLS, graceful shutdown; then each connection is handed to a session
+//! (`session.rs`). The shared context the sessions run in is `context.rs`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use mailmux_core::Config;
-use mailmux_core::sync::lock;
-use mailmux_policy::Policy;
-use mailmux_queue::Queue;
-use mailmux_store::Store;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::auth::{AuthFailures, CredentialCache};
+use crate::context::Server;
 use crate::error::{Result, SmtpError};
-use crate::metrics::{Metrics, RejectReason};
+use crate::metrics::RejectReason;
 use crate::reply::Reply;
 use crate::session::{Conn, Exit, Session};
-use crate::tenant_sessions::TenantSessions;
 
 /// How long `serve` waits, after it stops accepting, for open sessions to finish. Idle
 /// sessions close at once (421); this bounds a message still being transferred.
@@ -56,29 +48,6 @@ impl Listener {
             Listener::Mx => "mx",
         }
     }
-}
-
-/// The shared context, built once at start-up and handed to every session.
-pub struct Server {
-    pub(crate) config: Arc<Config>,
-    pub(crate) store: Store,
-    pub(crate) queue: Arc<Queue>,
-    /// The submission policy, with the rate limiters it keeps; built here, once, and shared
-    /// with the HTTP send API through [`Server::policy`].
-    pub(crate) policy: Arc<Policy>,
-    /// Open authenticated sessions per tenant, against the tenant's `max_connections`.
-    pub(crate) tenant_sessions: Arc<TenantSessions>,
-    tls: TlsAcceptor,
-    metrics: Arc<Metrics>,
-    /// A `Semaphore` limits the number of concurrent sessions over all listeners.
-    connections: Arc<Semaphore>,
-    /// Open sessions per client IP, against `smtp.max_connections_per_ip`.
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
-    pub(crate) auth_failures: AuthFailures,
-    pub(crate) credentials: CredentialCache,
-    /// Set once by [`serve`] when shutdown begins: idle sessions answer 421 and close.
-    shutdown: watch::Sender<bool>,
-    next_session: AtomicU64,
 }
 
 /// The three bound listeners, bound before serving so the caller can learn the ports.
@@ -115,13 +84,7 @@ struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let mut per_ip = lock(&self.server.per_ip);
-        if let Some(count) = per_ip.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                per_ip.remove(&self.ip);
-            }
-        }
+        self.server.per_ip.leave(self.ip);
         self.server
             .metrics
             .sessions_active
@@ -130,33 +93,6 @@ impl Drop for Admission {
 }
 
 impl Server {
-    pub fn new(
-        config: Arc<Config>,
-        store: Store,
-        queue: Arc<Queue>,
-        tls: Arc<rustls::ServerConfig>,
-    ) -> Arc<Server> {
-        let smtp = &config.smtp;
-        Arc::new(Server {
-            connections: Arc::new(Semaphore::new(smtp.max_connections)),
-            per_ip: Mutex::new(HashMap::new()),
-            auth_failures: AuthFailures::new(
-                smtp.auth_failure_limit,
-                Duration::from_secs(smtp.auth_failure_window_secs),
-            ),
-            credentials: CredentialCache::default(),
-            policy: Arc::new(Policy::new(&config, store.clone())),
-            tenant_sessions: Arc::default(),
-            tls: TlsAcceptor::from(tls),
-            metrics: Arc::new(Metrics::default()),
-            shutdown: watch::Sender::new(false),
-            next_session: AtomicU64::new(1),
-            config,
-            store,
-            queue,
-        })
-    }
-
     /// Binds submission (STARTTLS), submission_tls (implicit TLS) and mx from the config
     /// (port 0 picks a free port; see [`Listeners`] for the result).
     pub async fn bind(&self) -> std::io::Result<Listeners> {
@@ -166,20 +102,6 @@ impl Server {
             submission_tls: TcpListener::bind(smtp.submission_tls).await?,
             mx: TcpListener::bind(smtp.mx).await?,
         })
-    }
-
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// The submission policy (and its rate limiters): hand it to the HTTP send API so that a
-    /// tenant has one allowance in this process, whichever way its mail comes in.
-    pub fn policy(&self) -> &Arc<Policy> {
-        &self.policy
-    }
-
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
     }
 
     /// Runs one SMTP conversation over `stream` (TCP, TLS or an in-memory pipe) from `peer`,
@@ -281,17 +203,12 @@ impl Server {
                 "Too many connections, try again later",
             ));
         };
-        {
-            let mut per_ip = lock(&self.per_ip);
-            let count = per_ip.entry(ip).or_insert(0);
-            if *count >= self.config.smtp.max_connections_per_ip {
-                return Err(Reply::new(
-                    421,
-                    "4.7.0",
-                    "Too many connections from your address, try again later",
-                ));
-            }
-            *count += 1;
+        if !self.per_ip.try_enter(ip) {
+            return Err(Reply::new(
+                421,
+                "4.7.0",
+                "Too many connections from your address, try again later",
+            ));
         }
         self.metrics.sessions_active.fetch_add(1, Ordering::Relaxed);
         Ok(Admission {

@@ -21,13 +21,15 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::auth::SaslStep;
+use crate::context::Server;
 use crate::data_decoder::DataDecoder;
 use crate::error::{Result, SmtpError};
+use crate::guards::TenantSession;
+use crate::input::{Input, LineTooLong};
 use crate::metrics::RejectReason;
 use crate::policy::Refusal;
 use crate::reply::Reply;
-use crate::server::{Listener, Server};
-use crate::tenant_sessions::TenantSession;
+use crate::server::Listener;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub(crate) const MAX_COMMAND_LINE: usize = 512;
@@ -349,7 +351,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.input.reserve(READ_CHUNK);
         let shutdown = &mut self.shutdown;
         tokio::select! {
-            read = self.stream.read_buf(&mut self.input.buf) => Ok(match read? {
+            read = self.stream.read_buf(self.input.read_target()) => Ok(match read? {
                 0 => Filled::Eof,
                 _ => Filled::Read,
             }),
@@ -442,7 +444,7 @@ impl<S> Session<S> {
             None => self.server.policy.relay_limits(),
         };
         let max = usize::try_from(limits.max_size).unwrap_or(usize::MAX);
-        let input = &self.input.buf[self.input.pos..];
+        let input = self.input.pending();
         let mut dropped = Vec::new();
         let (used, done) = match &mut self.state {
             State::Data(decoder) => {
@@ -497,123 +499,9 @@ fn syntax_reply(error: smtp_proto::Error) -> Reply {
     }
 }
 
-/// A command line longer than [`MAX_COMMAND_LINE`].
-struct LineTooLong;
-
-/// Bytes read from the client and not handled yet.
-#[derive(Default)]
-struct Input {
-    buf: Vec<u8>,
-    /// Start of the unhandled bytes in `buf`.
-    pos: usize,
-    /// Inside an over-long line already answered: drop up to its LF.
-    skipping: bool,
-}
-
-impl Input {
-    fn pending(&self) -> &[u8] {
-        &self.buf[self.pos..]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.pos += n;
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        }
-    }
-
-    /// Drops everything unhandled; returns how much that was.
-    fn discard(&mut self) -> usize {
-        let n = self.pending().len();
-        self.consume(n);
-        self.skipping = false;
-        n
-    }
-
-    fn reserve(&mut self, additional: usize) {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.reserve(additional);
-    }
-
-    /// The next complete line (LF included), `Err` once for a line over `max` bytes, or
-    /// `None` when more input is needed.
-    fn next_line(&mut self, max: usize) -> Option<std::result::Result<Vec<u8>, LineTooLong>> {
-        loop {
-            let pending = self.pending();
-            match memchr::memchr(b'\n', pending) {
-                Some(at) => {
-                    let line = pending[..=at].to_vec();
-                    self.consume(at + 1);
-                    if std::mem::take(&mut self.skipping) {
-                        continue;
-                    }
-                    return Some(if line.len() > max {
-                        Err(LineTooLong)
-                    } else {
-                        Ok(line)
-                    });
-                }
-                None if self.skipping || pending.len() >= max => {
-                    // Too long already: answer once, then drop the rest of it as it comes.
-                    let n = pending.len();
-                    let answered = std::mem::replace(&mut self.skipping, true);
-                    self.consume(n);
-                    return (!answered).then_some(Err(LineTooLong));
-                }
-                None => return None,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A framed line, or `Err(())` for one over the limit.
-    type Framed = std::result::Result<String, ()>;
-
-    fn lines(chunks: &[&[u8]], max: usize) -> Vec<Framed> {
-        let mut input = Input::default();
-        let mut out = Vec::new();
-        for chunk in chunks {
-            input.buf.extend_from_slice(chunk);
-            while let Some(line) = input.next_line(max) {
-                out.push(line.map(|l| String::from_utf8(l).unwrap()).map_err(|_| ()));
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn command_lines_are_framed_and_limited() {
-        let ok = |s: &str| Ok(s.to_string());
-        let cases: Vec<(Vec<&[u8]>, Vec<Framed>)> = vec![
-            (
-                vec![b"NOOP\r\nQUIT\r\n"],
-                vec![ok("NOOP\r\n"), ok("QUIT\r\n")],
-            ),
-            (vec![b"NO", b"OP\r", b"\nQ"], vec![ok("NOOP\r\n")]),
-            // 10 bytes with CRLF fit a limit of 10; 11 do not, and the line is answered once
-            // however it arrives, and the next line is read normally.
-            (vec![b"12345678\r\n"], vec![ok("12345678\r\n")]),
-            (
-                vec![b"123456789\r\nNOOP\r\n"],
-                vec![Err(()), ok("NOOP\r\n")],
-            ),
-            (
-                vec![b"1234567", b"89", b"0123", b"45\r\nNOOP\r\n"],
-                vec![Err(()), ok("NOOP\r\n")],
-            ),
-        ];
-        for (chunks, want) in cases {
-            assert_eq!(lines(&chunks, 10), want, "{chunks:?}");
-        }
-    }
 
     #[test]
     fn parser_errors_map_to_contract_codes() {
