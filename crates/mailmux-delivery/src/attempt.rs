@@ -71,7 +71,7 @@ struct HopPlan<'a> {
     hosts: Vec<MxHost>,
     port: u16,
     policy: &'a SessionPolicy,
-    identity: String,
+    identity: &'a str,
     /// Only public addresses (or `delivery.allowed_networks`) for direct MX; the smarthost is
     /// the operator's own choice.
     filter_addresses: bool,
@@ -152,7 +152,7 @@ impl Deliverer {
                 let destination = Destination {
                     addr: SocketAddr::new(ip, plan.port),
                     host: host.name.clone(),
-                    identity: plan.identity.clone(),
+                    identity: plan.identity.to_string(),
                 };
                 if plan.filter_addresses
                     && let Some(kind) = self.address_policy.refusal(ip)
@@ -204,7 +204,7 @@ impl Deliverer {
                     hosts,
                     port: self.config.delivery.mx_port,
                     policy: &self.mx_policy,
-                    identity: "mx".to_string(),
+                    identity: "mx",
                     filter_addresses: true,
                 })
             }

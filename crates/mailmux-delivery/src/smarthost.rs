@@ -18,7 +18,8 @@ use crate::reply::Reply;
 pub(crate) struct Smarthost {
     host: String,
     port: u16,
-    user: Option<String>,
+    /// Who we are to the smarthost, for the connection pool: its login, if any. Made once.
+    identity: String,
     pub policy: SessionPolicy,
 }
 
@@ -52,7 +53,10 @@ impl Smarthost {
         Ok(Some(Smarthost {
             host,
             port,
-            user: config.smarthost_user.clone(),
+            identity: match &config.smarthost_user {
+                Some(user) => format!("smarthost:{user}"),
+                None => "smarthost".to_string(),
+            },
             policy: SessionPolicy {
                 tls,
                 credentials,
@@ -61,12 +65,8 @@ impl Smarthost {
         }))
     }
 
-    /// Who we are to the smarthost, for the connection pool: its login, if any.
-    pub(crate) fn identity(&self) -> String {
-        match &self.user {
-            Some(user) => format!("smarthost:{user}"),
-            None => "smarthost".to_string(),
-        }
+    pub(crate) fn identity(&self) -> &str {
+        &self.identity
     }
 
     pub(crate) fn hop(&self) -> NextHop {

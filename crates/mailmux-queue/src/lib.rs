@@ -214,11 +214,6 @@ impl Queue {
         Ok((queue_handle, jobs_rx))
     }
 
-    /// This node's name in leases.
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// Shutdown, first step: the scheduler claims nothing more. Deliveries in flight go on
     /// (their leases are still renewed) and report as usual.
     pub fn stop_claiming(&self) {
