@@ -4,8 +4,9 @@
 use anyhow::Context;
 use mailmux_admin::dkim::KeyType;
 use mailmux_admin::pagination::PageQuery;
-use mailmux_admin::tenants::{CreateTenant, FeatureUpdate, StatusName, UpdateTenant};
-use mailmux_admin::{Actor, credentials, domains, tenants, usage};
+use mailmux_admin::tenants::{CreateTenant, FeatureUpdate, UpdateTenant};
+use mailmux_admin::views::StatusName;
+use mailmux_admin::{Actor, credentials, domains, lookup, provision, tenants, usage};
 use mailmux_core::{Config, Tier};
 use mailmux_store::Store;
 
@@ -84,7 +85,7 @@ pub async fn tenant_list(config: &Config) -> anyhow::Result<()> {
 pub async fn tenant_show(config: &Config, tenant_id: &str) -> anyhow::Result<()> {
     let store = open_store(config).await?;
     let shown = async {
-        let tenant = tenants::get(&store, tenant_id).await?;
+        let tenant = lookup::tenant(&store, tenant_id).await?;
         let usage = usage::usage(&store, tenant_id).await?;
         let mut value =
             serde_json::to_value(tenants::TenantView::from(&tenant)).expect("tenant serialises");
@@ -229,7 +230,7 @@ pub async fn domain_add(
     key_type: KeyType,
 ) -> anyhow::Result<()> {
     let store = open_store(config).await?;
-    let added = domains::add(
+    let added = provision::add_domain(
         &store,
         config,
         &Actor::cli(),

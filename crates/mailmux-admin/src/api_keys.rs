@@ -16,7 +16,7 @@ use crate::auth::{API_KEY_PREFIX, Actor, Principal};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{ApiQuery, OptionalJson};
 use crate::pagination::{self, PageQuery};
-use crate::tenants::Success;
+use crate::views::Success;
 
 /// `POST /api/tenants/{id}/api-keys`.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -76,7 +76,7 @@ pub async fn create(
     tenant_id: &str,
     name: Option<&str>,
 ) -> Result<NewApiKey> {
-    let tenant = crate::tenants::get(store, tenant_id).await?;
+    let tenant = crate::lookup::tenant(store, tenant_id).await?;
     if !tenant.features.api_access {
         return Err(AdminError::Invalid(format!(
             "tenant {tenant_id} does not have the api_access feature"
@@ -95,7 +95,7 @@ pub async fn create(
         created_at: now_ms(),
         revoked_at: None,
     };
-    let audit = crate::audit::entry(
+    let audit = crate::audit_log::entry(
         actor,
         Some(&tenant.id),
         "api_key.create",
@@ -114,7 +114,7 @@ pub async fn create(
 }
 
 pub async fn list(store: &Store, tenant_id: &str, page: &PageQuery) -> Result<ApiKeyList> {
-    crate::tenants::get(store, tenant_id).await?;
+    crate::lookup::tenant(store, tenant_id).await?;
     let limit = page.limit()?;
     let after = pagination::decode_time_id(page.cursor.as_deref())?;
     let rows = store
@@ -130,7 +130,7 @@ pub async fn list(store: &Store, tenant_id: &str, page: &PageQuery) -> Result<Ap
 }
 
 pub async fn revoke(store: &Store, actor: &Actor, tenant_id: &str, id: &str) -> Result<()> {
-    crate::tenants::get(store, tenant_id).await?;
+    crate::lookup::tenant(store, tenant_id).await?;
     let before = store
         .get_api_key(id)
         .await?
@@ -142,7 +142,7 @@ pub async fn revoke(store: &Store, actor: &Actor, tenant_id: &str, id: &str) -> 
     let now = now_ms();
     let mut after = ApiKeyView::from(&before);
     after.revoked_at = Some(now);
-    let audit = crate::audit::entry(
+    let audit = crate::audit_log::entry(
         actor,
         Some(tenant_id),
         "api_key.revoke",

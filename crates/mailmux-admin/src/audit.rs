@@ -1,42 +1,18 @@
-//! The audit log: every operation that changes something (from the REST API and the CLI
-//! alike) hands the store an [`entry`] with the change, which commits both together; `GET
-//! /api/tenants/{id}/audit` and the operator's `GET /api/audit` read it back, newest first.
+//! The audit log, read back: `GET /api/tenants/{id}/audit` and the operator's `GET
+//! /api/audit`, newest first. Every change writes its entry with `audit_log::entry`.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use mailmux_core::now_ms;
-use mailmux_store::{AuditEntry, AuditRecord, Store};
+use mailmux_store::{AuditRecord, Store};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::AdminState;
-use crate::auth::{Actor, Principal};
+use crate::auth::Principal;
 use crate::error::{ErrorBody, Result};
 use crate::extract::ApiQuery;
 use crate::pagination::{self, PageQuery};
-
-/// The entry describing a change, for the store method that makes the change: it writes the
-/// entry in the same transaction, so a change is never applied unlogged (if the log cannot be
-/// written, the change is undone and the request fails with 503).
-pub fn entry(
-    actor: &Actor,
-    tenant_id: Option<&str>,
-    action: &str,
-    target: &str,
-    before: Option<Value>,
-    after: Option<Value>,
-) -> AuditEntry {
-    AuditEntry {
-        at: now_ms(),
-        actor: actor.0.clone(),
-        tenant_id: tenant_id.map(str::to_string),
-        action: action.to_string(),
-        target: target.to_string(),
-        before,
-        after,
-    }
-}
 
 /// One change.
 #[derive(Debug, Serialize, ToSchema)]
@@ -117,7 +93,7 @@ pub async fn tenant_audit(
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<AuditPage>> {
     principal.scope(&id)?;
-    crate::tenants::get(&state.store, &id).await?;
+    crate::lookup::tenant(&state.store, &id).await?;
     Ok(Json(list(&state.store, Some(&id), &page).await?))
 }
 

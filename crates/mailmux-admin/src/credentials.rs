@@ -18,7 +18,7 @@ use crate::auth::{Actor, Principal};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{self, PageQuery};
-use crate::tenants::Success;
+use crate::views::Success;
 
 /// A new SMTP credential; the password exists only in this answer (the store keeps a hash).
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,7 +86,7 @@ fn not_found(id: &str) -> AdminError {
 
 /// Creates an SMTP credential, refused (422) when the tenant has `max_users` live ones.
 pub async fn create(store: &Store, actor: &Actor, tenant_id: &str) -> Result<NewCredential> {
-    let tenant = crate::tenants::get(store, tenant_id).await?;
+    let tenant = crate::lookup::tenant(store, tenant_id).await?;
     let password = generate_secret();
     let credential = Credential {
         id: random_id("c_", 16),
@@ -98,7 +98,7 @@ pub async fn create(store: &Store, actor: &Actor, tenant_id: &str) -> Result<New
         rate_per_second: None,
         rate_per_minute: None,
     };
-    let audit = crate::audit::entry(
+    let audit = crate::audit_log::entry(
         actor,
         Some(&tenant.id),
         "credential.create",
@@ -120,7 +120,7 @@ pub async fn create(store: &Store, actor: &Actor, tenant_id: &str) -> Result<New
 }
 
 pub async fn show(store: &Store, tenant_id: &str, id: &str) -> Result<CredentialView> {
-    crate::tenants::get(store, tenant_id).await?;
+    crate::lookup::tenant(store, tenant_id).await?;
     let credential = store
         .get_credential(tenant_id, id)
         .await?
@@ -129,7 +129,7 @@ pub async fn show(store: &Store, tenant_id: &str, id: &str) -> Result<Credential
 }
 
 pub async fn list(store: &Store, tenant_id: &str, page: &PageQuery) -> Result<CredentialList> {
-    crate::tenants::get(store, tenant_id).await?;
+    crate::lookup::tenant(store, tenant_id).await?;
     let limit = page.limit()?;
     let after = pagination::decode_time_id(page.cursor.as_deref())?;
     let rows = store
@@ -151,7 +151,7 @@ pub async fn revoke(
     tenant_id: &str,
     id: &str,
 ) -> Result<CredentialView> {
-    crate::tenants::get(store, tenant_id).await?;
+    crate::lookup::tenant(store, tenant_id).await?;
     let before = store
         .get_credential(tenant_id, id)
         .await?
@@ -164,7 +164,7 @@ pub async fn revoke(
         ..before.clone()
     };
     let (before_view, after_view) = (CredentialView::from(&before), CredentialView::from(&after));
-    let audit = crate::audit::entry(
+    let audit = crate::audit_log::entry(
         actor,
         Some(tenant_id),
         "credential.revoke",
@@ -195,7 +195,7 @@ pub async fn update(
     id: &str,
     update: &UpdateCredential,
 ) -> Result<CredentialView> {
-    crate::tenants::get(store, tenant_id).await?;
+    crate::lookup::tenant(store, tenant_id).await?;
     let before = store
         .get_credential(tenant_id, id)
         .await?
@@ -208,7 +208,7 @@ pub async fn update(
         ..before.clone()
     };
     let (before, after) = (CredentialView::from(&before), CredentialView::from(&after));
-    let audit = crate::audit::entry(
+    let audit = crate::audit_log::entry(
         actor,
         Some(tenant_id),
         "credential.update",

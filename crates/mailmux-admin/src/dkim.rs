@@ -8,6 +8,9 @@ use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use mailmux_core::Config;
+use mailmux_store::{DkimKey, DkimKeyStatus, MasterKey};
+
 use crate::error::{AdminError, Result};
 
 /// The signature algorithm of a domain's key.
@@ -94,6 +97,38 @@ pub async fn generate_blocking(key_type: KeyType) -> Result<GeneratedKey> {
     tokio::task::spawn_blocking(move || generate(key_type))
         .await
         .map_err(|e| AdminError::Internal(format!("DKIM key generation failed: {e}")))?
+}
+
+/// A new key for `domain` under `selector`, its private half sealed with the master key
+/// (`<data_dir>/master.key`, made on first use) bound to the domain and selector, so a sealed
+/// key copied to another row does not open. An `Active` key signs at once (a new domain's); a
+/// rotation's key starts `Pending`.
+pub async fn new_key(
+    config: &Config,
+    domain: &str,
+    selector: &str,
+    key_type: KeyType,
+    status: DkimKeyStatus,
+    now: i64,
+) -> Result<DkimKey> {
+    let generated = generate_blocking(key_type).await?;
+    let master = MasterKey::load_or_create(&config.storage.data_dir.join("master.key"))?;
+    let sealed = master.seal(
+        &generated.private_pkcs8,
+        &DkimKey::seal_context(domain, selector),
+    )?;
+    Ok(DkimKey {
+        domain: domain.to_string(),
+        selector: selector.to_string(),
+        key_type: generated.key_type.as_str().to_string(),
+        public_key: generated.public_key,
+        private_key_sealed: sealed,
+        created_at: now,
+        status,
+        activated_at: (status == DkimKeyStatus::Active).then_some(now),
+        retire_at: None,
+        updated_at: now,
+    })
 }
 
 /// The TXT value to publish at `<selector>._domainkey.<domain>`.

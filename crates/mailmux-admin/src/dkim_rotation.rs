@@ -4,10 +4,11 @@
 //!    selector, stored as the domain's pending key. The answer is the TXT record to publish.
 //!    The active key keeps signing.
 //! 2. **Switch**: a check of the domain (`POST …/verify`, or the background check every
-//!    `dkim.rotation_check_secs`) that finds the new record makes the pending key the active
-//!    one; delivery signs with it within a second. The old key becomes `retiring`.
+//!    `dkim.rotation_check_secs` in `jobs.rs`) that finds the new record makes the pending key
+//!    the active one (`dns/sending.rs`); delivery signs with it within a second. The old key
+//!    becomes `retiring`.
 //! 3. **Retire**: `dkim.retiring_secs` (7 days by default) after the switch, the old key leaves
-//!    the domain's records and the store.
+//!    the domain's records and the store (`jobs.rs`).
 //!
 //! Why switch only once the record is found: mail signed with a key that receivers cannot
 //! fetch fails DKIM everywhere, which is worse than signing with the old key a little longer.
@@ -18,18 +19,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use mailmux_core::credential::random_id;
-use mailmux_core::{Config, Domain, now_ms};
-use mailmux_store::{DkimKey, DkimKeyStatus, MasterKey, Store};
+use mailmux_core::{Config, now_ms};
+use mailmux_store::{DkimKey, DkimKeyStatus, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AdminState;
 use crate::auth::{Actor, Principal};
 use crate::dkim::{self, KeyType};
-use crate::dns_check::DnsChecker;
-use crate::domains::{self, DnsRecordView};
+use crate::dns::sending::{self, DnsRecordView};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::OptionalJson;
+use crate::lookup;
 
 /// `POST …/dkim/rotate` (the body may be left out).
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -79,8 +80,8 @@ pub async fn rotate(
     raw: &str,
     key_type: Option<KeyType>,
 ) -> Result<RotationView> {
-    crate::tenants::get(store, tenant_id).await?;
-    let domain = domains::get_domain(store, tenant_id, raw).await?;
+    lookup::tenant(store, tenant_id).await?;
+    let domain = lookup::domain(store, tenant_id, raw).await?;
     let keys = store.list_dkim_keys(&domain.name).await?;
     let active = keys.iter().find(|k| k.status == DkimKeyStatus::Active);
     let key_type = key_type
@@ -88,30 +89,21 @@ pub async fn rotate(
         .unwrap_or_default();
     let now = now_ms();
     let selector = next_selector(now, &keys);
-    let generated = dkim::generate_blocking(key_type).await?;
-    let master = MasterKey::load_or_create(&config.storage.data_dir.join("master.key"))?;
-    let sealed = master.seal(
-        &generated.private_pkcs8,
-        &DkimKey::seal_context(&domain.name, &selector),
-    )?;
-    let key = DkimKey {
-        domain: domain.name.clone(),
-        selector: selector.clone(),
-        key_type: key_type.as_str().to_string(),
-        public_key: generated.public_key,
-        private_key_sealed: sealed,
-        created_at: now,
-        status: DkimKeyStatus::Pending,
-        activated_at: None,
-        retire_at: None,
-        updated_at: now,
-    };
+    let key = dkim::new_key(
+        config,
+        &domain.name,
+        &selector,
+        key_type,
+        DkimKeyStatus::Pending,
+        now,
+    )
+    .await?;
     // The pending key this one replaces, as read above (the store says which it removed).
     let pending = keys
         .iter()
         .find(|k| k.status == DkimKeyStatus::Pending)
         .map(|k| k.selector.clone());
-    let audit = crate::audit::entry(
+    let audit = crate::audit_log::entry(
         actor,
         Some(&domain.tenant_id),
         "domain.dkim_rotate",
@@ -131,14 +123,14 @@ pub async fn rotate(
         .await
         .map_err(|e| match AdminError::from(e) {
             // The domain was deleted meanwhile.
-            AdminError::NotFound(_) => domains::not_found(&domain.name),
+            AdminError::NotFound(_) => lookup::domain_not_found(&domain.name),
             other => other,
         })?;
-    let record = domains::expected_records(&domain, std::slice::from_ref(&key), now, "-")
+    let record = sending::expected_records(&domain, std::slice::from_ref(&key), now, "-")
         .into_iter()
-        .map(|e| domains::record_view(e, None))
-        .find(|r| r.selector.as_deref() == Some(selector.as_str()))
-        .expect("a key has a record");
+        .find(|e| e.selector() == Some(selector.as_str()))
+        .map(|e| sending::record_view(e, None))
+        .ok_or_else(|| AdminError::Internal("a new DKIM key without its record".into()))?;
     let view = RotationView {
         domain: domain.name.clone(),
         selector: selector.clone(),
@@ -151,136 +143,6 @@ pub async fn rotate(
     tracing::info!(domain = %domain.name, %selector, key_type = key_type.as_str(),
         "DKIM rotation started; waiting for the new record");
     Ok(view)
-}
-
-/// Switches `domain`'s signing to its `pending` key (whose record was just found); the active
-/// one starts its grace period as retiring.
-pub(crate) async fn activate(
-    store: &Store,
-    config: &Config,
-    actor: &Actor,
-    domain: &Domain,
-    pending: &DkimKey,
-    keys: &[DkimKey],
-    now: i64,
-) -> Result<()> {
-    let retiring_ms =
-        i64::try_from(config.dkim.retiring_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    let retire_at = now.saturating_add(retiring_ms);
-    let old = keys
-        .iter()
-        .find(|k| k.status == DkimKeyStatus::Active)
-        .map(|k| k.selector.clone());
-    let audit = crate::audit::entry(
-        actor,
-        Some(&domain.tenant_id),
-        "domain.dkim_activate",
-        &domain.name,
-        Some(serde_json::json!({
-            "dkim_selector": old,
-            "pending_selector": pending.selector,
-        })),
-        Some(serde_json::json!({
-            "dkim_selector": pending.selector,
-            "retiring_selector": old,
-            "retire_at": retire_at,
-        })),
-    );
-    if !store
-        .activate_dkim_key(
-            &domain.name,
-            &pending.selector,
-            now,
-            retire_at,
-            Some(&audit),
-        )
-        .await?
-    {
-        // Another check (another node, the background task) switched it first.
-        return Ok(());
-    }
-    tracing::info!(domain = %domain.name, selector = %pending.selector, retiring = ?old,
-        "DKIM record found: signing switched to the new key");
-    Ok(())
-}
-
-/// What a rotation check run did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RotationSummary {
-    /// Domains whose pending key's record was looked up.
-    pub checked: usize,
-    /// Retiring keys dropped at the end of their grace period.
-    pub retired: usize,
-}
-
-/// Drops the retiring keys whose grace period is over, then looks up the records of every
-/// domain with a rotation in progress (a found record switches signing). Run every
-/// `dkim.rotation_check_secs` by [`dkim_rotation_checks`].
-pub async fn check_rotations(store: &Store, config: &Config) -> Result<RotationSummary> {
-    let mut summary = RotationSummary::default();
-    let now = now_ms();
-    for key in store.list_retired_dkim_keys(now).await? {
-        let tenant = store.get_domain(&key.domain).await?.map(|d| d.tenant_id);
-        let audit = crate::audit::entry(
-            &Actor::system(),
-            tenant.as_deref(),
-            "domain.dkim_retire",
-            &key.domain,
-            Some(serde_json::json!({ "retiring_selector": key.selector })),
-            None,
-        );
-        // False: another node dropped it first (and logged it).
-        if store
-            .drop_retired_dkim_key(&key.domain, &key.selector, now, Some(&audit))
-            .await?
-        {
-            summary.retired += 1;
-            tracing::info!(domain = %key.domain, selector = %key.selector,
-                "retired DKIM key dropped at the end of its grace period");
-        }
-    }
-    let pending = store.list_domains_with_pending_dkim().await?;
-    if pending.is_empty() {
-        return Ok(summary);
-    }
-    let checker = DnsChecker::new(&config.delivery.dns_servers)?;
-    for domain in pending {
-        let name = domain.name.clone();
-        match domains::check_and_store(
-            store,
-            config,
-            &Actor::system(),
-            &checker,
-            domain,
-            "domain.recheck",
-        )
-        .await
-        {
-            Ok(_) => summary.checked += 1,
-            // One domain's failure does not stop the others.
-            Err(error) => tracing::warn!(domain = %name, %error, "rotation check failed"),
-        }
-    }
-    Ok(summary)
-}
-
-/// Runs [`check_rotations`] every `interval` (the binary passes `dkim.rotation_check_secs`)
-/// until the runtime shuts down.
-pub async fn dkim_rotation_checks(state: AdminState, interval: std::time::Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        match check_rotations(&state.store, &state.config).await {
-            Ok(summary) if summary == RotationSummary::default() => {}
-            Ok(summary) => tracing::info!(
-                checked = summary.checked,
-                retired = summary.retired,
-                "DKIM rotation check done"
-            ),
-            Err(error) => tracing::warn!(%error, "DKIM rotation check failed"),
-        }
-    }
 }
 
 // ---- handler --------------------------------------------------------------------------------

@@ -5,28 +5,38 @@
 //! Every resource module holds its operations as plain functions over the store (the CLI calls
 //! the same ones) and the thin handlers that put HTTP around them. Errors become HTTP in one
 //! place, `error.rs`; authentication happens in one place, `auth.rs`.
+//!
+//! Resource files never import each other; what several share sits below them: `lookup.rs`
+//! (the tenant or domain a request names), `views.rs` (views several show), `audit_log.rs`
+//! (writing the audit log), `provision.rs` (adding a domain with its key), `dns/` (the
+//! DNS-record pipeline) and `jobs.rs` (background work).
 
 pub mod api_keys;
 pub mod audit;
+pub mod audit_log;
 pub mod auth;
 pub mod compose;
 pub mod credentials;
 pub mod dkim;
 pub mod dkim_rotation;
-pub mod dns_check;
+pub mod dns;
 pub mod domains;
 pub mod error;
 mod extract;
 pub mod features;
 mod health;
+pub mod jobs;
+pub mod lookup;
 pub mod messages;
 mod metrics;
 mod openapi;
 pub mod pagination;
+pub mod provision;
 pub mod return_path;
 pub mod send;
 pub mod tenants;
 pub mod usage;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -42,9 +52,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use auth::{Actor, Principal};
-pub use dkim_rotation::dkim_rotation_checks;
-pub use dns_check::domain_rechecks;
 pub use error::{AdminError, Result};
+pub use jobs::{dkim_rotation_checks, domain_rechecks};
 
 /// Largest request body accepted (413 beyond): every request here is a small JSON object.
 pub const BODY_LIMIT: usize = 1024 * 1024;

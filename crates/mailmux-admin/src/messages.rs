@@ -121,7 +121,7 @@ pub struct MessageList {
 }
 
 pub async fn list(store: &Store, tenant_id: &str, query: &MessageQuery) -> Result<MessageList> {
-    crate::tenants::get(store, tenant_id).await?;
+    crate::lookup::tenant(store, tenant_id).await?;
     let limit = checked_limit(query.limit)?;
     let state = match query.status.as_deref() {
         None | Some("") => None,
@@ -149,7 +149,7 @@ pub async fn list(store: &Store, tenant_id: &str, query: &MessageQuery) -> Resul
 }
 
 pub async fn show(store: &Store, tenant_id: &str, id: &str) -> Result<MessageDetail> {
-    crate::tenants::get(store, tenant_id).await?;
+    crate::lookup::tenant(store, tenant_id).await?;
     let (message, attempts) = store
         .message_history(tenant_id, id)
         .await?

@@ -8,24 +8,24 @@
 //! every receiver's SPF check); until then mail leaves with the sending domain, as before.
 //! The daily re-check stops using a return path whose records disappeared.
 //!
-//! Kept apart from domains.rs: the return path is a small resource of its own on a domain.
+//! Kept apart from domains.rs: the return path is a small resource of its own on a domain;
+//! its records and their check are `dns/return_path.rs`.
 
 use axum::Json;
 use axum::extract::{Path, State};
-use mailmux_core::{
-    Config, Domain, Feature, Tenant, is_subdomain_of, normalize_domain, now_ms,
-    return_path_dns_records,
-};
-use mailmux_store::{ReturnPath, ReturnPathCheck, Store};
-use serde::{Deserialize, Serialize};
+use mailmux_core::{Config, Domain, Feature, Tenant, is_subdomain_of, normalize_domain};
+use mailmux_store::{ReturnPath, Store};
+use serde::Deserialize;
 use utoipa::ToSchema;
 
 use crate::AdminState;
 use crate::auth::{Actor, Principal};
-use crate::dns_check::{self, DnsChecker, RecordKind};
+use crate::dns::DnsChecker;
+use crate::dns::return_path::{self as records, ReturnPathView};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::ApiJson;
-use crate::tenants::Success;
+use crate::lookup;
+use crate::views::Success;
 
 /// `PUT …/return-path`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -35,88 +35,10 @@ pub struct SetReturnPath {
     pub return_path: String,
 }
 
-/// A record to publish for the return-path domain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
-pub struct ReturnPathRecord {
-    /// `MX` or `TXT`.
-    #[serde(rename = "type")]
-    pub record_type: String,
-    pub name: String,
-    pub value: String,
-    /// `bounces` (MX: bounces reach this relay) or `spf`.
-    pub purpose: String,
-    /// What the last check found: `pending` (never checked), `verified`, `missing`,
-    /// `mismatch` or `error` (the lookup itself failed).
-    pub status: String,
-}
-
-/// A domain's return-path setting.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ReturnPathView {
-    pub domain: String,
-    /// The return-path domain; null when none is set (the sending domain itself is used).
-    pub return_path: Option<String>,
-    /// Whether its MX and SPF records were found (by the last check that could tell).
-    pub verified: bool,
-    /// Unix milliseconds since which the records are found.
-    pub verified_at: Option<i64>,
-    /// Unix milliseconds of the last check.
-    pub checked_at: Option<i64>,
-    /// Whether delivery uses it now: set, verified, and the tenant has `custom_domains`.
-    pub in_use: bool,
-    /// What to publish for it (empty when none is set).
-    pub records: Vec<ReturnPathRecord>,
-}
-
-/// The check key of each record: the MX is about bounces, the TXT about SPF.
-fn record_kind(record_type: &str) -> RecordKind {
-    if record_type == "MX" {
-        RecordKind::Mx
-    } else {
-        RecordKind::Spf
-    }
-}
-
-fn view(setting: &ReturnPath, custom_domains: bool, relay: &str) -> ReturnPathView {
-    let records = match &setting.return_path {
-        None => Vec::new(),
-        Some(rp) => return_path_dns_records(rp, relay)
-            .into_iter()
-            .map(|r| {
-                let kind = record_kind(&r.record_type);
-                ReturnPathRecord {
-                    purpose: match kind {
-                        RecordKind::Mx => "bounces",
-                        _ => "spf",
-                    }
-                    .into(),
-                    status: setting
-                        .checks
-                        .get(kind.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| dns_check::PENDING.into()),
-                    record_type: r.record_type,
-                    name: r.name,
-                    value: r.value,
-                }
-            })
-            .collect(),
-    };
-    ReturnPathView {
-        domain: setting.domain.clone(),
-        return_path: setting.return_path.clone(),
-        verified: setting.verified().is_some(),
-        verified_at: setting.verified_at,
-        checked_at: setting.checked_at,
-        in_use: setting.verified().is_some() && custom_domains,
-        records,
-    }
-}
-
 /// The tenant, its domain (404 for another tenant's) and the domain's return-path setting.
 async fn load(store: &Store, tenant_id: &str, raw: &str) -> Result<(Tenant, ReturnPath)> {
-    let tenant = crate::tenants::get(store, tenant_id).await?;
-    let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
+    let tenant = lookup::tenant(store, tenant_id).await?;
+    let domain = lookup::domain(store, tenant_id, raw).await?;
     let setting = current(store, &domain).await?;
     Ok((tenant, setting))
 }
@@ -137,7 +59,11 @@ pub async fn show(
     raw: &str,
 ) -> Result<ReturnPathView> {
     let (tenant, setting) = load(store, tenant_id, raw).await?;
-    Ok(view(&setting, tenant.features.custom_domains, relay))
+    Ok(records::view(
+        &setting,
+        tenant.features.custom_domains,
+        relay,
+    ))
 }
 
 /// Sets the return-path domain: the tenant needs `custom_domains` (403); the sending domain
@@ -151,9 +77,9 @@ pub async fn set(
     raw: &str,
     request: &SetReturnPath,
 ) -> Result<ReturnPathView> {
-    let tenant = crate::tenants::get(store, tenant_id).await?;
+    let tenant = lookup::tenant(store, tenant_id).await?;
     // Ownership first: a domain of another tenant is 404 before anything else is said.
-    let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
+    let domain = lookup::domain(store, tenant_id, raw).await?;
     crate::features::require(&tenant, Feature::CustomDomains)?;
     if !domain.verified {
         return Err(AdminError::Invalid(format!(
@@ -177,7 +103,7 @@ pub async fn set(
     let before = current(store, &domain).await?.return_path;
     // The same value again changes nothing: in particular it keeps its verification.
     if before.as_deref() != Some(return_path.as_str()) {
-        let audit = crate::audit::entry(
+        let audit = crate::audit_log::entry(
             actor,
             Some(tenant_id),
             "domain.return_path",
@@ -190,17 +116,21 @@ pub async fn set(
             .await?;
     }
     let setting = current(store, &domain).await?;
-    Ok(view(&setting, tenant.features.custom_domains, relay))
+    Ok(records::view(
+        &setting,
+        tenant.features.custom_domains,
+        relay,
+    ))
 }
 
 /// Removes the return-path domain (the sending domain is the envelope's again). Allowed
 /// without `custom_domains`: taking a setting away never needs a feature.
 pub async fn remove(store: &Store, actor: &Actor, tenant_id: &str, raw: &str) -> Result<()> {
-    crate::tenants::get(store, tenant_id).await?;
-    let domain = crate::domains::get_domain(store, tenant_id, raw).await?;
+    lookup::tenant(store, tenant_id).await?;
+    let domain = lookup::domain(store, tenant_id, raw).await?;
     let before = current(store, &domain).await?.return_path;
     let audit = before.is_some().then(|| {
-        crate::audit::entry(
+        crate::audit_log::entry(
             actor,
             Some(tenant_id),
             "domain.return_path",
@@ -234,7 +164,7 @@ pub async fn verify(
         )));
     }
     let checker = DnsChecker::new(&config.delivery.dns_servers)?;
-    let after = check_and_store(
+    let after = records::check_and_store(
         store,
         config,
         actor,
@@ -243,105 +173,11 @@ pub async fn verify(
         "domain.return_path_verify",
     )
     .await?;
-    Ok(view(
+    Ok(records::view(
         &after,
         tenant.features.custom_domains,
         &config.smtp.hostname,
     ))
-}
-
-/// One check of `setting`'s return path; answers the setting as stored afterwards.
-pub(crate) async fn check_and_store(
-    store: &Store,
-    config: &Config,
-    actor: &Actor,
-    checker: &DnsChecker,
-    setting: ReturnPath,
-    action: &str,
-) -> Result<ReturnPath> {
-    let Some(return_path) = setting.return_path.clone() else {
-        return Ok(setting);
-    };
-    let relay = &config.smtp.hostname;
-    let expected = return_path_dns_records(&return_path, relay);
-    // Both lookups at once: a check costs one round trip (or one timeout).
-    let answers = futures::future::join_all(expected.iter().map(|record| async {
-        match record_kind(&record.record_type) {
-            RecordKind::Mx => checker.mx(&record.name).await,
-            _ => checker.txt(&record.name).await,
-        }
-    }))
-    .await;
-    let mut checks = std::collections::BTreeMap::new();
-    for (record, answer) in expected.iter().zip(&answers) {
-        let kind = record_kind(&record.record_type);
-        if let dns_check::Answer::Failed(why) = answer {
-            tracing::info!(name = %record.name, %why, "DNS lookup failed during return-path check");
-        }
-        checks.insert(
-            kind.as_str().to_string(),
-            kind.judge(&record.value, answer).to_string(),
-        );
-    }
-    let found = checks.values().all(|s| s == dns_check::VERIFIED);
-    let gone = checks
-        .values()
-        .any(|s| s == dns_check::MISSING || s == dns_check::MISMATCH);
-    let now = now_ms();
-    let verified_at = if found {
-        setting.verified_at.or(Some(now))
-    } else if gone {
-        None
-    } else {
-        setting.verified_at
-    };
-    let check = ReturnPathCheck {
-        checks,
-        checked_at: now,
-        verified_at,
-    };
-    let after = ReturnPath {
-        checks: check.checks.clone(),
-        checked_at: Some(check.checked_at),
-        verified_at: check.verified_at,
-        ..setting.clone()
-    };
-    // Only a change of verdict is logged: a daily re-check that finds everything in place adds
-    // nothing.
-    let verdict_changed = setting.verified().is_some() != after.verified().is_some();
-    let audit = verdict_changed.then(|| {
-        let before = serde_json::json!({
-            "return_path": return_path,
-            "verified": setting.verified().is_some(),
-        });
-        let now = serde_json::json!({
-            "return_path": return_path,
-            "verified": after.verified().is_some(),
-            "records": after.checks,
-        });
-        crate::audit::entry(
-            actor,
-            Some(&after.tenant_id),
-            action,
-            &after.domain,
-            Some(before),
-            Some(now),
-        )
-    });
-    if !store
-        .put_return_path_check(&setting.domain, &return_path, &check, audit.as_ref())
-        .await?
-    {
-        return Err(AdminError::Conflict(format!(
-            "the return path of {} changed while it was being checked; check again",
-            setting.domain
-        )));
-    }
-    if verdict_changed && after.verified().is_none() {
-        tracing::warn!(domain = %after.domain, %return_path,
-            "return-path records are gone; mail leaves with the sending domain again");
-    }
-    Ok(after)
 }
 
 // ---- handlers -------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use mailmux_core::credential::random_id;
-use mailmux_core::{Config, Features, Limits, Tenant, TenantStatus, Tier, now_ms};
+use mailmux_core::{Config, Tenant, Tier, now_ms};
 use mailmux_store::{Store, TenantDeletion};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,138 +13,15 @@ use utoipa::{IntoParams, ToSchema};
 use crate::AdminState;
 use crate::auth::{Actor, Principal, tenant_not_found};
 use crate::dkim::KeyType;
-use crate::domains::{self, DomainView};
+use crate::dns::sending::DomainView;
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{self, PageQuery};
+use crate::views::{FeaturesView, LimitsView, StatusName, Success, TierName};
+use crate::{lookup, provision};
 
-/// A tier (DESIGN.md "Tiers"): the default limits and features of a tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TierName {
-    Free,
-    Starter,
-    Professional,
-    Enterprise,
-}
-
-impl From<TierName> for Tier {
-    fn from(tier: TierName) -> Tier {
-        match tier {
-            TierName::Free => Tier::Free,
-            TierName::Starter => Tier::Starter,
-            TierName::Professional => Tier::Professional,
-            TierName::Enterprise => Tier::Enterprise,
-        }
-    }
-}
-
-impl From<Tier> for TierName {
-    fn from(tier: Tier) -> TierName {
-        match tier {
-            Tier::Free => TierName::Free,
-            Tier::Starter => TierName::Starter,
-            Tier::Professional => TierName::Professional,
-            Tier::Enterprise => TierName::Enterprise,
-        }
-    }
-}
-
-/// `active`; `paused` (temporary: submissions get 451); `suspended` (submissions get 550).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum StatusName {
-    Active,
-    Paused,
-    Suspended,
-}
-
-impl From<StatusName> for TenantStatus {
-    fn from(status: StatusName) -> TenantStatus {
-        match status {
-            StatusName::Active => TenantStatus::Active,
-            StatusName::Paused => TenantStatus::Paused,
-            StatusName::Suspended => TenantStatus::Suspended,
-        }
-    }
-}
-
-impl From<TenantStatus> for StatusName {
-    fn from(status: TenantStatus) -> StatusName {
-        match status {
-            TenantStatus::Active => StatusName::Active,
-            TenantStatus::Paused => StatusName::Paused,
-            TenantStatus::Suspended => StatusName::Suspended,
-        }
-    }
-}
-
-/// Per-tenant limits; 0 means unlimited. `smtp.max_message_size` and `smtp.max_recipients`
-/// still cap a tenant whose own limit is larger (or 0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-pub struct LimitsView {
-    /// SMTP credentials.
-    pub max_users: u64,
-    pub max_domains: u64,
-    pub max_storage_mb: u64,
-    /// Rolling 24 hours, exact over restarts and nodes (counted from the queue's rows).
-    pub max_messages_per_day: u64,
-    /// Recipients of one message (SMTP `452 4.5.3`, HTTP 422 beyond).
-    pub max_recipients_per_message: u64,
-    /// Bytes of one message (EHLO SIZE after AUTH; `552 5.3.4`, HTTP 413 beyond).
-    pub max_message_size: u64,
-    /// Messages per second, with a burst of as many (`451 4.7.1`, HTTP 429 beyond).
-    pub rate_per_second: u64,
-    /// Messages per minute, with a burst of as many.
-    pub rate_per_minute: u64,
-    /// Concurrent authenticated SMTP sessions (per node).
-    pub max_connections: u64,
-}
-
-impl From<Limits> for LimitsView {
-    fn from(l: Limits) -> Self {
-        LimitsView {
-            max_users: l.max_users,
-            max_domains: l.max_domains,
-            max_storage_mb: l.max_storage_mb,
-            max_messages_per_day: l.max_messages_per_day,
-            max_recipients_per_message: l.max_recipients_per_message,
-            max_message_size: l.max_message_size,
-            rate_per_second: l.rate_per_second,
-            rate_per_minute: l.rate_per_minute,
-            max_connections: l.max_connections,
-        }
-    }
-}
-
-/// Feature flags.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-pub struct FeaturesView {
-    pub spam_filtering: bool,
-    pub virus_scanning: bool,
-    pub dkim_signing: bool,
-    pub mailing_lists: bool,
-    pub webhooks: bool,
-    /// Tenant API keys work only while this is on.
-    pub api_access: bool,
-    pub custom_domains: bool,
-    pub priority_support: bool,
-}
-
-impl From<Features> for FeaturesView {
-    fn from(f: Features) -> Self {
-        FeaturesView {
-            spam_filtering: f.spam_filtering,
-            virus_scanning: f.virus_scanning,
-            dkim_signing: f.dkim_signing,
-            mailing_lists: f.mailing_lists,
-            webhooks: f.webhooks,
-            api_access: f.api_access,
-            custom_domains: f.custom_domains,
-            priority_support: f.priority_support,
-        }
-    }
-}
+mod update;
+pub use update::{FeatureUpdate, UpdateTenant, apply_update};
 
 /// A tenant as the API and the CLI show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -204,57 +81,6 @@ pub struct TenantCreated {
     pub domain: Option<DomainView>,
 }
 
-/// `PUT /api/tenants/{id}`: every field optional; only those given change.
-///
-/// Changing `tier` applies the new tier's default limits and features, except the ones given
-/// in the same request (so `{"tier": "starter", "max_users": 50}` is starter with 50 users).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateTenant {
-    pub name: Option<String>,
-    pub tier: Option<TierName>,
-    pub max_users: Option<u64>,
-    pub max_domains: Option<u64>,
-    pub max_storage_mb: Option<u64>,
-    pub max_messages_per_day: Option<u64>,
-    pub max_recipients_per_message: Option<u64>,
-    pub max_message_size: Option<u64>,
-    pub rate_per_second: Option<u64>,
-    pub rate_per_minute: Option<u64>,
-    pub max_connections: Option<u64>,
-    pub enabled: Option<bool>,
-    pub status: Option<StatusName>,
-    /// Shown with the status; cleared when the status goes back to `active` unless given.
-    pub status_reason: Option<String>,
-    pub features: Option<FeatureUpdate>,
-}
-
-/// Feature flags to set; the ones not named keep their value.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FeatureUpdate {
-    pub spam_filtering: Option<bool>,
-    pub virus_scanning: Option<bool>,
-    pub dkim_signing: Option<bool>,
-    pub mailing_lists: Option<bool>,
-    pub webhooks: Option<bool>,
-    pub api_access: Option<bool>,
-    pub custom_domains: Option<bool>,
-    pub priority_support: Option<bool>,
-}
-
-/// `{"success": true}`.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Success {
-    pub success: bool,
-}
-
-impl Success {
-    pub fn json() -> Json<Success> {
-        Json(Success { success: true })
-    }
-}
-
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TenantList {
     pub tenants: Vec<TenantView>,
@@ -278,13 +104,6 @@ fn audit_json(tenant: &Tenant) -> serde_json::Value {
 
 // ---- operations (shared with the CLI) ------------------------------------------------------
 
-pub async fn get(store: &Store, id: &str) -> Result<Tenant> {
-    store
-        .get_tenant(id)
-        .await?
-        .ok_or_else(|| tenant_not_found(id))
-}
-
 pub async fn create(
     store: &Store,
     config: &Config,
@@ -298,11 +117,11 @@ pub async fn create(
     // The domain is checked before the tenant exists, so a taken or malformed domain refuses
     // the whole request instead of leaving a tenant behind.
     if let Some(raw) = &request.domain {
-        domains::check_available(store, raw).await?;
+        lookup::available_domain(store, raw).await?;
     }
     let tier: Tier = request.tier.map(Tier::from).unwrap_or(Tier::Free);
     let tenant = Tenant::new(random_id("t_", 16), name.to_string(), tier, now_ms());
-    let audit = crate::audit::entry(
+    let audit = crate::audit_log::entry(
         actor,
         Some(&tenant.id),
         "tenant.create",
@@ -314,11 +133,14 @@ pub async fn create(
     let domain = match &request.domain {
         None => None,
         Some(raw) => {
-            match domains::add(store, config, actor, &tenant.id, raw, KeyType::Rsa, false).await {
+            let added =
+                provision::add_domain(store, config, actor, &tenant.id, raw, KeyType::Rsa, false)
+                    .await;
+            match added {
                 Ok(view) => Some(view),
                 Err(error) => {
                     // Another request took the domain between the check and now: undo.
-                    let audit = crate::audit::entry(
+                    let audit = crate::audit_log::entry(
                         actor,
                         Some(&tenant.id),
                         "tenant.delete",
@@ -362,87 +184,16 @@ pub async fn list(store: &Store, page: &PageQuery, only: Option<&str>) -> Result
     })
 }
 
-/// Applies `update` to `tenant` (no I/O; table-tested below).
-pub fn apply_update(tenant: &Tenant, update: &UpdateTenant) -> Result<Tenant> {
-    let mut next = tenant.clone();
-    if let Some(name) = &update.name {
-        let name = name.trim();
-        if name.is_empty() {
-            return Err(AdminError::Invalid("name must not be empty".into()));
-        }
-        next.name = name.to_string();
-    }
-    if let Some(tier) = update.tier {
-        let tier = Tier::from(tier);
-        if tier != tenant.tier {
-            next.tier = tier;
-            next.limits = tier.default_limits();
-            next.features = tier.default_features();
-        }
-    }
-    let limits = &mut next.limits;
-    let set = |field: &mut u64, value: Option<u64>| {
-        if let Some(v) = value {
-            *field = v;
-        }
-    };
-    set(&mut limits.max_users, update.max_users);
-    set(&mut limits.max_domains, update.max_domains);
-    set(&mut limits.max_storage_mb, update.max_storage_mb);
-    set(
-        &mut limits.max_messages_per_day,
-        update.max_messages_per_day,
-    );
-    set(
-        &mut limits.max_recipients_per_message,
-        update.max_recipients_per_message,
-    );
-    set(&mut limits.max_message_size, update.max_message_size);
-    set(&mut limits.rate_per_second, update.rate_per_second);
-    set(&mut limits.rate_per_minute, update.rate_per_minute);
-    set(&mut limits.max_connections, update.max_connections);
-    if let Some(f) = &update.features {
-        let features = &mut next.features;
-        let set = |field: &mut bool, value: Option<bool>| {
-            if let Some(v) = value {
-                *field = v;
-            }
-        };
-        set(&mut features.spam_filtering, f.spam_filtering);
-        set(&mut features.virus_scanning, f.virus_scanning);
-        set(&mut features.dkim_signing, f.dkim_signing);
-        set(&mut features.mailing_lists, f.mailing_lists);
-        set(&mut features.webhooks, f.webhooks);
-        set(&mut features.api_access, f.api_access);
-        set(&mut features.custom_domains, f.custom_domains);
-        set(&mut features.priority_support, f.priority_support);
-    }
-    if let Some(enabled) = update.enabled {
-        next.enabled = enabled;
-    }
-    if let Some(status) = update.status {
-        next.status = status.into();
-        if next.status == TenantStatus::Active && update.status_reason.is_none() {
-            next.status_reason = None;
-        }
-    }
-    if let Some(reason) = &update.status_reason {
-        let reason = reason.trim();
-        next.status_reason = (!reason.is_empty()).then(|| reason.to_string());
-    }
-    Ok(next)
-}
-
 pub async fn update(
     store: &Store,
     actor: &Actor,
     id: &str,
     update: &UpdateTenant,
 ) -> Result<Tenant> {
-    let before = get(store, id).await?;
+    let before = lookup::tenant(store, id).await?;
     let after = apply_update(&before, update)?;
     if after != before {
-        let audit = crate::audit::entry(
+        let audit = crate::audit_log::entry(
             actor,
             Some(id),
             "tenant.update",
@@ -458,9 +209,9 @@ pub async fn update(
 /// Deletes a tenant with its domains, keys, credentials and API keys. With queued mail it is
 /// refused (409) unless `force`, which drops that mail.
 pub async fn delete(store: &Store, actor: &Actor, id: &str, force: bool) -> Result<()> {
-    let before = get(store, id).await?;
+    let before = lookup::tenant(store, id).await?;
     let audit = |dropped: u64| {
-        crate::audit::entry(
+        crate::audit_log::entry(
             actor,
             Some(id),
             "tenant.delete",
@@ -538,7 +289,9 @@ pub async fn show_tenant(
     Path(id): Path<String>,
 ) -> Result<Json<TenantView>> {
     principal.scope(&id)?;
-    Ok(Json(TenantView::from(&get(&state.store, &id).await?)))
+    Ok(Json(TenantView::from(
+        &lookup::tenant(&state.store, &id).await?,
+    )))
 }
 
 /// Changes limits, tier, status, enabled or features (operator only).
@@ -589,117 +342,4 @@ pub async fn delete_tenant(
     principal.require_operator("deleting a tenant")?;
     delete(&state.store, &principal.actor(), &id, query.force).await?;
     Ok(Success::json())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tenant(tier: Tier) -> Tenant {
-        Tenant::new("t_1".into(), "Acme".into(), tier, 1)
-    }
-
-    #[test]
-    fn tier_change_applies_defaults_except_fields_given() {
-        let mut before = tenant(Tier::Free);
-        before.limits.max_users = 7;
-        let update = UpdateTenant {
-            tier: Some(TierName::Starter),
-            max_domains: Some(9),
-            features: Some(FeatureUpdate {
-                webhooks: Some(true),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let after = apply_update(&before, &update).unwrap();
-        assert_eq!(after.tier, Tier::Starter);
-        assert_eq!(
-            after.limits.max_users, 25,
-            "tier default replaces the old override"
-        );
-        assert_eq!(
-            after.limits.max_domains, 9,
-            "field given wins over the tier default"
-        );
-        assert!(after.features.api_access, "starter default");
-        assert_eq!(
-            after.limits.rate_per_second,
-            Tier::Starter.default_limits().rate_per_second,
-            "the new tier's sending limits too"
-        );
-        assert!(after.features.webhooks, "feature given wins");
-        // Same tier: nothing reset.
-        let same = UpdateTenant {
-            tier: Some(TierName::Free),
-            ..Default::default()
-        };
-        assert_eq!(apply_update(&before, &same).unwrap().limits.max_users, 7);
-    }
-
-    #[test]
-    fn sending_limits_are_set_one_by_one() {
-        let before = tenant(Tier::Free);
-        let update = UpdateTenant {
-            max_recipients_per_message: Some(3),
-            max_message_size: Some(2048),
-            rate_per_second: Some(0),
-            rate_per_minute: Some(7),
-            max_connections: Some(1),
-            ..Default::default()
-        };
-        let after = apply_update(&before, &update).unwrap();
-        let l = after.limits;
-        assert_eq!(
-            (
-                l.max_recipients_per_message,
-                l.max_message_size,
-                l.rate_per_second,
-                l.rate_per_minute,
-                l.max_connections
-            ),
-            (3, 2048, 0, 7, 1)
-        );
-        assert_eq!(l.max_users, before.limits.max_users, "others unchanged");
-        // The update's JSON names: what PUT /api/tenants/{id} and the CLI accept.
-        let parsed: UpdateTenant = serde_json::from_value(serde_json::json!({
-            "max_recipients_per_message": 3, "max_message_size": 2048, "rate_per_second": 0,
-            "rate_per_minute": 7, "max_connections": 1
-        }))
-        .unwrap();
-        assert_eq!(apply_update(&before, &parsed).unwrap().limits, l);
-    }
-
-    #[test]
-    fn status_reason_follows_status() {
-        let before = tenant(Tier::Free);
-        let paused = apply_update(
-            &before,
-            &UpdateTenant {
-                status: Some(StatusName::Paused),
-                status_reason: Some("bounce rate".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(paused.status, TenantStatus::Paused);
-        assert_eq!(paused.status_reason.as_deref(), Some("bounce rate"));
-        let active = apply_update(
-            &paused,
-            &UpdateTenant {
-                status: Some(StatusName::Active),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        assert_eq!(active.status_reason, None);
-        let renamed = UpdateTenant {
-            name: Some("  ".into()),
-            ..Default::default()
-        };
-        assert_eq!(
-            apply_update(&before, &renamed).unwrap_err().status(),
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
-    }
 }

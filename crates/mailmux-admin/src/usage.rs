@@ -13,7 +13,7 @@ use crate::AdminState;
 use crate::auth::Principal;
 use crate::dkim::start_of_utc_day;
 use crate::error::{ErrorBody, Result};
-use crate::tenants::LimitsView;
+use crate::views::LimitsView;
 
 const DAY_MS: i64 = 86_400_000;
 const MB: u64 = 1024 * 1024;
@@ -41,7 +41,7 @@ pub struct Usage {
 }
 
 pub async fn usage(store: &Store, tenant_id: &str) -> Result<Usage> {
-    let tenant = crate::tenants::get(store, tenant_id).await?;
+    let tenant = crate::lookup::tenant(store, tenant_id).await?;
     let now = now_ms();
     let bytes = store.stored_bytes(tenant_id).await?;
     Ok(Usage {

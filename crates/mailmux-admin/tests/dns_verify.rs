@@ -277,14 +277,14 @@ async fn verification(h: Harness, dns: DnsServer) {
     assert_eq!(record(&view, "dkim")["status"], "missing");
 
     // The re-check: all in place → nothing flagged, nothing logged.
-    let summary = mailmux_admin::domains::recheck_verified(&h.store, &h.config)
+    let summary = mailmux_admin::jobs::recheck_verified(&h.store, &h.config)
         .await
         .unwrap();
     assert_eq!((summary.checked, summary.flagged), (1, 0));
     // The DKIM record disappears → flagged, still verified, audited as the system.
     published.retain(|r| r["name"] != dkim["name"]);
     dns.publish(&published);
-    let summary = mailmux_admin::domains::recheck_verified(&h.store, &h.config)
+    let summary = mailmux_admin::jobs::recheck_verified(&h.store, &h.config)
         .await
         .unwrap();
     assert_eq!((summary.checked, summary.flagged), (1, 1));
@@ -316,7 +316,7 @@ async fn verification(h: Harness, dns: DnsServer) {
     assert_eq!(flag["target"], "verify.test");
     // Restored → the flag is cleared.
     dns.publish(&all_published);
-    mailmux_admin::domains::recheck_verified(&h.store, &h.config)
+    mailmux_admin::jobs::recheck_verified(&h.store, &h.config)
         .await
         .unwrap();
     let shown = h
@@ -457,7 +457,7 @@ async fn return_path_is_used_once_its_records_are_found() {
     assert_eq!(audit["entries"][0]["action"], "domain.return_path_verify");
 
     // The daily re-check: in place → still used; the MX gone → dropped, by the system.
-    let summary = mailmux_admin::domains::recheck_verified(&h.store, &h.config)
+    let summary = mailmux_admin::jobs::recheck_verified(&h.store, &h.config)
         .await
         .unwrap();
     assert_eq!(
@@ -465,7 +465,7 @@ async fn return_path_is_used_once_its_records_are_found() {
         (1, 0)
     );
     dns.publish(&[spf_record]);
-    let summary = mailmux_admin::domains::recheck_verified(&h.store, &h.config)
+    let summary = mailmux_admin::jobs::recheck_verified(&h.store, &h.config)
         .await
         .unwrap();
     assert_eq!(

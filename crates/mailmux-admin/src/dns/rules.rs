@@ -1,27 +1,7 @@
-//! Checking a domain's published records with hickory-resolver: the lookups, the pure rules
-//! that judge each answer (table-tested below), and the daily re-check of verified domains.
+//! The rules that judge what DNS answered for each kind of record a tenant publishes: pure
+//! functions, table-tested below.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use hickory_resolver::TokioResolver;
-use hickory_resolver::net::{DnsError, NetError};
-use hickory_resolver::proto::rr::{Name, RData, RecordType};
-
-use crate::AdminState;
-use crate::error::{AdminError, Result};
-
-/// What a lookup found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// The records at the name: for TXT each with its character-strings joined, for MX each
-    /// exchange's name (lower case, without the trailing dot).
-    Records(Vec<String>),
-    /// NXDOMAIN, or the name has no record of the type asked.
-    None,
-    /// The lookup itself failed (timeout, SERVFAIL, REFUSED…): no verdict about the record.
-    Failed(String),
-}
+use super::resolver::Answer;
 
 /// Status of one expected record after a check.
 pub const VERIFIED: &str = "verified";
@@ -54,6 +34,14 @@ impl RecordKind {
             RecordKind::Spf => "spf",
             RecordKind::Dmarc => "dmarc",
             RecordKind::Mx => "mx",
+        }
+    }
+
+    /// The DNS record type the record is published as.
+    pub fn record_type(self) -> &'static str {
+        match self {
+            RecordKind::Mx => "MX",
+            _ => "TXT",
         }
     }
 
@@ -160,108 +148,6 @@ fn dkim_tags(record: &str) -> DkimTags {
         }
     }
     tags
-}
-
-/// Asks DNS for TXT records: the configured servers (`delivery.dns_servers`) or the system's.
-pub struct DnsChecker {
-    resolver: TokioResolver,
-}
-
-impl DnsChecker {
-    pub fn new(servers: &[SocketAddr]) -> Result<DnsChecker> {
-        let failed = |e: NetError| AdminError::Internal(format!("DNS resolver: {e}"));
-        let mut builder = mailmux_core::dns::resolver_builder(servers).map_err(failed)?;
-        let options = builder.options_mut();
-        // A verification must see what is published now, not what was cached an hour ago: a
-        // tenant who just fixed a record clicks "verify" again.
-        options.cache_size = 0;
-        // Someone is waiting on the answer (a REST call): two tries of three seconds at most.
-        options.timeout = Duration::from_secs(3);
-        options.attempts = 2;
-        Ok(DnsChecker {
-            resolver: builder.build().map_err(failed)?,
-        })
-    }
-
-    pub async fn txt(&self, name: &str) -> Answer {
-        self.lookup(name, RecordType::TXT, |data| match data {
-            RData::TXT(txt) => Some(
-                txt.txt_data
-                    .iter()
-                    .map(|part| String::from_utf8_lossy(part))
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
-        .await
-    }
-
-    pub async fn mx(&self, name: &str) -> Answer {
-        self.lookup(name, RecordType::MX, |data| match data {
-            RData::MX(mx) => Some(
-                mx.exchange
-                    .to_ascii()
-                    .trim_end_matches('.')
-                    .to_ascii_lowercase(),
-            ),
-            _ => None,
-        })
-        .await
-    }
-
-    async fn lookup(
-        &self,
-        name: &str,
-        record_type: RecordType,
-        value: impl Fn(&RData) -> Option<String>,
-    ) -> Answer {
-        // from_ascii: our names are already A-labels, and underscores (`_dmarc`) are valid in
-        // DNS though not in hostnames. The trailing dot keeps search domains out of it.
-        let Ok(mut fqdn) = Name::from_ascii(name) else {
-            return Answer::Failed(format!("{name:?} is not a DNS name"));
-        };
-        fqdn.set_fqdn(true);
-        match self.resolver.lookup(fqdn, record_type).await {
-            Ok(lookup) => {
-                let records: Vec<String> = lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|record| value(&record.data))
-                    .collect();
-                if records.is_empty() {
-                    Answer::None
-                } else {
-                    Answer::Records(records)
-                }
-            }
-            Err(NetError::Dns(DnsError::NoRecordsFound(_))) => Answer::None,
-            Err(error) => Answer::Failed(error.to_string()),
-        }
-    }
-}
-
-/// Runs [`crate::domains::recheck_verified`] every `interval` (the binary passes a day) until
-/// the runtime shuts down. Domains whose required records disappeared are flagged (visible in
-/// the domain's `flagged_at`, in the audit log and the log) but keep sending: a DNS outage at
-/// the wrong moment must not stop a tenant's mail; an operator decides.
-pub async fn domain_rechecks(state: AdminState, interval: Duration) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick completes at once: skip it, checks start one interval after start-up.
-    ticker.tick().await;
-    loop {
-        ticker.tick().await;
-        match crate::domains::recheck_verified(&state.store, &state.config).await {
-            Ok(summary) => tracing::info!(
-                checked = summary.checked,
-                flagged = summary.flagged,
-                return_paths_checked = summary.return_paths_checked,
-                return_paths_dropped = summary.return_paths_dropped,
-                "domain DNS re-check done"
-            ),
-            Err(error) => tracing::warn!(%error, "domain DNS re-check failed"),
-        }
-    }
 }
 
 #[cfg(test)]

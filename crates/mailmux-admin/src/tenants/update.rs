@@ -1,0 +1,235 @@
+//! `PUT /api/tenants/{id}`'s request and the pure function that applies it to a tenant:
+//! kept apart from the handlers because the rules (a tier change resets limits and features
+//! but for the fields given beside it; a status back to `active` clears its reason) are the
+//! part worth table-testing.
+
+use mailmux_core::{Tenant, TenantStatus, Tier};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use crate::error::{AdminError, Result};
+use crate::views::{StatusName, TierName};
+
+/// `PUT /api/tenants/{id}`: every field optional; only those given change.
+///
+/// Changing `tier` applies the new tier's default limits and features, except the ones given
+/// in the same request (so `{"tier": "starter", "max_users": 50}` is starter with 50 users).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    pub name: Option<String>,
+    pub tier: Option<TierName>,
+    pub max_users: Option<u64>,
+    pub max_domains: Option<u64>,
+    pub max_storage_mb: Option<u64>,
+    pub max_messages_per_day: Option<u64>,
+    pub max_recipients_per_message: Option<u64>,
+    pub max_message_size: Option<u64>,
+    pub rate_per_second: Option<u64>,
+    pub rate_per_minute: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub enabled: Option<bool>,
+    pub status: Option<StatusName>,
+    /// Shown with the status; cleared when the status goes back to `active` unless given.
+    pub status_reason: Option<String>,
+    pub features: Option<FeatureUpdate>,
+}
+
+/// Feature flags to set; the ones not named keep their value.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureUpdate {
+    pub spam_filtering: Option<bool>,
+    pub virus_scanning: Option<bool>,
+    pub dkim_signing: Option<bool>,
+    pub mailing_lists: Option<bool>,
+    pub webhooks: Option<bool>,
+    pub api_access: Option<bool>,
+    pub custom_domains: Option<bool>,
+    pub priority_support: Option<bool>,
+}
+
+/// Applies `update` to `tenant` (no I/O; table-tested below).
+pub fn apply_update(tenant: &Tenant, update: &UpdateTenant) -> Result<Tenant> {
+    let mut next = tenant.clone();
+    if let Some(name) = &update.name {
+        let name = name.trim();
+        if name.is_empty() {
+            return Err(AdminError::Invalid("name must not be empty".into()));
+        }
+        next.name = name.to_string();
+    }
+    if let Some(tier) = update.tier {
+        let tier = Tier::from(tier);
+        if tier != tenant.tier {
+            next.tier = tier;
+            next.limits = tier.default_limits();
+            next.features = tier.default_features();
+        }
+    }
+    let limits = &mut next.limits;
+    let set = |field: &mut u64, value: Option<u64>| {
+        if let Some(v) = value {
+            *field = v;
+        }
+    };
+    set(&mut limits.max_users, update.max_users);
+    set(&mut limits.max_domains, update.max_domains);
+    set(&mut limits.max_storage_mb, update.max_storage_mb);
+    set(
+        &mut limits.max_messages_per_day,
+        update.max_messages_per_day,
+    );
+    set(
+        &mut limits.max_recipients_per_message,
+        update.max_recipients_per_message,
+    );
+    set(&mut limits.max_message_size, update.max_message_size);
+    set(&mut limits.rate_per_second, update.rate_per_second);
+    set(&mut limits.rate_per_minute, update.rate_per_minute);
+    set(&mut limits.max_connections, update.max_connections);
+    if let Some(f) = &update.features {
+        let features = &mut next.features;
+        let set = |field: &mut bool, value: Option<bool>| {
+            if let Some(v) = value {
+                *field = v;
+            }
+        };
+        set(&mut features.spam_filtering, f.spam_filtering);
+        set(&mut features.virus_scanning, f.virus_scanning);
+        set(&mut features.dkim_signing, f.dkim_signing);
+        set(&mut features.mailing_lists, f.mailing_lists);
+        set(&mut features.webhooks, f.webhooks);
+        set(&mut features.api_access, f.api_access);
+        set(&mut features.custom_domains, f.custom_domains);
+        set(&mut features.priority_support, f.priority_support);
+    }
+    if let Some(enabled) = update.enabled {
+        next.enabled = enabled;
+    }
+    if let Some(status) = update.status {
+        next.status = status.into();
+        if next.status == TenantStatus::Active && update.status_reason.is_none() {
+            next.status_reason = None;
+        }
+    }
+    if let Some(reason) = &update.status_reason {
+        let reason = reason.trim();
+        next.status_reason = (!reason.is_empty()).then(|| reason.to_string());
+    }
+    Ok(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::StatusCode;
+
+    fn tenant(tier: Tier) -> Tenant {
+        Tenant::new("t_1".into(), "Acme".into(), tier, 1)
+    }
+
+    #[test]
+    fn tier_change_applies_defaults_except_fields_given() {
+        let mut before = tenant(Tier::Free);
+        before.limits.max_users = 7;
+        let update = UpdateTenant {
+            tier: Some(TierName::Starter),
+            max_domains: Some(9),
+            features: Some(FeatureUpdate {
+                webhooks: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let after = apply_update(&before, &update).unwrap();
+        assert_eq!(after.tier, Tier::Starter);
+        assert_eq!(
+            after.limits.max_users, 25,
+            "tier default replaces the old override"
+        );
+        assert_eq!(
+            after.limits.max_domains, 9,
+            "field given wins over the tier default"
+        );
+        assert!(after.features.api_access, "starter default");
+        assert_eq!(
+            after.limits.rate_per_second,
+            Tier::Starter.default_limits().rate_per_second,
+            "the new tier's sending limits too"
+        );
+        assert!(after.features.webhooks, "feature given wins");
+        // Same tier: nothing reset.
+        let same = UpdateTenant {
+            tier: Some(TierName::Free),
+            ..Default::default()
+        };
+        assert_eq!(apply_update(&before, &same).unwrap().limits.max_users, 7);
+    }
+
+    #[test]
+    fn sending_limits_are_set_one_by_one() {
+        let before = tenant(Tier::Free);
+        let update = UpdateTenant {
+            max_recipients_per_message: Some(3),
+            max_message_size: Some(2048),
+            rate_per_second: Some(0),
+            rate_per_minute: Some(7),
+            max_connections: Some(1),
+            ..Default::default()
+        };
+        let after = apply_update(&before, &update).unwrap();
+        let l = after.limits;
+        assert_eq!(
+            (
+                l.max_recipients_per_message,
+                l.max_message_size,
+                l.rate_per_second,
+                l.rate_per_minute,
+                l.max_connections
+            ),
+            (3, 2048, 0, 7, 1)
+        );
+        assert_eq!(l.max_users, before.limits.max_users, "others unchanged");
+        // The update's JSON names: what PUT /api/tenants/{id} and the CLI accept.
+        let parsed: UpdateTenant = serde_json::from_value(serde_json::json!({
+            "max_recipients_per_message": 3, "max_message_size": 2048, "rate_per_second": 0,
+            "rate_per_minute": 7, "max_connections": 1
+        }))
+        .unwrap();
+        assert_eq!(apply_update(&before, &parsed).unwrap().limits, l);
+    }
+
+    #[test]
+    fn status_reason_follows_status() {
+        let before = tenant(Tier::Free);
+        let paused = apply_update(
+            &before,
+            &UpdateTenant {
+                status: Some(StatusName::Paused),
+                status_reason: Some("bounce rate".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(paused.status, TenantStatus::Paused);
+        assert_eq!(paused.status_reason.as_deref(), Some("bounce rate"));
+        let active = apply_update(
+            &paused,
+            &UpdateTenant {
+                status: Some(StatusName::Active),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(active.status_reason, None);
+        let renamed = UpdateTenant {
+            name: Some("  ".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            apply_update(&before, &renamed).unwrap_err().status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}
