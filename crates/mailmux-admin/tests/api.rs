@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use harness::{Harness, OPERATOR_TOKEN};
+use mailmux_core::queued::{DeliveryReport, NewMessage, RecipientResult, RecipientStatus};
 use mailmux_core::{BodyFlags, Envelope, QueueId, now_ms};
-use mailmux_store::{DeliveryReport, NewMessage, RecipientResult, RecipientStatus};
 use serde_json::{Value, json};
 
 on_both_backends!(

@@ -68,7 +68,7 @@ async fn fixture(h: &Harness, name: &str, n: u8) -> Fixture {
     let message = format!("00000000005000000{n:02}0");
     h.store
         .commit_batch(
-            &[mailmux_store::NewMessage {
+            &[mailmux_core::queued::NewMessage {
                 id: mailmux_core::QueueId(message.clone()),
                 tenant_id: tenant.clone(),
                 envelope: mailmux_core::Envelope {

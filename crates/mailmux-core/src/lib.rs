@@ -10,6 +10,8 @@ pub mod error;
 pub mod health;
 pub mod message_bytes;
 pub mod metrics;
+pub mod queued;
+pub mod reply;
 pub mod sync;
 pub mod tenant;
 

@@ -20,7 +20,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use mailmux_core::now_ms;
-use mailmux_store::{QueuedMessage, QueuedRecipient};
+use mailmux_queue::{QueuedMessage, QueuedRecipient};
 use tracing::{debug, warn};
 
 use crate::Deliverer;
@@ -28,7 +28,7 @@ use crate::client::{Connection, SessionPolicy, Target, Transaction};
 use crate::error::DeliveryError;
 use crate::mx::MxHost;
 use crate::pool::Destination;
-use crate::reply::Reply;
+use mailmux_core::reply::Reply;
 
 /// Addresses tried per host, and in all, in one attempt (Postfix tries 5 in all): enough to
 /// get past a dead host or two, few enough that a hop with dozens of dead addresses does not
@@ -158,7 +158,7 @@ impl Deliverer {
                     && let Some(kind) = self.address_policy.refusal(ip)
                 {
                     warn!(host = %host.name, %ip, kind, "not connecting to a non-public address");
-                    refused = Some(Reply::new(
+                    refused = Some(Reply::parse(
                         550,
                         format!(
                             "5.4.4 {} resolves to {ip}, a {kind} address; direct delivery does \
@@ -188,7 +188,7 @@ impl Deliverer {
             (None, Some((reply, until)), _) => everyone(reply, None, Some(until)),
             (None, None, Some(reply)) => everyone(reply, None, None),
             (None, None, None) => everyone(
-                Reply::new(451, format!("4.4.4 no host could be tried for {hop}")),
+                Reply::parse(451, format!("4.4.4 no host could be tried for {hop}")),
                 None,
                 None,
             ),
@@ -259,7 +259,7 @@ impl Deliverer {
         let now = now_ms();
         if let Some(until) = self.host_health.down_until(destination.addr, now) {
             return Err(Skipped::Down(
-                Reply::new(
+                Reply::parse(
                     451,
                     format!(
                         "4.4.1 {} is marked down after failing to connect; not tried for \
@@ -329,7 +329,7 @@ impl Deliverer {
 /// refused, timed out) or the server closing on us (421).
 fn marks_down(error: &DeliveryError) -> bool {
     let reply = error.reply();
-    reply.code == 421 || reply.enhanced_status() == "4.4.1"
+    reply.code() == 421 || reply.enhanced_status().to_string() == "4.4.1"
 }
 
 fn destination_label(destination: &Destination) -> String {

@@ -31,7 +31,7 @@ use mailmux_core::message_bytes::crlf_line_endings;
 use tracing::{debug, warn};
 
 use crate::error::{DeliveryError, Result};
-use crate::reply::Reply;
+use mailmux_core::reply::Reply;
 
 /// RFC 5321 §4.5.3.2.6: wait at least 10 minutes for the reply to end of data; the server may
 /// be filtering the message before it answers.
@@ -121,7 +121,7 @@ impl Connection {
                     conn.quit().await;
                     return Err(DeliveryError::connection(
                         &label,
-                        Reply::new(
+                        Reply::parse(
                             451,
                             format!("4.7.4 {label} does not offer STARTTLS, which is required"),
                         ),
@@ -188,7 +188,7 @@ impl Connection {
                             .map_err(|error| {
                                 DeliveryError::connection(
                                     &label,
-                                    Reply::new(
+                                    Reply::parse(
                                         451,
                                         format!("4.4.1 {stage} {label} failed: {error}"),
                                     ),
@@ -205,7 +205,7 @@ impl Connection {
             Err(_) => {
                 return Err(DeliveryError::connection(
                     &label,
-                    Reply::new(451, format!("4.4.1 connection to {label} timed out")),
+                    Reply::parse(451, format!("4.4.1 connection to {label} timed out")),
                 ));
             }
             Ok(result) => result?,
@@ -231,7 +231,7 @@ impl Connection {
                 self.broken = true;
                 Err(DeliveryError::connection(
                     &label,
-                    Reply::new(451, format!("4.4.2 STARTTLS with {label} timed out")),
+                    Reply::parse(451, format!("4.4.2 STARTTLS with {label} timed out")),
                 ))
             }
             Ok(Err(error)) => {
@@ -250,7 +250,7 @@ impl Connection {
         if !self.smtp.is_encrypted() && tls != TlsMode::None {
             return Err(DeliveryError::connection(
                 &label,
-                Reply::new(
+                Reply::parse(
                     451,
                     format!("4.7.0 not sending credentials to {label} without TLS"),
                 ),
@@ -267,7 +267,7 @@ impl Connection {
                 self.broken = true;
                 Err(DeliveryError::connection(
                     &label,
-                    Reply::new(451, format!("4.4.2 AUTH with {label} timed out")),
+                    Reply::parse(451, format!("4.4.2 AUTH with {label} timed out")),
                 ))
             }
             // A refused login is the operator's to fix (wrong password, locked account), and
@@ -299,7 +299,7 @@ impl Connection {
     /// state the last one left and proves the server is still there.
     pub(crate) async fn reset(&mut self) -> Result<()> {
         let reply = self.exchange("RSET\r\n".to_string()).await?;
-        if reply.code / 100 == 2 {
+        if reply.code() / 100 == 2 {
             Ok(())
         } else {
             self.broken = true;
@@ -331,7 +331,7 @@ impl Connection {
                 .server_info()
                 .supports_feature(Extension::SmtpUtfEight)
         {
-            return Ok(all(Reply::new(
+            return Ok(all(Reply::parse(
                 553,
                 format!(
                     "5.6.7 {label} does not support SMTPUTF8, which this message needs \
@@ -345,7 +345,7 @@ impl Connection {
                 .server_info()
                 .supports_feature(Extension::EightBitMime)
         {
-            return Ok(all(Reply::new(
+            return Ok(all(Reply::parse(
                 554,
                 format!(
                     "5.6.3 {label} does not support 8BITMIME and the message has 8-bit \
@@ -354,7 +354,7 @@ impl Connection {
             )));
         }
         if !is_safe_path(tx.mail_from) {
-            return Ok(all(Reply::new(553, "5.1.7 invalid sender address")));
+            return Ok(all(Reply::parse(553, "5.1.7 invalid sender address")));
         }
 
         let mut params = String::new();
@@ -367,7 +367,7 @@ impl Connection {
         let reply = self
             .exchange(format!("MAIL FROM:<{}>{params}\r\n", tx.mail_from))
             .await?;
-        if reply.code / 100 != 2 {
+        if reply.code() / 100 != 2 {
             return Ok(all(reply));
         }
 
@@ -375,11 +375,11 @@ impl Connection {
         let mut accepted = Vec::with_capacity(tx.recipients.len());
         for (idx, address) in &tx.recipients {
             if !is_safe_path(address) {
-                replies.push((*idx, Reply::new(553, "5.1.3 invalid recipient address")));
+                replies.push((*idx, Reply::parse(553, "5.1.3 invalid recipient address")));
                 continue;
             }
             let reply = self.exchange(format!("RCPT TO:<{address}>\r\n")).await?;
-            if reply.code / 100 == 2 {
+            if reply.code() / 100 == 2 {
                 accepted.push(*idx);
             } else {
                 replies.push((*idx, reply));
@@ -391,15 +391,15 @@ impl Connection {
         }
 
         let reply = self.exchange("DATA\r\n".to_string()).await?;
-        if reply.code != 354 {
-            if matches!(reply.code / 100, 4 | 5) {
+        if reply.code() != 354 {
+            if matches!(reply.code() / 100, 4 | 5) {
                 replies.extend(accepted.iter().map(|idx| (*idx, reply.clone())));
                 return Ok(replies);
             }
             self.broken = true;
             return Err(DeliveryError::connection(
                 &label,
-                Reply::new(451, format!("4.5.0 {label} answered DATA with {reply}")),
+                Reply::parse(451, format!("4.5.0 {label} answered DATA with {reply}")),
             ));
         }
         let body = wire_body(tx.body);
@@ -423,7 +423,7 @@ impl Connection {
             Ok(Ok(response)) => reply_from_response(&response),
             Ok(Err(error)) => match reply_from_error(&error) {
                 Some(reply) => {
-                    if reply.code == 421 {
+                    if reply.code() == 421 {
                         self.broken = true;
                     }
                     reply
@@ -456,7 +456,7 @@ impl Connection {
                 let label = &self.label;
                 Err(DeliveryError::connection(
                     label,
-                    Reply::new(451, format!("4.4.2 {label} did not answer {verb}")),
+                    Reply::parse(451, format!("4.4.2 {label} did not answer {verb}")),
                 ))
             }
             Ok(result) => self.reply_of(result, &format!("{verb} to")),
@@ -478,7 +478,7 @@ impl Connection {
                 }
             },
         };
-        if reply.code == 421 {
+        if reply.code() == 421 {
             self.broken = true;
             return Err(DeliveryError::connection(&self.label, reply));
         }
@@ -488,7 +488,7 @@ impl Connection {
 
 /// The reply recorded for recipients whose end-of-data reply was lost.
 fn outcome_unknown(label: &str, what_happened: &str) -> Reply {
-    Reply::new(
+    Reply::parse(
         451,
         format!(
             "4.4.2 outcome unknown: {label} {what_happened} after the end of data; the message \
@@ -523,7 +523,7 @@ fn is_safe_path(address: &str) -> bool {
 
 fn reply_from_response(response: &Response) -> Reply {
     let text = response.message().collect::<Vec<_>>().join(" ");
-    Reply::new(code_number(response.code()), text)
+    Reply::parse(code_number(response.code()), text)
 }
 
 /// lettre turns 4xx/5xx replies into errors; this takes the reply back out.
@@ -532,7 +532,7 @@ fn reply_from_error(error: &SmtpError) -> Option<Reply> {
     let text = std::error::Error::source(error)
         .map(|source| source.to_string())
         .unwrap_or_default();
-    Some(Reply::new(code_number(code), text))
+    Some(Reply::parse(code_number(code), text))
 }
 
 fn code_number(code: lettre::transport::smtp::response::Code) -> u16 {
@@ -566,7 +566,7 @@ fn lettre_failure(label: &str, stage: &str, error: &SmtpError) -> DeliveryError 
     }
     DeliveryError::connection(
         label,
-        Reply::new(451, format!("{enhanced} {stage} {label} failed: {why}")),
+        Reply::parse(451, format!("{enhanced} {stage} {label} failed: {why}")),
     )
 }
 

@@ -12,8 +12,7 @@
 use std::fmt::Write as _;
 
 use mailmux_core::message_bytes::{crlf_line_endings, header_section_len};
-
-use crate::reply::enhanced_status_in;
+use mailmux_core::reply::EnhancedStatus;
 
 /// Longest original header block copied into a DSN; the rest is cut at a line boundary.
 const MAX_HEADERS: usize = 256 * 1024;
@@ -169,7 +168,7 @@ impl Dsn<'_> {
 /// the reply code, else a generic permanent failure. A message that expired keeps its last
 /// temporary reply first (`451 4.7.1 greylisted (gave up after …)`), so it reports that code.
 pub(crate) fn dsn_status(reply: &str) -> String {
-    if let Some(code) = enhanced_status_in(reply) {
+    if let Some(code) = EnhancedStatus::find_in(reply) {
         return code.to_string();
     }
     match reply.as_bytes().first() {

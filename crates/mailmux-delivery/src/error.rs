@@ -4,7 +4,7 @@
 
 use mailmux_core::Permanence;
 
-use crate::reply::Reply;
+use mailmux_core::reply::Reply;
 
 pub type Result<T> = std::result::Result<T, DeliveryError>;
 
@@ -33,7 +33,7 @@ impl DeliveryError {
     pub fn reply(&self) -> Reply {
         match self {
             DeliveryError::Resolver(message) | DeliveryError::Smarthost(message) => {
-                Reply::new(451, format!("4.3.5 delivery is misconfigured: {message}"))
+                Reply::parse(451, format!("4.3.5 delivery is misconfigured: {message}"))
             }
             DeliveryError::Dns { reply, .. } | DeliveryError::Connection { reply, .. } => {
                 reply.clone()
@@ -56,10 +56,10 @@ impl DeliveryError {
     /// A connection-level failure: always a 4xx reply, whatever the remote said, because
     /// "this host would not talk to us" is never a verdict on the recipient.
     pub(crate) fn connection(host: &str, reply: Reply) -> DeliveryError {
-        let reply = if reply.code / 100 == 4 {
+        let reply = if reply.code() / 100 == 4 {
             reply
         } else {
-            Reply::new(451, format!("4.4.2 {host} failed the session: {reply}"))
+            Reply::parse(451, format!("4.4.2 {host} failed the session: {reply}"))
         };
         DeliveryError::Connection {
             host: host.to_string(),
@@ -74,15 +74,15 @@ mod tests {
 
     #[test]
     fn connection_failures_are_always_transient() {
-        let err = DeliveryError::connection("mx.example", Reply::new(554, "5.7.1 go away"));
+        let err = DeliveryError::connection("mx.example", Reply::parse(554, "5.7.1 go away"));
         assert_eq!(err.permanence(), Permanence::Transient);
         assert!(err.reply().to_string().starts_with("451 4.4.2"));
         assert!(err.reply().to_string().contains("554 5.7.1 go away"));
-        let err = DeliveryError::connection("mx.example", Reply::new(421, "4.3.2 shutting down"));
+        let err = DeliveryError::connection("mx.example", Reply::parse(421, "4.3.2 shutting down"));
         assert_eq!(err.reply().to_string(), "421 4.3.2 shutting down");
         let err = DeliveryError::Dns {
             domain: "x.test".into(),
-            reply: Reply::new(556, "5.1.10 null MX"),
+            reply: Reply::parse(556, "5.1.10 null MX"),
         };
         assert_eq!(err.permanence(), Permanence::Permanent);
     }

@@ -35,7 +35,6 @@ mod hold;
 mod host_health;
 mod mx;
 mod pool;
-mod reply;
 mod return_path;
 mod route;
 mod smarthost;
@@ -47,10 +46,9 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use lettre::transport::smtp::extension::ClientId;
 use mailmux_core::{BodyFlags, Config, Envelope, TransportKind, now_ms};
-use mailmux_queue::{Job, Jobs, Lease, Queue, Recorded, Submission};
-use mailmux_store::{
-    DeliveryReport, JournaledDelivery, NewMessage, QueuedMessage, QueuedRecipient, RecipientResult,
-    RecipientStatus,
+use mailmux_queue::{
+    DeliveryReport, Job, Jobs, JournaledDelivery, Lease, NewMessage, Queue, QueuedMessage,
+    QueuedRecipient, RecipientResult, RecipientStatus, Recorded, Submission,
 };
 use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -68,7 +66,7 @@ use crate::route::{Route, Router};
 use crate::smarthost::Smarthost;
 
 pub use error::{DeliveryError, Result};
-pub use reply::Reply;
+pub use mailmux_core::reply::Reply;
 
 /// The delivery workers' shared state, built once at start-up.
 pub struct Deliverer {
@@ -212,7 +210,7 @@ impl Deliverer {
             },
             Err(error) => everyone(
                 &message,
-                Reply::new(
+                Reply::parse(
                     451,
                     format!("4.3.0 cannot look up the tenant's transport: {error}"),
                 ),
@@ -243,7 +241,7 @@ impl Deliverer {
     fn journal_deliveries(&self, message: &QueuedMessage, outcomes: &[Outcome]) {
         let delivered: Vec<(u32, String)> = outcomes
             .iter()
-            .filter(|o| o.reply.status() == RecipientStatus::Delivered)
+            .filter(|o| o.reply.recipient_status() == RecipientStatus::Delivered)
             .map(|o| (o.idx, o.reply.to_string()))
             .collect();
         if delivered.is_empty() {
@@ -269,7 +267,7 @@ impl Deliverer {
             .iter()
             .map(|outcome| RecipientResult {
                 idx: outcome.idx,
-                status: outcome.reply.status(),
+                status: outcome.reply.recipient_status(),
                 reply: outcome.reply.to_string(),
             })
             .collect();
@@ -279,7 +277,7 @@ impl Deliverer {
         // earliest of them.
         if let Some(not_before) = outcomes
             .iter()
-            .filter(|o| o.reply.status() == RecipientStatus::Deferred)
+            .filter(|o| o.reply.recipient_status() == RecipientStatus::Deferred)
             .map(|o| o.not_before.unwrap_or(0))
             .min()
         {
@@ -294,7 +292,7 @@ impl Deliverer {
         let received = mailmux_core::message_bytes::count_fields(&message.body, "Received");
         let limit = self.config.delivery.max_received_headers;
         (received > limit).then(|| {
-            Reply::new(
+            Reply::parse(
                 554,
                 format!(
                     "5.4.6 mail loop: the message has {received} Received: header fields \
@@ -310,14 +308,14 @@ impl Deliverer {
         let everyone = |reply: Reply| everyone(message, reply);
         match route.transport {
             TransportKind::Ses => {
-                return everyone(Reply::new(
+                return everyone(Reply::parse(
                     451,
                     "4.3.5 the SES transport is not available in this version; the message waits \
                      until the tenant's transport is changed",
                 ));
             }
             TransportKind::Smarthost if self.smarthost.is_none() => {
-                return everyone(Reply::new(
+                return everyone(Reply::parse(
                     451,
                     "4.3.5 the tenant's transport is smarthost but delivery.smarthost is not set",
                 ));

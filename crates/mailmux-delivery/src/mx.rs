@@ -21,7 +21,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::error::{DeliveryError, Result};
-use crate::reply::Reply;
+use mailmux_core::reply::Reply;
 
 /// One host to try for a domain, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub(crate) fn plan(
             // RFC 7505 §3: a null MX is the only MX of its domain; one mixed with others is a
             // broken zone, and the domain's intent ("no mail") still wins.
             if records.iter().any(|(_, exchange)| is_root(exchange)) {
-                return Err(dns_error(Reply::new(
+                return Err(dns_error(Reply::parse(
                     556,
                     format!("5.1.10 {domain} does not accept mail (null MX)"),
                 )));
@@ -93,21 +93,21 @@ pub(crate) fn plan(
                 addrs,
             }]),
             Answer::Records(_) | Answer::NoRecords | Answer::NxDomain => {
-                Err(dns_error(Reply::new(
+                Err(dns_error(Reply::parse(
                     550,
                     format!("5.1.2 {domain} has no MX and no address record"),
                 )))
             }
-            Answer::Failed(why) => Err(dns_error(Reply::new(
+            Answer::Failed(why) => Err(dns_error(Reply::parse(
                 451,
                 format!("4.4.3 address lookup for {domain} failed: {why}"),
             ))),
         },
-        Answer::NxDomain => Err(dns_error(Reply::new(
+        Answer::NxDomain => Err(dns_error(Reply::parse(
             550,
             format!("5.1.2 {domain}: domain does not exist"),
         ))),
-        Answer::Failed(why) => Err(dns_error(Reply::new(
+        Answer::Failed(why) => Err(dns_error(Reply::parse(
             451,
             format!("4.4.3 MX lookup for {domain} failed: {why}"),
         ))),
@@ -146,7 +146,7 @@ impl MxResolver {
             // literal points can be aimed at internal networks.
             return Err(DeliveryError::Dns {
                 domain: domain.to_string(),
-                reply: Reply::new(
+                reply: Reply::parse(
                     553,
                     format!("5.1.3 recipient domain {domain:?} is not a domain name"),
                 ),
@@ -155,7 +155,7 @@ impl MxResolver {
         let Ok(name) = fqdn(domain) else {
             return Err(DeliveryError::Dns {
                 domain: domain.to_string(),
-                reply: Reply::new(553, format!("5.1.3 {domain:?} is not a valid domain name")),
+                reply: Reply::parse(553, format!("5.1.3 {domain:?} is not a valid domain name")),
             });
         };
         let mx = match self.resolver.lookup(name.clone(), RecordType::MX).await {
@@ -185,7 +185,7 @@ impl MxResolver {
     pub(crate) async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>> {
         let failed = |why: String| DeliveryError::Connection {
             host: host.to_string(),
-            reply: Reply::new(451, format!("4.4.3 no address for MX host {host}: {why}")),
+            reply: Reply::parse(451, format!("4.4.3 no address for MX host {host}: {why}")),
         };
         let name = fqdn(host).map_err(|e| failed(e.to_string()))?;
         match self.addresses_of(name).await {

@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 
 use mailmux_core::address_domain;
-use mailmux_store::QueuedMessage;
+use mailmux_queue::QueuedMessage;
 use tracing::{debug, warn};
 
 use crate::Deliverer;

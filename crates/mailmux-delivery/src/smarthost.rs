@@ -12,7 +12,7 @@ use mailmux_core::config::parse_host_port;
 use crate::attempt::NextHop;
 use crate::client::{SessionPolicy, TlsMode};
 use crate::error::{DeliveryError, Result};
-use crate::reply::Reply;
+use mailmux_core::reply::Reply;
 
 /// The smarthost as configured.
 pub(crate) struct Smarthost {
@@ -86,7 +86,7 @@ impl Smarthost {
     pub(crate) async fn addresses(&self) -> Result<Vec<IpAddr>> {
         let failed = |why: String| DeliveryError::Connection {
             host: self.host.clone(),
-            reply: Reply::new(
+            reply: Reply::parse(
                 451,
                 format!("4.4.3 cannot resolve smarthost {}: {why}", self.host),
             ),

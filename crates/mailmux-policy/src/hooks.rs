@@ -78,9 +78,9 @@ impl ContentHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reply::Reply;
     use crate::verdict::{Refusal, RejectReason};
     use mailmux_core::Tier;
+    use mailmux_core::reply::Reply;
 
     /// Refuses every message it sees: stands for a scanner that finds something.
     struct RefuseAll(HookKind);

@@ -12,8 +12,8 @@
 //!
 //! Files: `rules.rs` holds the pure checks, `rate.rs` the governor limiters, `hooks.rs` the
 //! feature-gated content hooks, `content.rs` the byte-level message checks, `headers.rs` the
-//! header senders, `received.rs` the trace header, `reply.rs` and `verdict.rs` the values. This
-//! file fetches the facts (the store) and runs the checks.
+//! header senders, `received.rs` the trace header, `verdict.rs` the values (replies are
+//! `mailmux_core::reply`). This file fetches the facts (the store) and runs the checks.
 //!
 //! Freshness: the tenant is read from the store at every transaction, never cached, so a change
 //! of status, tier, limit or flag made through the API applies to the next transaction on every
@@ -24,7 +24,7 @@ mod headers;
 pub mod hooks;
 pub mod rate;
 pub mod received;
-pub mod reply;
+
 pub mod rules;
 mod verdict;
 
@@ -36,8 +36,8 @@ use tracing::warn;
 
 pub use headers::header_senders;
 pub use hooks::{ContentHook, ContentHooks, HookKind};
+pub use mailmux_core::reply::Reply;
 pub use rate::{RateExceeded, RateKey, RateLimits};
-pub use reply::Reply;
 pub use verdict::{Refusal, RejectReason, Verdict};
 
 use crate::rules::RateOwner;

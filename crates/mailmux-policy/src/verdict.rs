@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::reply::Reply;
+use mailmux_core::reply::Reply;
 
 /// Outcome of one policy check.
 #[derive(Debug, Clone, PartialEq, Eq)]

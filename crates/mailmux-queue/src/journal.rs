@@ -7,7 +7,7 @@
 //! journal closes most of that window: one line appended to a file in the data dir, by the
 //! delivery task itself, before it builds the report. At start-up, before this node's leases
 //! are given back, the journal's deliveries are recorded in the store
-//! ([`mailmux_store::Store::record_journaled_deliveries`]), so those recipients are not sent
+//! ([`crate::QueueStorage::record_journaled_deliveries`]), so those recipients are not sent
 //! again.
 //!
 //! The line is written, not fsync'd, on purpose. The journal does not make mail durable (the
@@ -30,8 +30,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::JournaledDelivery;
 use mailmux_core::sync::lock;
-use mailmux_store::JournaledDelivery;
 use tracing::warn;
 
 /// Size at which the current file is rotated.

@@ -18,6 +18,7 @@
 mod journal;
 mod lease;
 mod retry;
+mod storage;
 mod writer;
 
 use std::path::Path;
@@ -28,9 +29,7 @@ use std::time::Duration;
 use mailmux_core::config::{DeliveryConfig, QueueConfig};
 use mailmux_core::health::{Health, supervise};
 use mailmux_core::{Envelope, QueueId, QueueIdGenerator, now_ms};
-use mailmux_store::{
-    DeliveryReport, JournaledDelivery, NewMessage, QueuedMessage, Store, StoreError,
-};
+use mailmux_store::{Store, StoreError};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 
@@ -38,7 +37,14 @@ use crate::journal::Journal;
 use crate::lease::InFlight;
 
 pub use lease::Lease;
+/// The queue's vocabulary (defined in core, where the store can use it too): delivery and the
+/// listeners import it from here.
+pub use mailmux_core::queued::{
+    Admission, CommitOutcome, DeliveryReport, JournaledDelivery, NewMessage, QueuedMessage,
+    QueuedRecipient, RecipientResult, RecipientStatus,
+};
 pub use retry::RetryPolicy;
+pub use storage::{QueueStorage, StorageResult};
 pub use writer::CommitStats;
 
 pub type Result<T> = std::result::Result<T, QueueError>;
@@ -62,7 +68,7 @@ pub enum QueueError {
         source: std::io::Error,
     },
     /// Not written: the tenant reached its daily quota, decided inside the commit (see
-    /// `mailmux_store::Admission`) so that concurrent sessions and nodes never overshoot it.
+    /// [`Admission`]) so that concurrent sessions and nodes never overshoot it.
     #[error("daily quota of {max_per_day} messages reached")]
     OverQuota { max_per_day: u64 },
 }
@@ -82,9 +88,10 @@ pub struct Submission {
     pub priority: i64,
 }
 
-/// The queue, shared by listeners (enqueue) and delivery workers (jobs, reports).
-pub struct Queue {
-    store: Store,
+/// The queue, shared by listeners (enqueue) and delivery workers (jobs, reports), over its
+/// storage (`Store` everywhere but in tests that need storage to misbehave).
+pub struct Queue<S: QueueStorage = Store> {
+    store: S,
     ids: QueueIdGenerator,
     /// This node's name in leases; stable across restarts (kept in the data dir).
     node_id: String,
@@ -127,18 +134,18 @@ pub enum Recorded {
     LeaseLost,
 }
 
-impl Queue {
+impl<S: QueueStorage> Queue<S> {
     /// Starts the writer and the scheduler. What the delivery journal in `data_dir` says was
     /// delivered before a restart is recorded first; then the leases this node held are given
     /// back, so everything else it had in flight is delivered again.
     pub async fn start(
-        store: Store,
+        store: S,
         node_id: String,
         data_dir: &Path,
         queue: &QueueConfig,
         delivery: &DeliveryConfig,
         health: &Health,
-    ) -> Result<(Arc<Queue>, Jobs)> {
+    ) -> Result<(Arc<Queue<S>>, Jobs)> {
         let journal_error = |source| QueueError::Journal {
             dir: data_dir.to_owned(),
             source,
@@ -230,7 +237,7 @@ impl Queue {
         Ok(self.store.release_leases(&self.node_id, now_ms()).await?)
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &S {
         &self.store
     }
 
@@ -279,7 +286,7 @@ impl Queue {
                         .rcpt_to
                         .into_iter()
                         .enumerate()
-                        .map(|(idx, address)| mailmux_store::QueuedRecipient {
+                        .map(|(idx, address)| QueuedRecipient {
                             idx: idx as u32,
                             domain: mailmux_core::address_domain(&address),
                             address,
@@ -382,8 +389,8 @@ impl Queue {
 ///
 /// Woken after every report, it still claims only when a quarter of the delivery channel is
 /// free (or the poll interval passed): one claim per many messages, not one per message.
-async fn scheduler(
-    queue: std::sync::Weak<Queue>,
+async fn scheduler<S: QueueStorage>(
+    queue: std::sync::Weak<Queue<S>>,
     poll: Duration,
     health: mailmux_core::health::Component,
 ) {
@@ -430,7 +437,10 @@ async fn scheduler(
 /// Every third of the lease, extends the leases of everything this node has in flight: an
 /// attempt may take far longer than one lease (a slow end-of-data reply may legitimately take
 /// ten minutes), and must not be taken over by another node meanwhile.
-async fn heartbeat(queue: std::sync::Weak<Queue>, health: mailmux_core::health::Component) {
+async fn heartbeat<S: QueueStorage>(
+    queue: std::sync::Weak<Queue<S>>,
+    health: mailmux_core::health::Component,
+) {
     let every = match queue.upgrade() {
         Some(queue) => queue.lease / 3,
         None => return,
@@ -484,7 +494,7 @@ async fn heartbeat(queue: std::sync::Weak<Queue>, health: mailmux_core::health::
 }
 
 /// Once an hour, forgets finished messages older than `retention`.
-async fn purge_finished(queue: std::sync::Weak<Queue>, retention: Duration) {
+async fn purge_finished<S: QueueStorage>(queue: std::sync::Weak<Queue<S>>, retention: Duration) {
     let mut hourly = tokio::time::interval(Duration::from_secs(3600));
     loop {
         hourly.tick().await;

@@ -9,8 +9,8 @@
 //! `max_age` (5 days). Every delay is spread by `jitter` either way so that mail deferred in
 //! one burst does not come back in one burst.
 
+use crate::{DeliveryReport, QueuedMessage, RecipientResult, RecipientStatus};
 use mailmux_core::config::DeliveryConfig;
-use mailmux_store::{DeliveryReport, QueuedMessage, RecipientResult, RecipientStatus};
 use rand::{Rng, RngExt};
 
 use crate::Lease;

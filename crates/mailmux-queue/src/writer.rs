@@ -20,11 +20,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use mailmux_core::health::Component;
 use mailmux_core::metrics::{MetricSource, render_single};
-use mailmux_store::{Admission, DeliveryReport, NewMessage, Store};
+use mailmux_store::StoreError;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::error;
 
-use crate::{QueueError, Recorded, Result};
+use crate::{Admission, DeliveryReport, NewMessage, QueueError, QueueStorage, Recorded, Result};
 
 pub(crate) enum WriteOp {
     Enqueue(NewMessage, oneshot::Sender<Result<()>>),
@@ -78,8 +78,8 @@ impl MetricSource for CommitStats {
 
 /// The writer loop. `ops` is shared with the supervisor so that a writer started after a
 /// panic takes over the same channel.
-pub(crate) async fn run(
-    store: Store,
+pub(crate) async fn run<S: QueueStorage>(
+    store: S,
     ops: Arc<Mutex<mpsc::Receiver<WriteOp>>>,
     max_batch: usize,
     stats: Arc<CommitStats>,
@@ -143,8 +143,8 @@ struct Waiters {
 
 /// One transaction for the batch. A failed commit is every waiter's answer; after a good one a
 /// message's own answer says whether it was written or over its tenant's quota.
-async fn commit(
-    store: &Store,
+async fn commit<S: QueueStorage>(
+    store: &S,
     messages: &[NewMessage],
     reports: &[DeliveryReport],
     waiters: Waiters,
@@ -168,7 +168,7 @@ async fn commit(
             error!(%error, messages = messages.len(), reports = reports.len(), "queue commit failed");
         }
     }
-    let failed = |error: &mailmux_store::StoreError| Err(QueueError::Commit(error.to_string()));
+    let failed = |error: &StoreError| Err(QueueError::Commit(error.to_string()));
     // A session that went away no longer waits; nothing to tell it.
     for (n, done) in waiters.messages.into_iter().enumerate() {
         let _ = done.send(match &outcome {

@@ -28,7 +28,8 @@ mod starttls;
 
 pub use context::Server;
 pub use error::{Result, SmtpError};
-/// Replies are the policy crate's values: a refusal carries the reply it is answered with.
-pub use mailmux_policy::reply::{self, Reply};
+/// One reply type for the whole relay (`mailmux_core::reply`): a policy refusal carries the
+/// reply it is answered with.
+pub use mailmux_core::reply::{self, Reply};
 pub use metrics::{Metrics, RejectReason};
 pub use server::{Listener, Listeners, serve};

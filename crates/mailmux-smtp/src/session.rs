@@ -519,7 +519,10 @@ mod tests {
             let error = Request::parse(&mut line.iter()).expect_err("refused");
             let reply = syntax_reply(error);
             assert_eq!(
-                (reply.code(), reply.status()),
+                (
+                    reply.code(),
+                    reply.status().map(|s| s.to_string()).as_deref()
+                ),
                 (code, Some(status)),
                 "{}",
                 String::from_utf8_lossy(line)

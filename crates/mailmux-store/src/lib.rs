@@ -30,10 +30,7 @@ pub use audit::{AuditEntry, AuditRecord};
 pub use dkim_keys::{DkimKey, DkimKeyStatus, DkimSigningState, DomainCheck};
 pub use history::{AttemptView, MessageFilter, MessageState, MessageView, RecipientView};
 pub use key_vault::{KeyVaultError, MasterKey, sync_dir};
-pub use queue::{
-    Admission, CommitOutcome, DeliveryReport, JournaledDelivery, NewMessage, QUOTA_WINDOW_MS,
-    QueuedMessage, QueuedRecipient, RecipientResult, RecipientStatus,
-};
+pub use queue::QUOTA_WINDOW_MS;
 pub use return_paths::{ReturnPath, ReturnPathCheck};
 pub use stats::TenantCounters;
 pub use tenants::TenantDeletion;

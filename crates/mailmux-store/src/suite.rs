@@ -9,9 +9,11 @@ use mailmux_core::{BodyFlags, Credential, Domain, Envelope, QueueId, Tenant, Ten
 
 use sqlx::Executor;
 
+use mailmux_core::queued::{DeliveryReport, NewMessage, RecipientResult, RecipientStatus};
+
 use crate::{
-    AuditEntry, Backend, DeliveryReport, DkimKey, DkimKeyStatus, DkimSigningState, NewMessage,
-    RecipientResult, RecipientStatus, ReturnPathCheck, Store, StoreError,
+    AuditEntry, Backend, DkimKey, DkimKeyStatus, DkimSigningState, ReturnPathCheck, Store,
+    StoreError,
 };
 
 /// Runs every check against `store` (freshly migrated, empty or not: ids are random).
@@ -656,7 +658,7 @@ async fn queue_lifecycle(store: &Store) {
 /// What the delivery journal says a node delivered before it restarted is recorded for the
 /// recipients still pending, only on messages no other node has leased since.
 async fn journaled_deliveries_are_recorded_after_a_restart(store: &Store) {
-    use crate::JournaledDelivery;
+    use mailmux_core::queued::JournaledDelivery;
     let tenant = new_tenant(Tier::Enterprise);
     store.create_tenant(&tenant, None).await.unwrap();
     let now = mailmux_core::now_ms();
@@ -955,7 +957,7 @@ async fn tenant_policy(store: &Store) {
 /// whatever the batches and however many writers commit at once (DSNs are never refused and
 /// never counted).
 async fn daily_quota_is_decided_in_the_commit(store: &Store) {
-    use crate::Admission;
+    use mailmux_core::queued::Admission;
     let mut tenant = new_tenant(Tier::Free);
     tenant.limits.max_messages_per_day = 5;
     store.create_tenant(&tenant, None).await.unwrap();

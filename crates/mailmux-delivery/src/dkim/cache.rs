@@ -12,7 +12,7 @@ use mailmux_store::{DkimSigningState, MasterKey, Store};
 use tracing::{debug, error, info};
 
 use crate::dkim::signer::{DomainSigner, SignError, candidate_domains};
-use crate::reply::Reply;
+use mailmux_core::reply::Reply;
 
 /// How long the cache trusts what it knows of a domain without asking the store again: a
 /// rotation or a deleted domain takes effect within a second, and a busy domain costs one small
@@ -90,7 +90,7 @@ impl Signers {
                 Ok(entry) => entry,
                 Err(error) => {
                     error!(%domain, %error, "cannot look up the DKIM key; the message waits");
-                    return Signing::Defer(Reply::new(
+                    return Signing::Defer(Reply::parse(
                         451,
                         format!("4.3.0 cannot look up the DKIM key of {domain}; will retry"),
                     ));
@@ -264,7 +264,7 @@ impl Signers {
 
 fn defer_for(why: &SignError) -> Signing {
     debug!(error = %why, "message deferred: its DKIM key cannot be used");
-    Signing::Defer(Reply::new(
+    Signing::Defer(Reply::parse(
         451,
         format!("4.7.0 DKIM signing is on for this sender but {why}; will retry"),
     ))
