@@ -3,7 +3,6 @@
 //! on and off; changes through the API biting on the next transaction; the daily count exact
 //! under 20 concurrent sessions and shared by two nodes on one Postgres; a paused tenant's
 //! queued mail held (not bounced) and delivered after resume.
-#![allow(clippy::disallowed_methods)] // synchronous tests driving real processes: no runtime here for std::thread::sleep to block
 
 mod common;
 
@@ -30,6 +29,10 @@ fn env_for(dns: &DnsServer, sink: &Sink) -> Vec<(String, String)> {
         ("MAILMUX_DELIVERY__RETRY_INITIAL_SECS".into(), "1".into()),
         ("MAILMUX_DELIVERY__RETRY_FACTOR".into(), "1.0".into()),
         ("MAILMUX_QUEUE__POLL_INTERVAL_MS".into(), "200".into()),
+        // Delivery reads the tenant for every message, so a change made through the API
+        // applies to the next one and no test waits out the one-second cache (whose bound the
+        // delivery crate's unit tests check on tokio's clock).
+        ("MAILMUX_DELIVERY__CACHE_TTL_MS".into(), "0".into()),
     ]
 }
 
@@ -284,8 +287,6 @@ fn each_limit_and_flag_on_and_off_over_smtp_and_http() {
         1,
     ));
     update(&mm, t, json!({"features": {"custom_domains": false}}));
-    // Delivery reads the tenant through a cache of at most a second.
-    std::thread::sleep(Duration::from_millis(1100));
     ok(&submit(
         &mm,
         &acct,
@@ -477,7 +478,12 @@ fn paused_tenants_queued_mail_is_held_then_delivered_after_resume() {
     // bounced, no attempt counted, still queued.
     let delivered = sink.wait_for_messages(1, Duration::from_secs(20));
     assert_eq!(delivered[0].rcpt_tos, ["one@sink.test"]);
-    std::thread::sleep(Duration::from_secs(5));
+    common::wait_until(Duration::from_secs(30), || {
+        mm.log()
+            .contains("held: the tenant is not active")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the second message was not held:\n{}", mm.log_tail(30)));
     assert_eq!(sink.messages().len(), 1, "nothing delivered while paused");
     let (status, shown) = http(
         mm.admin(),
@@ -495,7 +501,18 @@ fn paused_tenants_queued_mail_is_held_then_delivered_after_resume() {
     update(&mm, t, json!({"status": "active"}));
     let all = sink.wait_for_messages(2, Duration::from_secs(30));
     assert_eq!(all[1].rcpt_tos, ["two@sink.test"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Recorded as delivered (the report that would carry a bounce): the sink has it once.
+    common::wait_until(Duration::from_secs(30), || {
+        let (_, shown) = http(
+            mm.admin(),
+            "GET",
+            &format!("/api/tenants/{t}/messages/{second_id}"),
+            Some(mm.admin_token()),
+            None,
+        );
+        (shown["status"] == "delivered").then_some(())
+    })
+    .expect("the second message's delivery was never recorded");
     assert_eq!(sink.messages().len(), 2, "no bounce, no duplicate");
 }
 

@@ -20,6 +20,7 @@ use std::fmt;
 use std::net::SocketAddr;
 
 use mailmux_core::now_ms;
+use mailmux_core::reply::Reply;
 use mailmux_queue::{QueuedMessage, QueuedRecipient};
 use tracing::{debug, warn};
 
@@ -28,7 +29,6 @@ use crate::client::{Connection, SessionPolicy, Target, Transaction};
 use crate::error::DeliveryError;
 use crate::mx::MxHost;
 use crate::pool::Destination;
-use mailmux_core::reply::Reply;
 
 /// Addresses tried per host, and in all, in one attempt (Postfix tries 5 in all): enough to
 /// get past a dead host or two, few enough that a hop with dozens of dead addresses does not

@@ -107,7 +107,11 @@ impl Deliverer {
         }
         let mx = MxResolver::new(&delivery.dns_servers)?;
         Ok(Arc::new(Deliverer {
-            router: Router::new(queue.store().clone(), delivery.transport),
+            router: Router::new(
+                queue.store().clone(),
+                delivery.transport,
+                Duration::from_millis(delivery.cache_ttl_ms),
+            ),
             signers: Signers::new(queue.store().clone(), &config),
             pool: Pool::new(
                 delivery.max_connections_per_destination,

@@ -17,11 +17,11 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::ProtoError;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
+use mailmux_core::reply::Reply;
 use rand::Rng;
 use rand::seq::SliceRandom;
 
 use crate::error::{DeliveryError, Result};
-use mailmux_core::reply::Reply;
 
 /// One host to try for a domain, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,11 +8,11 @@ use lettre::transport::smtp::authentication::Credentials;
 use mailmux_core::SmarthostTls;
 use mailmux_core::config::DeliveryConfig;
 use mailmux_core::config::parse_host_port;
+use mailmux_core::reply::Reply;
 
 use crate::attempt::NextHop;
 use crate::client::{SessionPolicy, TlsMode};
 use crate::error::{DeliveryError, Result};
-use mailmux_core::reply::Reply;
 
 /// The smarthost as configured.
 pub(crate) struct Smarthost {

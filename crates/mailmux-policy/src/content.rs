@@ -3,9 +3,9 @@
 //! §2.3). Bare CR and bare LF matter most: another server may read them as line ends, and a
 //! `.` after one is how SMTP smuggling hides a second message inside the first; refusing them
 //! here means we never relay such a message onwards.
+use mailmux_core::reply::Reply;
 
 use crate::verdict::{Refusal, RejectReason};
-use mailmux_core::reply::Reply;
 
 /// RFC 5322 §2.1.1: at most 998 characters per line, not counting CRLF.
 pub const MAX_LINE: usize = 998;

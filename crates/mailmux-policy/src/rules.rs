@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
+use mailmux_core::reply::Reply;
 use mailmux_core::{Domain, Feature, Limits, Tenant, TenantStatus};
 
 use crate::verdict::{Refusal, RejectReason, Verdict};
-use mailmux_core::reply::Reply;
 
 fn refuse(reason: RejectReason, code: u16, status: &'static str, text: String) -> Verdict {
     Verdict::Refuse(Refusal::new(reason, Reply::new(code, status, text)))

@@ -3,21 +3,18 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mailmux_core::Config;
 use mailmux_core::message_bytes::crlf_line_endings;
+use mailmux_core::reply::Reply;
 use mailmux_core::sync::lock;
 use mailmux_store::{DkimSigningState, MasterKey, Store};
+// tokio's clock, so tests move it past the check interval instead of waiting it out.
+use tokio::time::Instant;
 use tracing::{debug, error, info};
 
 use crate::dkim::signer::{DomainSigner, SignError, candidate_domains};
-use mailmux_core::reply::Reply;
-
-/// How long the cache trusts what it knows of a domain without asking the store again: a
-/// rotation or a deleted domain takes effect within a second, and a busy domain costs one small
-/// query a second.
-pub(crate) const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Entries kept before stale ones are swept out (From: domains of other people's mail are
 /// cached too, as "not ours").
@@ -63,6 +60,10 @@ pub(crate) struct Signers {
     /// by the operator is picked up without a restart.
     master_key_path: std::path::PathBuf,
     entries: Mutex<HashMap<String, Entry>>,
+    /// How long what is known of a domain is trusted without asking the store again
+    /// (`delivery.cache_ttl_ms`): a rotation or a deleted domain takes effect within it, and a
+    /// busy domain costs one small query per interval.
+    check_interval: Duration,
     /// Signatures being computed at once: one per core.
     cpu: tokio::sync::Semaphore,
 }
@@ -73,6 +74,7 @@ impl Signers {
             store,
             master_key_path: config.storage.data_dir.join("master.key"),
             entries: Mutex::new(HashMap::new()),
+            check_interval: Duration::from_millis(config.delivery.cache_ttl_ms),
             cpu: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
@@ -162,12 +164,12 @@ impl Signers {
     }
 
     /// What is known of `domain`, asking the store when the last look is older than
-    /// [`KEY_CHECK_INTERVAL`] and loading the active key only when it changed (or failed).
+    /// the check interval and loading the active key only when it changed (or failed).
     async fn entry(&self, domain: &str) -> mailmux_store::Result<Entry> {
         let now = Instant::now();
         let cached = self.lock().get(domain).cloned();
         if let Some(entry) = &cached
-            && now.duration_since(entry.checked) < KEY_CHECK_INTERVAL
+            && now.duration_since(entry.checked) < self.check_interval
         {
             return Ok(entry.clone());
         }
@@ -204,7 +206,8 @@ impl Signers {
         };
         let mut entries = self.lock();
         if entries.len() >= CACHE_SWEEP_AT {
-            entries.retain(|_, e| now.duration_since(e.checked) < KEY_CHECK_INTERVAL);
+            let interval = self.check_interval;
+            entries.retain(|_, e| now.duration_since(e.checked) < interval);
         }
         entries.insert(domain.to_string(), entry.clone());
         Ok(entry)
@@ -365,6 +368,15 @@ mod tests {
         }
     }
 
+    /// Moves tokio's clock past the key check interval at once. Paused only for the jump: the
+    /// store's I/O runs on real time, where a paused clock would skip ahead to its timeouts.
+    async fn pass_the_check_interval() {
+        tokio::time::pause();
+        let interval = Duration::from_millis(Config::default().delivery.cache_ttl_ms);
+        tokio::time::advance(interval + Duration::from_millis(1)).await;
+        tokio::time::resume();
+    }
+
     fn signed_with(signing: &Signing) -> Option<(String, String)> {
         match signing {
             Signing::Signed {
@@ -422,7 +434,7 @@ mod tests {
 
         // The built signer is kept while the key stays the same, across refreshes.
         let first = f.signers.entry("acme.test").await.unwrap();
-        tokio::time::sleep(KEY_CHECK_INTERVAL + Duration::from_millis(50)).await;
+        pass_the_check_interval().await;
         let again = f.signers.entry("acme.test").await.unwrap();
         match (&first.loaded, &again.loaded) {
             (Loaded::Ready(a), Loaded::Ready(b)) => assert!(Arc::ptr_eq(a, b), "signer rebuilt"),
@@ -436,7 +448,7 @@ mod tests {
             ..f.key("acme.test", "s2", mailmux_store::DkimKeyStatus::Pending)
         };
         f.store.add_pending_dkim_key(&next, None).await.unwrap();
-        tokio::time::sleep(KEY_CHECK_INTERVAL + Duration::from_millis(50)).await;
+        pass_the_check_interval().await;
         assert_eq!(
             signed_with(&sign("a@acme.test", "").await),
             pair("acme.test", "s1")
@@ -447,7 +459,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        tokio::time::sleep(KEY_CHECK_INTERVAL + Duration::from_millis(50)).await;
+        pass_the_check_interval().await;
         assert_eq!(
             signed_with(&sign("a@acme.test", "").await),
             pair("acme.test", "s2")
@@ -473,7 +485,7 @@ mod tests {
         }
         // The operator restores the right master key: signing resumes within a second.
         std::fs::write(&key_path, good).unwrap();
-        tokio::time::sleep(KEY_CHECK_INTERVAL + Duration::from_millis(50)).await;
+        pass_the_check_interval().await;
         assert!(matches!(
             f.signers.sign(&f.tenant, &message, "a@acme.test").await,
             Signing::Signed { .. }
@@ -502,7 +514,7 @@ mod tests {
         );
         // Restored: signing resumes.
         std::fs::write(&key_path, good).unwrap();
-        tokio::time::sleep(KEY_CHECK_INTERVAL + Duration::from_millis(50)).await;
+        pass_the_check_interval().await;
         assert!(matches!(
             f.signers.sign(&f.tenant, &message, "a@acme.test").await,
             Signing::Signed { .. }
