@@ -379,8 +379,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
-/// A small valid message from `from`.
+/// A small valid message from `from`, with the Date: and Message-ID: a submission server would
+/// otherwise add (so that what is stored ends with it, byte for byte).
 pub fn message(from: &str) -> String {
+    format!(
+        "From: Sender <{from}>\r\nTo: bob@example.org\r\nSubject: hi\r\n\
+         Date: Mon, 23 Nov 2026 12:00:00 +0000\r\nMessage-ID: <hi@acme.test>\r\n\r\nHello.\r\n"
+    )
+}
+
+/// [`message`] without Date: and Message-ID:, as many applications write it.
+pub fn bare_message(from: &str) -> String {
     format!("From: Sender <{from}>\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nHello.\r\n")
 }
 
