@@ -58,12 +58,17 @@ async fn recipients_and_size_are_the_tenants_under_the_relays() {
     c.send(format!("{big}.\r\n")).await;
     c.reply().await.expect(552, "5.3.4");
 
-    // Limits lifted: the relay's caps remain (3 recipients, MAX_SIZE bytes).
+    // Limits lifted: the relay's caps remain (3 recipients, MAX_SIZE bytes). EHLO shows the
+    // limit as the session last read it, which the next MAIL does.
     f.update_tenant(|t| {
         t.limits.max_recipients_per_message = 0;
         t.limits.max_message_size = 1_000_000;
     })
     .await;
+    assert_eq!(size_line(&c.cmd("EHLO client.test").await), "SIZE 1024");
+    c.cmd(&format!("MAIL FROM:<{from}>"))
+        .await
+        .expect(250, "2.1.0");
     assert_eq!(
         size_line(&c.cmd("EHLO client.test").await),
         format!("SIZE {MAX_SIZE}")
