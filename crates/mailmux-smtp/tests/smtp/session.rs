@@ -556,7 +556,7 @@ async fn revoked_credentials_stop_working_within_a_second() {
             .await
             .unwrap()
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    skip_time(Duration::from_secs(1)).await;
     let mut c = f.connect_tls(PEER).await;
     c.cmd(&auth_plain(&f.username, &f.password))
         .await
