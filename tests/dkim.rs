@@ -663,3 +663,86 @@ fn rotation_keeps_mail_verifiable_throughout() {
         );
     }
 }
+
+/// Issue 11: what a submission server owes the mail it accepts, checked where it arrives. A
+/// message without Date: and Message-ID: gets both; a multipart/alternative message with a
+/// text part of lines over 998 octets arrives with every line within the limit, the text part
+/// quoted-printable and decoding to the original, the base64 part byte for byte as sent; and
+/// dkimpy verifies both signatures (made at delivery over the completed bytes).
+#[test]
+fn submitted_mail_is_completed_and_long_lines_arrive_reencoded_and_signed() {
+    if !require() {
+        return;
+    }
+    let dns = DnsServer::start(zone(&[]));
+    let sink = Sink::start(&[]);
+    let mm = relay(&dns, &sink, &[]);
+    let (acct, added) = tenant(&mm, "long-co", "starter", "long.test", "rsa");
+    dns.set_records(zone(&dkim_records(&added)));
+
+    let bare = "From: App <app@long.test>\r\nTo: <user@sink.test>\r\nSubject: bare\r\n\r\n\
+                no date, no id\r\n";
+    submit(&mm, &acct, "app@long.test", bare.as_bytes());
+
+    let long_line = format!("{} — fin", "Grüße aus Köln, ".repeat(120));
+    let text = format!("first line\r\n{long_line}\r\nlast line\r\n");
+    let base64_part = "Content-Type: application/octet-stream; name=\"a.bin\"\r\n\
+                       Content-Transfer-Encoding: base64\r\n\r\n\
+                       AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v\r\n";
+    let long = format!(
+        "From: App <app@long.test>\r\nTo: <user@sink.test>\r\nSubject: long\r\n\
+         Date: Mon, 23 Nov 2026 12:00:00 +0000\r\nMessage-ID: <long@long.test>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
+         --outer\r\nContent-Type: multipart/alternative; boundary=\"inner\"\r\n\r\n\
+         --inner\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\n{text}\r\n\
+         --inner\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>short</p>\r\n\
+         --inner--\r\n--outer\r\n{base64_part}--outer--\r\n"
+    );
+    submit(&mm, &acct, "app@long.test", long.as_bytes());
+
+    let received = sink.wait_for_messages(2, Duration::from_secs(60));
+    let bare = find(&received, "bare");
+    let date = bare.header("Date").expect("Date: added");
+    assert!(
+        mail_parser::DateTime::parse_rfc822(&date).is_some(),
+        "{date}"
+    );
+    let id = bare.header("Message-ID").expect("Message-ID: added");
+    assert!(
+        id.starts_with('<') && id.ends_with('>') && id.contains('@'),
+        "{id}"
+    );
+    assert!(
+        bare.text().ends_with("\r\n\r\nno date, no id\r\n"),
+        "{}",
+        bare.text()
+    );
+
+    let long = find(&received, "long");
+    assert!(
+        long.raw.split(|&b| b == b'\n').all(|l| l.len() <= 1000),
+        "a line over 998 octets arrived:\n{}",
+        long.text()
+    );
+    let delivered = long.text();
+    assert!(
+        delivered.contains(
+            "Content-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+        ),
+        "{delivered}"
+    );
+    assert!(delivered.contains(base64_part), "the base64 part changed");
+    assert!(delivered.contains("Message-ID: <long@long.test>\r\n"));
+    let parsed = mail_parser::MessageParser::new()
+        .parse(&long.raw)
+        .expect("a message");
+    // The CRLF before the boundary line belongs to the boundary.
+    assert_eq!(parsed.body_text(0).unwrap(), text);
+    assert_eq!(parsed.body_html(0).unwrap(), "<p>short</p>");
+
+    for report in verify_received(&dns, &sink, &[bare, long]) {
+        assert_eq!(passing_signature(&report)["d"], "long.test");
+    }
+}

@@ -49,7 +49,9 @@ pub struct SendRequest {
     pub attachments: Vec<AttachmentSpec>,
     /// A complete message (RFC 5322, MIME). Line ends may be LF; they are sent as CRLF. The
     /// recipients are `to` + `cc` + `bcc` when given, else its To:, Cc: and Bcc: headers (Bcc:
-    /// is removed before sending). Excludes every other field but `from`.
+    /// is removed before sending). Excludes every other field but `from`. As over SMTP
+    /// submission, a missing Date: or Message-ID: is added and a body part with lines over 998
+    /// octets is re-encoded (quoted-printable); a header line that long is refused.
     pub raw: Option<String>,
 }
 

@@ -1,7 +1,8 @@
 //! `POST /api/send`: the HTTP send API. A tenant API key submits a message as JSON (its fields,
 //! or a complete `raw` message); it goes through the same policy as SMTP submission (the
 //! shared [`mailmux_policy::Policy`]: status, sender rights for the envelope and the From:
-//! header, rate, daily quota, recipients, size, content) into the same durable queue, with
+//! header, rate, daily quota, recipients, size, content) and the same completion (a missing
+//! Date: or Message-ID: added, long body lines re-encoded) into the same durable queue, with
 //! `origin: "api"`, with a `Received:` header naming the client's address as SMTP mail has
 //! one naming its client. DKIM signing happens at delivery, as for SMTP mail.
 //!
@@ -16,7 +17,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use mailmux_core::{BodyFlags, Envelope};
 use mailmux_policy::received::{self, Trace};
-use mailmux_policy::{Submitter, Verdict, rules};
+use mailmux_policy::{Submitter, Verdict, rules, submission};
 use mailmux_queue::{QueueError, Submission};
 use serde::Serialize;
 use tracing::{info, warn};
@@ -144,8 +145,15 @@ pub async fn send(
     ) {
         return Err(refusal.into());
     }
-    let scan = policy
-        .check_message(&admitted.tenant, &admitted.limits, &composed.message)
+    // As for SMTP submission: a raw message without Date: or Message-ID: gets them, and long
+    // body lines are re-encoded (the fields mode's builder has done both already).
+    let stamp = submission::Stamp {
+        hostname: &state.config.smtp.hostname,
+        queue_id: &queue_id,
+        timestamp: mailmux_core::now_ms() / 1000,
+    };
+    let (body, scan) = policy
+        .accept_message(&admitted.tenant, &admitted.limits, composed.message, &stamp)
         .await?;
     let smtputf8 =
         !composed.mail_from.is_ascii() || composed.recipients.iter().any(|r| !r.is_ascii());
@@ -161,9 +169,10 @@ pub async fn send(
         },
         timestamp: mailmux_core::now_ms() / 1000,
     });
-    let mut message = Vec::with_capacity(trace.len() + composed.message.len());
+    let mut message = Vec::with_capacity(trace.len() + body.len());
     message.extend_from_slice(trace.as_bytes());
-    message.extend_from_slice(&composed.message);
+    message.extend_from_slice(&body);
+    drop(body);
     let submission = Submission {
         id: queue_id,
         tenant_id: tenant_id.to_string(),

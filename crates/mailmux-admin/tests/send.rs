@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     send_api_queues_through_the_policy,
+    send_api_raw_messages_are_completed_like_submissions,
     send_api_limits_answer_with_the_contracts_statuses,
     send_api_status_and_flags,
     sending_limits_are_stored_and_shown,
@@ -204,6 +205,65 @@ async fn send_api_queues_through_the_policy(h: Harness) {
         )
         .await;
     assert_eq!(usage["usage"]["messages_24h"], 2, "{usage}");
+}
+
+/// Issue 11: a raw message gets what a submission server adds (Date:, Message-ID:) and long
+/// body lines re-encoded, as over SMTP; a header line over the limit is refused.
+async fn send_api_raw_messages_are_completed_like_submissions(h: Harness) {
+    let (_, key) = sender(&h, "Acme", "professional", "acme.example").await;
+    let stored = |id: String| {
+        let store = h.store.clone();
+        async move {
+            let queued = store.load_pending(&id).await.unwrap().expect("queued");
+            String::from_utf8(queued.body.to_vec()).unwrap()
+        }
+    };
+    let long = format!("{} end", "word ".repeat(300));
+    let raw = format!("From: app@acme.example\nTo: r@x.test\nSubject: raw\n\nshort\n{long}\n");
+    let (status, sent, _) = send(&h, &key, json!({ "raw": raw })).await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let text = stored(sent["id"].as_str().unwrap().to_string()).await;
+    let head = text.split("\r\n\r\n").next().unwrap();
+    assert!(head.contains("\r\nDate: "), "{text}");
+    assert!(
+        head.contains(&format!(
+            "\r\nMessage-ID: <{}.",
+            sent["id"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+    assert!(
+        head.contains("Content-Transfer-Encoding: quoted-printable"),
+        "{text}"
+    );
+    assert!(text.split("\r\n").all(|l| l.len() <= 998), "{text}");
+    let parsed = mail_parser::MessageParser::new()
+        .parse(text.as_bytes())
+        .unwrap();
+    assert_eq!(parsed.body_text(0).unwrap(), format!("short\r\n{long}\r\n"));
+
+    // The caller's own Date: and Message-ID: are kept, and no second one is added.
+    let raw = "From: app@acme.example\nTo: r@x.test\nDate: Mon, 23 Nov 2026 12:00:00 +0000\n\
+               Message-ID: <own@acme.example>\n\nbody\n";
+    let (status, sent, _) = send(&h, &key, json!({ "raw": raw })).await;
+    assert_eq!(status, StatusCode::OK, "{sent}");
+    let text = stored(sent["id"].as_str().unwrap().to_string()).await;
+    assert!(text.ends_with(&raw.replace('\n', "\r\n")), "{text}");
+    assert_eq!(text.matches("Message-ID:").count(), 1, "{text}");
+
+    let raw = format!(
+        "From: app@acme.example\nTo: r@x.test\nX-Long: {}\n\nbody\n",
+        "x".repeat(1000)
+    );
+    let (status, value, _) = send(&h, &key, json!({ "raw": raw })).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{value}");
+    assert!(
+        value["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("header line"),
+        "{value}"
+    );
 }
 
 async fn send_api_limits_answer_with_the_contracts_statuses(h: Harness) {

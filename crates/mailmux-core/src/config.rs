@@ -79,10 +79,16 @@ pub struct SmtpConfig {
     pub data_timeout_secs: u64,
     /// Upper bound on a whole session, whatever it does.
     pub session_timeout_secs: u64,
-    /// Failed AUTH attempts from one IP within `auth_failure_window_secs` before 421.
+    /// Failed AUTH attempts for one username from one client IP within
+    /// `auth_failure_window_secs` before that username is locked out from that IP (421). Per
+    /// pair, so one app with a wrong password behind a shared NAT locks out only itself.
     pub auth_failure_limit: u32,
+    /// Failed AUTH attempts from one client IP, over all usernames, within the window before
+    /// the whole IP is locked out (new connections get 421): catches spraying many usernames.
+    pub auth_failure_ip_limit: u32,
     pub auth_failure_window_secs: u64,
-    /// Commands that are not mail (NOOP, RSET, HELP, VRFY, unknown) allowed per session.
+    /// Commands that are not mail (EHLO, HELO, NOOP, RSET, HELP, VRFY, unknown) allowed
+    /// between accepted messages.
     pub max_idle_commands: u32,
 }
 

@@ -6,14 +6,17 @@
 //! ```text
 //! open_transaction: tenant (read now) → status → declared size → sender domain → rate → quota
 //! per recipient:    rules::recipient_count against limits.max_recipients
-//! complete message: size → From:/Sender: domains → content hooks (gated by feature flags)
+//! complete message: size → completion (submission.rs) → content → From:/Sender: domains →
+//!                   content hooks (gated by feature flags)
 //! queue commit:     the daily quota again, atomically with the insert (mailmux-store)
 //! ```
 //!
 //! Files: `rules.rs` holds the pure checks, `rate.rs` the governor limiters, `hooks.rs` the
-//! feature-gated content hooks, `content.rs` the byte-level message checks, `headers.rs` the
-//! header senders, `received.rs` the trace header, `verdict.rs` the values (replies are
-//! `mailmux_core::reply`). This file fetches the facts (the store) and runs the checks.
+//! feature-gated content hooks, `content.rs` the byte-level message checks, `submission.rs` what
+//! a submission server adds or repairs at acceptance (Date:, Message-ID:, long lines through
+//! `long_lines.rs`), `headers.rs` the header senders, `received.rs` the trace header,
+//! `verdict.rs` the values (replies are `mailmux_core::reply`). This file fetches the facts (the
+//! store) and runs the checks.
 //!
 //! Freshness: the tenant is read from the store at every transaction, never cached, so a change
 //! of status, tier, limit or flag made through the API applies to the next transaction on every
@@ -22,10 +25,12 @@
 pub mod content;
 mod headers;
 pub mod hooks;
+pub mod long_lines;
 pub mod rate;
 pub mod received;
 
 pub mod rules;
+pub mod submission;
 mod verdict;
 
 use std::time::Duration;
@@ -216,6 +221,26 @@ impl Policy {
         rules::quota_reached(max).with_retry_after(wait)
     }
 
+    /// A complete submitted message (SMTP submission, an API send), as it is accepted: its
+    /// size checked as the client sent it, then completed as a submission server must
+    /// ([`submission::complete`]: long body lines re-encoded, Date: and Message-ID: added),
+    /// then the checks of [`Policy::check_completed`]. Returns the message to store and what
+    /// the content scan found (8-bit bytes) for the envelope's flags.
+    pub async fn accept_message(
+        &self,
+        tenant: &Tenant,
+        limits: &MessageLimits,
+        message: Vec<u8>,
+        stamp: &submission::Stamp<'_>,
+    ) -> Result<(Vec<u8>, content::Scan), Refusal> {
+        // The limit is on what the client sent: what completion adds must not tip a message
+        // the client could see was within it.
+        rules::message_size(message.len() as u64, limits.max_size).into_result()?;
+        let message = submission::complete(message, stamp)?;
+        let scan = self.check_completed(tenant, &message).await?;
+        Ok((message, scan))
+    }
+
     /// The checks of a complete message, in order: size, content (line endings, NUL, line
     /// length), the senders in its headers, the content hooks. Returns what the content scan
     /// found (8-bit bytes) for the envelope's flags.
@@ -226,6 +251,15 @@ impl Policy {
         message: &[u8],
     ) -> Result<content::Scan, Refusal> {
         rules::message_size(message.len() as u64, limits.max_size).into_result()?;
+        self.check_completed(tenant, message).await
+    }
+
+    /// Content (line endings, NUL, line length), the senders in its headers, the content hooks.
+    async fn check_completed(
+        &self,
+        tenant: &Tenant,
+        message: &[u8],
+    ) -> Result<content::Scan, Refusal> {
         let scan = content::check(message)?;
         self.check_header_senders(&tenant.id, message).await?;
         self.check_content(tenant, message).into_result()?;

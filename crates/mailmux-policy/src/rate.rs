@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
@@ -58,9 +58,10 @@ const SWEEP_EVERY: u64 = 4096;
 /// new rate, where its allowance starts full. The rate is read with the tenant at every
 /// transaction, so a change applies to the next one.
 ///
-/// Time is a dependency (`C`): the relay runs on governor's default clock, tests on a fake one
-/// they advance, so no test waits a rate window out.
-pub struct RateLimits<C: Clock + Clone = DefaultClock> {
+/// Time is a dependency (`C`): the relay runs on tokio's clock ([`TokioClock`]), so that a
+/// session test can move it on (`tokio::time::advance`) like every other window of the SMTP
+/// side; unit tests use governor's fake one. No test waits a rate window out.
+pub struct RateLimits<C: Clock + Clone = TokioClock> {
     clock: C,
     limiters: Mutex<Limiters<C>>,
     checks: AtomicU64,
@@ -68,7 +69,20 @@ pub struct RateLimits<C: Clock + Clone = DefaultClock> {
 
 impl Default for RateLimits {
     fn default() -> Self {
-        RateLimits::with_clock(DefaultClock::default())
+        RateLimits::with_clock(TokioClock)
+    }
+}
+
+/// Tokio's monotonic clock, as governor reads time: the system's outside tests, and the one
+/// a test pauses and advances inside them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> Self::Instant {
+        tokio::time::Instant::now().into_std()
     }
 }
 

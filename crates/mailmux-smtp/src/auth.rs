@@ -4,9 +4,11 @@
 //! A tenant's sessions are limited (`max_connections`): AUTH takes one of its places, and a
 //! session over the limit is told 421 and closed.
 //!
-//! Failures are counted per client IP over a sliding window; at the limit the session gets
-//! 421 and new connections from that IP are turned away until the window moves on (the
-//! counting, the credential cache and the tenant places live in `guards.rs`).
+//! Failures are counted over a sliding window per username and client IP, and per client IP:
+//! at a limit the session gets 421; a locked-out username is refused from that IP before its
+//! password is looked at, a locked-out IP's new connections are turned away, until the window
+//! moves on (the counting, the credential cache and the tenant places live in `guards.rs`).
+//! The credential is checked again at every MAIL (mail.rs): revoking it ends open sessions.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -15,6 +17,7 @@ use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
+use crate::guards::Lockout;
 use crate::metrics::{Metrics, RejectReason};
 use crate::reply::Reply;
 use crate::server::Listener;
@@ -146,6 +149,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 
     async fn authenticate(&mut self, username: &str, password: &str) -> Flow {
         let server = self.server.clone();
+        // A locked-out username (or address) is refused before its password is looked at, and
+        // the refusal is not another failure (see guards.rs).
+        if let Some(lockout) = server.auth_failures.check(self.conn.peer.ip(), username) {
+            return self.locked_out(lockout);
+        }
         let credential = match server.credentials.lookup(&server.store, username).await {
             Ok(credential) => credential,
             Err(error) => return self.auth_unavailable(error),
@@ -169,33 +177,46 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::Close;
         };
         self.tenant_session = Some(place);
+        self.tenant_max_size = Some(server.policy.limits_for(&tenant).max_size);
         info!(tenant = %credential.tenant_id, username, "authenticated");
         self.identity = Identity::Authenticated {
             tenant_id: credential.tenant_id,
             username: username.to_string(),
+            credential_id: credential.id,
         };
         self.reply(Reply::new(235, "2.7.0", "Authentication successful"))
     }
 
     async fn auth_failed(&mut self, username: &str) -> Flow {
         Metrics::add(&self.server.metrics().auth_failures);
-        let failures = self.server.auth_failures.record(self.conn.peer.ip());
-        warn!(username, failures, "authentication failed");
-        if self.server.auth_failures.reached(failures) {
-            self.reject(
+        let lockout = self
+            .server
+            .auth_failures
+            .record(self.conn.peer.ip(), username);
+        warn!(username, ?lockout, "authentication failed");
+        match lockout {
+            Some(lockout) => self.locked_out(lockout),
+            None => self.reject(
                 RejectReason::Auth,
-                Reply::new(
-                    421,
-                    "4.7.0",
-                    "Too many authentication failures, try again later",
-                ),
-            );
-            return Flow::Close;
+                Reply::new(535, "5.7.8", "Authentication credentials invalid"),
+            ),
         }
-        self.reject(
-            RejectReason::Auth,
-            Reply::new(535, "5.7.8", "Authentication credentials invalid"),
-        )
+    }
+
+    /// 421 and close: the session's address, or this username from it, is locked out.
+    fn locked_out(&mut self, lockout: Lockout) -> Flow {
+        Metrics::add(&self.server.metrics().auth_lockouts);
+        let text = match lockout {
+            Lockout::Username => {
+                "Too many authentication failures for this username from your address, \
+                 try again later"
+            }
+            Lockout::Address => {
+                "Too many authentication failures from your address, try again later"
+            }
+        };
+        self.reject(RejectReason::Auth, Reply::new(421, "4.7.0", text));
+        Flow::Close
     }
 
     fn auth_unavailable(&mut self, error: mailmux_store::StoreError) -> Flow {

@@ -53,6 +53,7 @@ impl Server {
             per_ip: PerIpSessions::new(config.smtp.max_connections_per_ip),
             auth_failures: AuthFailures::new(
                 smtp.auth_failure_limit,
+                smtp.auth_failure_ip_limit,
                 Duration::from_secs(smtp.auth_failure_window_secs),
             ),
             credentials: CredentialCache::default(),

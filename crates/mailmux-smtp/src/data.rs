@@ -1,11 +1,12 @@
 //! DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030), and what happens when a message is complete:
-//! the policy's message checks (size, content, header senders, content hooks), the Received:
-//! header, and the durable enqueue that must succeed before the client hears 250 (and that
-//! re-checks the daily quota inside its commit).
+//! on submission, what the policy adds or repairs (Date:, Message-ID:, long body lines) and
+//! its message checks (size, content, header senders, content hooks), on MX the content checks
+//! alone; then the Received: header, and the durable enqueue that must succeed before the
+//! client hears 250 (and that re-checks the daily quota inside its commit).
 
 use mailmux_core::Envelope;
-use mailmux_policy::content;
 use mailmux_policy::received::{self, Trace};
+use mailmux_policy::{content, submission};
 use mailmux_queue::{QueueError, Submission};
 use smtp_proto::request::receiver::BdatReceiver;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -75,8 +76,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     async fn finish_message(&mut self) -> Flow {
         let body = std::mem::take(&mut self.body);
         let (queue_id, tenant) = self.log_ids();
-        let scan = match self.message_verdict(&body).await {
-            Ok(scan) => scan,
+        let (body, scan) = match self.message_verdict(body).await {
+            Ok(verdict) => verdict,
             Err(refusal) => {
                 let flow = self.refuse(refusal);
                 self.reset_transaction();
@@ -114,9 +115,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
             timestamp: mailmux_core::now_ms() / 1000,
         });
-        let mut message = Vec::with_capacity(header.len() + body.bytes.len());
+        let mut message = Vec::with_capacity(header.len() + body.len());
         message.extend_from_slice(header.as_bytes());
-        message.extend_from_slice(&body.bytes);
+        message.extend_from_slice(&body);
         drop(body);
         let size = message.len();
         let recipients = tx.rcpt_to.len();
@@ -165,8 +166,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// The policy's checks of the complete message (for a tenant); on MX only the content's.
-    async fn message_verdict(&self, body: &Body) -> Result<content::Scan, Refusal> {
+    /// The complete message as it is accepted, with what its scan found. For a tenant
+    /// (submission) the policy completes it as a submission server must (Date:, Message-ID:,
+    /// long body lines re-encoded) and checks it; on MX it is checked as it came, never changed:
+    /// it is someone else's mail, passing through.
+    async fn message_verdict(&self, body: Body) -> Result<(Vec<u8>, content::Scan), Refusal> {
         let Some(tx) = self.tx.as_ref() else {
             return Err(Refusal::new(
                 RejectReason::Protocol,
@@ -178,12 +182,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         match &tx.tenant {
             Some(tenant) => {
+                let stamp = submission::Stamp {
+                    hostname: &self.server.config.smtp.hostname,
+                    queue_id: &tx.queue_id,
+                    timestamp: mailmux_core::now_ms() / 1000,
+                };
                 self.server
                     .policy
-                    .check_message(tenant, &tx.limits, &body.bytes)
+                    .accept_message(tenant, &tx.limits, body.bytes, &stamp)
                     .await
             }
-            None => content::check(&body.bytes),
+            None => content::check(&body.bytes).map(|scan| (body.bytes, scan)),
         }
     }
 }

@@ -4,10 +4,11 @@
 //! in-memory state with its own rule; none does I/O but the credential cache's store lookup.
 //!
 //! - **Per-IP sessions** (`smtp.max_connections_per_ip`).
-//! - **AUTH failures** per client IP over a sliding window (`smtp.auth_failure_limit` in
-//!   `smtp.auth_failure_window_secs`): at the limit the session gets 421 and new connections
-//!   from that IP are turned away until the window moves on, so a password guesser gets a
-//!   handful of tries per window, not thousands.
+//! - **AUTH failures** over a sliding window (`smtp.auth_failure_window_secs`), per username
+//!   and client IP (`smtp.auth_failure_limit`: that username is refused from that IP) and per
+//!   client IP (`smtp.auth_failure_ip_limit`, higher: the IP's new connections are turned away
+//!   too) until the window moves on. A password guesser gets a handful of tries per window,
+//!   not thousands, and one app's wrong password behind a shared NAT locks out only itself.
 //! - **Credentials** are cached for a second: a burst of connections from one app costs one
 //!   query, and a revoked credential stops working within a second.
 //! - **Tenant sessions** (`max_connections`): AUTH takes one of the tenant's places and the
@@ -66,7 +67,9 @@ impl PerIpSessions {
 }
 
 /// How long a credential read from the store may be reused. Revocation must bite within a
-/// second, so this is the longest a revoked credential can still authenticate.
+/// second, so this is the longest a revoked credential can still authenticate (or, checked at
+/// MAIL, send). Ages are read on tokio's clock, like the lockout windows, so tests advance it
+/// instead of waiting the second out.
 const CREDENTIAL_TTL: Duration = Duration::from_secs(1);
 
 /// Above this many cached usernames, stale entries are swept on insert.
@@ -106,60 +109,121 @@ impl CredentialCache {
     }
 }
 
-/// Failed AUTH attempts per client IP within a sliding window.
+/// What a failed AUTH attempt (or an attempt refused at once) runs into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lockout {
+    /// This username from this address: other usernames from it still work.
+    Username,
+    /// This address, whatever the username: its new connections are turned away too.
+    Address,
+}
+
+/// Failed AUTH attempts within a sliding window, counted twice: per (client IP, username)
+/// against `smtp.auth_failure_limit`, and per client IP over all usernames against the higher
+/// `smtp.auth_failure_ip_limit`.
+///
+/// Why both: many tenants share one address (a NAT, a hosting provider's egress), and one of
+/// their apps with a wrong password must lock out only itself, so the tight limit is per
+/// username and address. A guesser spraying many usernames from one address stays under that
+/// limit for each, so the address has a limit of its own. Attempts refused because of a
+/// lockout are not failures: an app retrying its wrong password forever does not, by
+/// retrying, lock its neighbours out.
 pub(crate) struct AuthFailures {
-    /// 0 turns the lockout off.
-    limit: u32,
-    window: Duration,
-    by_ip: Mutex<HashMap<IpAddr, VecDeque<Instant>>>,
+    by_pair: Windows<(IpAddr, String)>,
+    by_ip: Windows<IpAddr>,
 }
 
 impl AuthFailures {
-    pub(crate) fn new(limit: u32, window: Duration) -> AuthFailures {
+    /// A limit of 0 turns that limit off.
+    pub(crate) fn new(pair_limit: u32, ip_limit: u32, window: Duration) -> AuthFailures {
         AuthFailures {
+            by_pair: Windows::new(pair_limit, window),
+            by_ip: Windows::new(ip_limit, window),
+        }
+    }
+
+    /// Records a failure of `username` from `ip` now; the lockout it reached, if any.
+    pub(crate) fn record(&self, ip: IpAddr, username: &str) -> Option<Lockout> {
+        let pair = self.by_pair.record((ip, username.to_string()));
+        let address = self.by_ip.record(ip);
+        if address {
+            Some(Lockout::Address)
+        } else if pair {
+            Some(Lockout::Username)
+        } else {
+            None
+        }
+    }
+
+    /// The lockout that refuses `username` from `ip` now, before its password is looked at.
+    pub(crate) fn check(&self, ip: IpAddr, username: &str) -> Option<Lockout> {
+        if self.by_ip.reached(&ip) {
+            Some(Lockout::Address)
+        } else if self.by_pair.reached(&(ip, username.to_string())) {
+            Some(Lockout::Username)
+        } else {
+            None
+        }
+    }
+
+    /// Whether `ip` is locked out as a whole now (new connections are refused).
+    pub(crate) fn locked_out(&self, ip: IpAddr) -> bool {
+        self.by_ip.reached(&ip)
+    }
+}
+
+/// Events per key within a sliding window, against one limit (0: none).
+struct Windows<K> {
+    limit: u32,
+    window: Duration,
+    times: Mutex<HashMap<K, VecDeque<Instant>>>,
+}
+
+impl<K: std::hash::Hash + Eq> Windows<K> {
+    fn new(limit: u32, window: Duration) -> Windows<K> {
+        Windows {
             limit,
             window,
-            by_ip: Mutex::new(HashMap::new()),
+            times: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Records a failure now; returns the failures within the window, this one included.
-    pub(crate) fn record(&self, ip: IpAddr) -> u32 {
-        let now = Instant::now();
-        let mut by_ip = lock(&self.by_ip);
-        if by_ip.len() >= CACHE_SWEEP {
-            by_ip.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
-        }
-        let times = by_ip.entry(ip).or_default();
-        times.push_back(now);
-        prune(times, now, self.window, self.limit);
-        times.len() as u32
-    }
-
-    pub(crate) fn reached(&self, failures: u32) -> bool {
-        self.limit > 0 && failures >= self.limit
-    }
-
-    /// Whether `ip` is over the limit now (new connections are refused).
-    pub(crate) fn locked_out(&self, ip: IpAddr) -> bool {
+    /// Records an event now; whether `key` is at the limit with it.
+    fn record(&self, key: K) -> bool {
         if self.limit == 0 {
             return false;
         }
         let now = Instant::now();
-        let mut by_ip = lock(&self.by_ip);
-        let Some(times) = by_ip.get_mut(&ip) else {
+        let mut all = lock(&self.times);
+        if all.len() >= CACHE_SWEEP {
+            all.retain(|_, times| times.back().is_some_and(|t| now - *t < self.window));
+        }
+        let times = all.entry(key).or_default();
+        times.push_back(now);
+        prune(times, now, self.window, self.limit);
+        times.len() >= self.limit as usize
+    }
+
+    /// Whether `key` is at the limit now.
+    fn reached(&self, key: &K) -> bool {
+        if self.limit == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        let mut all = lock(&self.times);
+        let Some(times) = all.get_mut(key) else {
             return false;
         };
         prune(times, now, self.window, self.limit);
         if times.is_empty() {
-            by_ip.remove(&ip);
+            all.remove(key);
             return false;
         }
-        self.reached(times.len() as u32)
+        times.len() >= self.limit as usize
     }
 }
 
-/// Drops failures older than the window; keeps at most `limit` (all that the decision needs).
+/// Drops events older than the window; keeps at most `limit` (all that the decision needs).
 fn prune(times: &mut VecDeque<Instant>, now: Instant, window: Duration, limit: u32) {
     while times.front().is_some_and(|t| now - *t >= window) {
         times.pop_front();
@@ -241,23 +305,41 @@ mod tests {
 
     // Paused time: the window is advanced past, not waited out.
     #[tokio::test(start_paused = true)]
-    async fn failures_lock_out_an_ip_within_the_window_only() {
-        let failures = AuthFailures::new(3, Duration::from_millis(200));
+    async fn failures_lock_out_a_username_per_address_and_then_the_address() {
+        let failures = AuthFailures::new(3, 5, Duration::from_millis(200));
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(failures.record(ip), 1);
-        assert_eq!(failures.record(ip), 2);
+        assert_eq!(failures.record(ip, "app"), None);
+        assert_eq!(failures.record(ip, "app"), None);
+        assert_eq!(failures.check(ip, "app"), None);
+        assert_eq!(failures.record(ip, "app"), Some(Lockout::Username));
+        assert_eq!(failures.check(ip, "app"), Some(Lockout::Username));
+        // Other usernames from the address, and the username from elsewhere, are not locked.
+        assert_eq!(failures.check(ip, "neighbour"), None);
+        assert_eq!(failures.check(other, "app"), None);
         assert!(!failures.locked_out(ip));
-        assert_eq!(failures.record(ip), 3);
-        assert!(failures.reached(3));
+        // Two more failures from the address, under other names: the address is locked.
+        assert_eq!(failures.record(ip, "guess1"), None);
+        assert_eq!(failures.record(ip, "guess2"), Some(Lockout::Address));
         assert!(failures.locked_out(ip));
+        assert_eq!(failures.check(ip, "neighbour"), Some(Lockout::Address));
         assert!(!failures.locked_out(other));
-        tokio::time::advance(Duration::from_millis(250)).await;
+        // Only within the window.
+        tokio::time::advance(Duration::from_millis(150)).await;
+        assert!(failures.locked_out(ip));
+        tokio::time::advance(Duration::from_millis(100)).await;
         assert!(!failures.locked_out(ip));
-        assert_eq!(failures.record(ip), 1);
-        let off = AuthFailures::new(0, Duration::from_secs(60));
-        off.record(ip);
-        assert!(!off.locked_out(ip) && !off.reached(100));
+        assert_eq!(failures.check(ip, "app"), None);
+        assert_eq!(failures.record(ip, "app"), None);
+        // 0 turns a limit off.
+        let off = AuthFailures::new(0, 0, Duration::from_secs(60));
+        for _ in 0..100 {
+            assert_eq!(off.record(ip, "app"), None);
+        }
+        assert!(!off.locked_out(ip) && off.check(ip, "app").is_none());
+        let pair_only = AuthFailures::new(1, 0, Duration::from_secs(60));
+        assert_eq!(pair_only.record(ip, "app"), Some(Lockout::Username));
+        assert!(!pair_only.locked_out(ip));
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! implicit TLS, and MX. Each connection runs a session (`session.rs`) — a state machine over any
 //! `AsyncRead + AsyncWrite` stream, driven by smtp-proto's command parser — that dispatches
 //! to one handler per verb (`ehlo.rs`, `starttls.rs`, `auth.rs`, `mail.rs`, `rcpt.rs`,
-//! `data.rs`, `simple.rs`). Policy decisions (tenant status, sender rights, limits, rates,
-//! quota) are values computed by [`mailmux_policy::Policy`], which the HTTP send API shares;
-//! the MX relay rule is in [`policy`]. An accepted message gets a `Received:` header and is
-//! answered `250` only once [`mailmux_queue::Queue::enqueue`] made it durable.
+//! `data.rs`, `simple.rs`; envelope address syntax in `address.rs`). Policy decisions (tenant
+//! status, sender rights, limits, rates, quota) are values computed by
+//! [`mailmux_policy::Policy`], which the HTTP send API shares; the MX relay rule is in
+//! [`policy`]. An accepted message gets a `Received:` header and is answered `250` only once
+//! [`mailmux_queue::Queue::enqueue`] made it durable.
 
+mod address;
 mod auth;
 mod context;
 mod data;

@@ -2,7 +2,9 @@
 //! afresh from the store for every transaction so that a suspension, a pause or a changed
 //! limit bites on the next message: [`mailmux_policy::Policy::open_transaction`] (status,
 //! declared size, sender-domain rights, rate, daily quota), the same checks the HTTP send API
-//! makes. On MX anyone may send; the recipients decide (rcpt.rs).
+//! makes. The session's credential is checked here too (through the credential cache): one
+//! revoked since AUTH ends the session within a second. On MX anyone may send; the recipients
+//! decide (rcpt.rs). On every listener the sender's syntax is checked first (address.rs).
 
 use std::borrow::Cow;
 
@@ -10,8 +12,9 @@ use mailmux_core::{BodyFlags, Credential};
 use mailmux_policy::{Refusal, Submitter};
 use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::address;
 use crate::metrics::RejectReason;
 use crate::policy::{self, Verdict};
 use crate::reply::Reply;
@@ -49,6 +52,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"),
             );
         }
+        // The null sender `<>` is the one address without a domain.
+        if !address.is_empty()
+            && let Err(bad) = address::check(&address)
+        {
+            return self.reject(
+                RejectReason::Protocol,
+                Reply::new(
+                    501,
+                    "5.1.7",
+                    format!("Bad sender address syntax: {}", bad.as_str()),
+                ),
+            );
+        }
         // The relay's own limit first: it needs no lookup, and no tenant's is larger.
         let relay = self.server.policy.relay_limits();
         if let Verdict::Refuse(refusal) = policy::message_size(from.size as u64, relay.max_size) {
@@ -65,7 +81,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             };
             let credential = match self.current_credential().await {
                 Ok(credential) => credential,
-                Err(refusal) => return self.refuse(refusal),
+                Err(CredentialCheck::Refused(refusal)) => return self.refuse(refusal),
+                Err(CredentialCheck::Invalid) => {
+                    // The credential was revoked (or deleted) since AUTH: the session it opened
+                    // ends here, not when the client next authenticates.
+                    self.reject(
+                        RejectReason::Auth,
+                        Reply::new(
+                            535,
+                            "5.7.8",
+                            "Authentication credentials no longer valid (revoked); closing",
+                        ),
+                    );
+                    return Flow::Close;
+                }
             };
             let who = Submitter {
                 tenant_id: &tenant_id,
@@ -88,6 +117,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             from = %address,
             "transaction started"
         );
+        if let Some(admitted) = &admitted {
+            // Read with the tenant just now: EHLO advertises it from here on.
+            self.tenant_max_size = Some(admitted.limits.max_size);
+        }
         let (tenant, limits, priority) = match admitted {
             Some(a) => (Some(a.tenant), a.limits, a.priority),
             None => (None, relay, 0),
@@ -106,19 +139,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// The session's credential as it is now (at most a second old, through the credential
-    /// cache): its own rate may have changed since AUTH. `None` for trusted-network sessions.
-    async fn current_credential(&self) -> Result<Option<Credential>, Refusal> {
-        let Identity::Authenticated { username, .. } = &self.identity else {
+    /// cache, so a steady stream of messages costs no query each): it must still be the one
+    /// that authenticated, unrevoked, and its own rate may have changed since AUTH. `None` for
+    /// trusted-network sessions.
+    async fn current_credential(&self) -> Result<Option<Credential>, CredentialCheck> {
+        let Identity::Authenticated {
+            username,
+            credential_id,
+            ..
+        } = &self.identity
+        else {
             return Ok(None);
         };
         let server = &self.server;
-        server
+        let found = server
             .credentials
             .lookup(&server.store, username)
             .await
             .map_err(|error| {
                 warn!(%error, username, "credential lookup failed");
-                policy::lookup_failed()
-            })
+                CredentialCheck::Refused(policy::lookup_failed())
+            })?;
+        match found {
+            Some(credential)
+                if credential.id == *credential_id && credential.revoked_at.is_none() =>
+            {
+                Ok(Some(credential))
+            }
+            _ => {
+                info!(username, "credential revoked or deleted since AUTH");
+                Err(CredentialCheck::Invalid)
+            }
+        }
     }
+}
+
+/// Why the session's credential cannot be used for this transaction.
+enum CredentialCheck {
+    /// No answer from the store: try again later.
+    Refused(Refusal),
+    /// Revoked, deleted or replaced since AUTH: the session is over.
+    Invalid,
 }

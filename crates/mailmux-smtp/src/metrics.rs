@@ -16,6 +16,9 @@ pub struct Metrics {
     pub messages_accepted: AtomicU64,
     /// Failed AUTH attempts.
     pub auth_failures: AtomicU64,
+    /// AUTH attempts and connections refused because of an AUTH-failure lockout (of a
+    /// username from an address, or of a whole address).
+    pub auth_lockouts: AtomicU64,
     rejected: [AtomicU64; RejectReason::ALL.len()],
 }
 
@@ -57,6 +60,13 @@ impl MetricSource for Metrics {
             "counter",
             "Failed SMTP AUTH attempts seen by this process.",
             self.auth_failures.load(Ordering::Relaxed),
+        );
+        render_single(
+            out,
+            "mailmux_smtp_auth_lockouts_total",
+            "counter",
+            "SMTP AUTH attempts and connections refused because of an AUTH-failure lockout.",
+            self.auth_lockouts.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,

@@ -10,6 +10,7 @@ use smtp_proto::RcptTo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::warn;
 
+use crate::address;
 use crate::metrics::RejectReason;
 use crate::policy::{self, Verdict};
 use crate::reply::Reply;
@@ -37,6 +38,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return self.reject(
                 RejectReason::Protocol,
                 Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"),
+            );
+        }
+        if let Err(bad) = address::check(&address) {
+            return self.reject(
+                RejectReason::Protocol,
+                Reply::new(
+                    501,
+                    "5.1.3",
+                    format!("Bad recipient address syntax: {}", bad.as_str()),
+                ),
             );
         }
         let max = tx.limits.max_recipients;

@@ -17,7 +17,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::context::Server;
 use crate::error::{Result, SmtpError};
-use crate::metrics::RejectReason;
+use crate::metrics::{Metrics, RejectReason};
 use crate::reply::Reply;
 use crate::session::{Conn, Exit, Session};
 
@@ -190,6 +190,7 @@ impl Server {
     /// Takes a place in the connection limits, or says why not (421).
     fn admit(self: &Arc<Self>, ip: IpAddr) -> std::result::Result<Admission, Reply> {
         if self.auth_failures.locked_out(ip) {
+            Metrics::add(&self.metrics.auth_lockouts);
             return Err(Reply::new(
                 421,
                 "4.7.0",

@@ -81,6 +81,8 @@ pub(crate) enum Identity {
     Authenticated {
         tenant_id: TenantId,
         username: String,
+        /// The credential that authenticated: MAIL checks it is still that one, unrevoked.
+        credential_id: String,
     },
 }
 
@@ -164,6 +166,9 @@ pub(crate) struct Session<S> {
     pub(crate) identity: Identity,
     /// This session's place among its tenant's open sessions (taken at AUTH).
     pub(crate) tenant_session: Option<TenantSession>,
+    /// The tenant's message size limit as last read (at AUTH, at each MAIL, or by the first
+    /// EHLO that needed it): what EHLO advertises without a store query per EHLO.
+    pub(crate) tenant_max_size: Option<u64>,
     pub(crate) tx: Option<Transaction>,
     pub(crate) body: Body,
     input: Input,
@@ -194,6 +199,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             helo: None,
             identity,
             tenant_session: None,
+            tenant_max_size: None,
             tx: None,
             body: Body::default(),
             input: Input::default(),

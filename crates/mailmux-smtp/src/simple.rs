@@ -1,5 +1,5 @@
 //! The small verbs: RSET, NOOP, QUIT, HELP, VRFY. None moves mail, so all but QUIT count
-//! against `smtp.max_idle_commands`.
+//! against `smtp.max_idle_commands` (as EHLO and HELO do, in ehlo.rs).
 
 use crate::reply::Reply;
 use crate::session::{Flow, Session};

@@ -4,5 +4,6 @@
 
 mod policy;
 mod session;
+mod submission;
 mod support;
 mod tcp;

@@ -58,12 +58,17 @@ async fn recipients_and_size_are_the_tenants_under_the_relays() {
     c.send(format!("{big}.\r\n")).await;
     c.reply().await.expect(552, "5.3.4");
 
-    // Limits lifted: the relay's caps remain (3 recipients, MAX_SIZE bytes).
+    // Limits lifted: the relay's caps remain (3 recipients, MAX_SIZE bytes). EHLO shows the
+    // limit as the session last read it, which the next MAIL does.
     f.update_tenant(|t| {
         t.limits.max_recipients_per_message = 0;
         t.limits.max_message_size = 1_000_000;
     })
     .await;
+    assert_eq!(size_line(&c.cmd("EHLO client.test").await), "SIZE 1024");
+    c.cmd(&format!("MAIL FROM:<{from}>"))
+        .await
+        .expect(250, "2.1.0");
     assert_eq!(
         size_line(&c.cmd("EHLO client.test").await),
         format!("SIZE {MAX_SIZE}")
@@ -96,7 +101,8 @@ async fn rates_bite_per_tenant_and_per_credential() {
         .expect_text("rate")
         .expect_text("2 messages per second");
     assert_eq!(f.server.metrics().rejected(RejectReason::Rate), 1);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Half a second on, one more message of the 2 per second is allowed.
+    skip_time(Duration::from_millis(500)).await;
     c.cmd(mail).await.expect(250, "2.1.0");
     c.cmd("RSET").await.expect(250, "2.0.0");
 
@@ -108,7 +114,8 @@ async fn rates_bite_per_tenant_and_per_credential() {
             .await
             .unwrap()
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The credential as cached at AUTH is a second old at most: past that, MAIL sees the rate.
+    skip_time(Duration::from_secs(1)).await;
     c.cmd(mail).await.expect(250, "2.1.0");
     c.cmd("RSET").await.expect(250, "2.0.0");
     c.cmd(mail)

@@ -27,6 +27,8 @@ pub const TRUSTED_PEER: &str = "10.1.2.3:40000";
 pub const MAX_SIZE: u64 = 4096;
 pub const MAX_RECIPIENTS: usize = 3;
 pub const AUTH_FAILURE_LIMIT: u32 = 3;
+/// Failures from one address over all usernames before the address is locked out.
+pub const AUTH_FAILURE_IP_LIMIT: u32 = 7;
 
 pub struct Fixture {
     pub dir: PathBuf,
@@ -57,6 +59,7 @@ pub fn test_config(tenant_id: &str) -> Config {
     config.smtp.max_message_size = MAX_SIZE;
     config.smtp.max_recipients = MAX_RECIPIENTS;
     config.smtp.auth_failure_limit = AUTH_FAILURE_LIMIT;
+    config.smtp.auth_failure_ip_limit = AUTH_FAILURE_IP_LIMIT;
     config.smtp.auth_failure_window_secs = 60;
     config.smtp.trusted_networks = vec!["10.0.0.0/8".parse().unwrap()];
     config.smtp.default_tenant = Some(tenant_id.to_string());
@@ -203,6 +206,16 @@ impl Fixture {
             .await
             .unwrap()
     }
+}
+
+/// Moves tokio's clock `by` ahead at once, and lets it run on from there: what a test of a
+/// cache's lifetime or a lockout window needs instead of waiting. The clock stands still only
+/// for the jump: the store and the queue work on threads of their own, and a clock paused
+/// while they work would jump ahead by itself (to the next timer, e.g. a read timeout).
+pub async fn skip_time(by: Duration) {
+    tokio::time::pause();
+    tokio::time::advance(by).await;
+    tokio::time::resume();
 }
 
 pub fn auth_plain(username: &str, password: &str) -> String {
@@ -379,8 +392,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     }
 }
 
-/// A small valid message from `from`.
+/// A small valid message from `from`, with the Date: and Message-ID: a submission server would
+/// otherwise add (so that what is stored ends with it, byte for byte).
 pub fn message(from: &str) -> String {
+    format!(
+        "From: Sender <{from}>\r\nTo: bob@example.org\r\nSubject: hi\r\n\
+         Date: Mon, 23 Nov 2026 12:00:00 +0000\r\nMessage-ID: <hi@acme.test>\r\n\r\nHello.\r\n"
+    )
+}
+
+/// [`message`] without Date: and Message-ID:, as many applications write it.
+pub fn bare_message(from: &str) -> String {
     format!("From: Sender <{from}>\r\nTo: bob@example.org\r\nSubject: hi\r\n\r\nHello.\r\n")
 }
 
