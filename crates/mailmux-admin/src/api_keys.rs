@@ -11,11 +11,11 @@ use mailmux_store::{ApiKey, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AdminState;
 use crate::auth::{API_KEY_PREFIX, Actor, Principal};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{ApiQuery, OptionalJson};
 use crate::pagination::{self, PageQuery};
+use crate::state::AdminState;
 use crate::views::Success;
 
 /// `POST /api/tenants/{id}/api-keys`.

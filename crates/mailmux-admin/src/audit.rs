@@ -8,11 +8,11 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::AdminState;
 use crate::auth::Principal;
 use crate::error::{ErrorBody, Result};
 use crate::extract::ApiQuery;
 use crate::pagination::{self, PageQuery};
+use crate::state::AdminState;
 
 /// One change.
 #[derive(Debug, Serialize, ToSchema)]

@@ -9,8 +9,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use mailmux_core::credential::{hash_secret, verify_secret};
 
-use crate::AdminState;
 use crate::error::{AdminError, Result};
+use crate::state::AdminState;
 
 /// Prefix of tenant API keys: `mmk_<key id>.<secret>`. The id finds the row; the secret is
 /// compared with its stored hash in constant time.

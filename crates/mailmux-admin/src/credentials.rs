@@ -13,11 +13,11 @@ use mailmux_store::Store;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AdminState;
 use crate::auth::{Actor, Principal};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{self, PageQuery};
+use crate::state::AdminState;
 use crate::views::Success;
 
 /// A new SMTP credential; the password exists only in this answer (the store keeps a hash).

@@ -24,13 +24,13 @@ use mailmux_store::{DkimKey, DkimKeyStatus, Store};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AdminState;
 use crate::auth::{Actor, Principal};
 use crate::dkim::{self, KeyType};
 use crate::dns::sending::{self, DnsRecordView};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::OptionalJson;
 use crate::lookup;
+use crate::state::AdminState;
 
 /// `POST …/dkim/rotate` (the body may be left out).
 #[derive(Debug, Default, Deserialize, ToSchema)]

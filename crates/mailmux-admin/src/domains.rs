@@ -15,7 +15,6 @@ use mailmux_store::Store;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::AdminState;
 use crate::auth::{Actor, Principal};
 use crate::dkim::KeyType;
 use crate::dns::DnsChecker;
@@ -25,6 +24,7 @@ use crate::extract::{ApiJson, ApiQuery};
 use crate::lookup;
 use crate::pagination::{self, PageQuery};
 use crate::provision;
+use crate::state::AdminState;
 use crate::views::Success;
 
 /// `POST /api/tenants/{id}/domains`.

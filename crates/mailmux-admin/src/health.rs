@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::AdminState;
+use crate::state::AdminState;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {

@@ -8,10 +8,10 @@ use std::time::Duration;
 use mailmux_core::{Config, now_ms};
 use mailmux_store::Store;
 
-use crate::AdminState;
 use crate::auth::Actor;
 use crate::dns::{self, DnsChecker};
 use crate::error::Result;
+use crate::state::AdminState;
 
 /// What a re-check run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -34,6 +34,7 @@ pub mod pagination;
 pub mod provision;
 pub mod return_path;
 pub mod send;
+mod state;
 pub mod tenants;
 pub mod usage;
 pub mod views;
@@ -43,10 +44,6 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
 use axum::{Extension, Router};
-use mailmux_core::{Config, MetricSource};
-use mailmux_policy::Policy;
-use mailmux_queue::Queue;
-use mailmux_store::Store;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -54,28 +51,10 @@ use utoipa_axum::routes;
 pub use auth::{Actor, Principal};
 pub use error::{AdminError, Result};
 pub use jobs::{dkim_rotation_checks, domain_rechecks};
+pub use state::AdminState;
 
 /// Largest request body accepted (413 beyond): every request here is a small JSON object.
 pub const BODY_LIMIT: usize = 1024 * 1024;
-
-/// What every handler can reach. Built once by `serve`.
-#[derive(Clone)]
-pub struct AdminState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    /// The operator bearer token in force (configured or generated).
-    pub operator_token: Arc<String>,
-    /// The submission policy the SMTP listeners use (the same instance, so a tenant's rate
-    /// allowance is shared by SMTP and the HTTP send API).
-    pub policy: Arc<Policy>,
-    /// The durable queue the HTTP send API enqueues into.
-    pub queue: Arc<Queue>,
-    /// In-process counters of the other parts (SMTP sessions, auth failures, deliveries),
-    /// rendered by `/metrics` before the numbers counted from the database.
-    pub metric_sources: Vec<Arc<dyn MetricSource>>,
-    /// The process's components, for `/healthz`.
-    pub health: mailmux_core::health::Health,
-}
 
 /// The routes: `(protected, public)`. This one list builds both the router and the OpenAPI
 /// document (utoipa-axum's `routes!` registers a handler and its `#[utoipa::path]` together).

@@ -7,11 +7,11 @@ use mailmux_store::{AttemptView, MessageFilter, MessageState, MessageView, Recip
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AdminState;
 use crate::auth::Principal;
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::ApiQuery;
 use crate::pagination::{self, checked_limit};
+use crate::state::AdminState;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]

@@ -8,9 +8,9 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 
-use crate::AdminState;
 use crate::auth::Principal;
 use crate::error::{ErrorBody, Result};
+use crate::state::AdminState;
 
 /// A per-tenant metric family: name, type, help and which counter it shows.
 type Family = (

@@ -18,13 +18,13 @@ use mailmux_store::{ReturnPath, Store};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::AdminState;
 use crate::auth::{Actor, Principal};
 use crate::dns::DnsChecker;
 use crate::dns::return_path::{self as records, ReturnPathView};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::ApiJson;
 use crate::lookup;
+use crate::state::AdminState;
 use crate::views::Success;
 
 /// `PUT …/return-path`.

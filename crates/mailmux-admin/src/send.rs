@@ -23,10 +23,10 @@ use serde::Serialize;
 use tracing::{info, warn};
 use utoipa::ToSchema;
 
-use crate::AdminState;
 use crate::auth::Principal;
 use crate::compose::{SendRequest, compose};
 use crate::error::{AdminError, ErrorBody, Result};
+use crate::state::AdminState;
 
 /// A queued message.
 #[derive(Debug, Serialize, ToSchema)]

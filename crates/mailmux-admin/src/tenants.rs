@@ -10,13 +10,13 @@ use mailmux_store::{Store, TenantDeletion};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::AdminState;
 use crate::auth::{Actor, Principal, tenant_not_found};
 use crate::dkim::KeyType;
 use crate::dns::sending::DomainView;
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::pagination::{self, PageQuery};
+use crate::state::AdminState;
 use crate::views::{FeaturesView, LimitsView, StatusName, Success, TierName};
 use crate::{lookup, provision};
 

@@ -9,10 +9,10 @@ use mailmux_store::Store;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::AdminState;
 use crate::auth::Principal;
 use crate::dkim::start_of_utc_day;
 use crate::error::{ErrorBody, Result};
+use crate::state::AdminState;
 use crate::views::LimitsView;
 
 const DAY_MS: i64 = 86_400_000;

@@ -17,22 +17,11 @@ use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{info, warn};
 
+use crate::context::Listener;
 use crate::guards::Lockout;
 use crate::metrics::{Metrics, RejectReason};
 use crate::reply::Reply;
-use crate::server::Listener;
-use crate::session::{Flow, Identity, Session, State};
-
-/// Where an AUTH exchange stands between the client's lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SaslStep {
-    /// `334 ` sent for PLAIN: waiting for authzid NUL authcid NUL password.
-    Plain,
-    /// `334 Username:` sent.
-    LoginUser,
-    /// `334 Password:` sent.
-    LoginPassword { username: String },
-}
+use crate::session::{Flow, Identity, SaslStep, Session, State};
 
 /// base64 of "Username:" and "Password:", the de-facto LOGIN prompts.
 const LOGIN_USERNAME: &str = "VXNlcm5hbWU6";

@@ -83,3 +83,28 @@ impl Server {
         self.shutdown.subscribe()
     }
 }
+
+/// Which listener a connection came in on; it decides TLS, AUTH and the MX rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// Submission, plain until STARTTLS (587-style).
+    Submission,
+    /// Submission, TLS from the first byte (465-style).
+    SubmissionTls,
+    /// Inbound MX: no AUTH; mail only for tenant domains.
+    Mx,
+}
+
+impl Listener {
+    pub fn is_submission(self) -> bool {
+        self != Listener::Mx
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Listener::Submission => "submission",
+            Listener::SubmissionTls => "submission_tls",
+            Listener::Mx => "mx",
+        }
+    }
+}

@@ -28,10 +28,11 @@ mod session;
 mod simple;
 mod starttls;
 
+pub use context::Listener;
 pub use context::Server;
 pub use error::{Result, SmtpError};
 /// One reply type for the whole relay (`mailmux_core::reply`): a policy refusal carries the
 /// reply it is answered with.
 pub use mailmux_core::reply::{self, Reply};
 pub use metrics::{Metrics, RejectReason};
-pub use server::{Listener, Listeners, serve};
+pub use server::{Listeners, serve};

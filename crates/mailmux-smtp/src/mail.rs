@@ -15,10 +15,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn};
 
 use crate::address;
+use crate::context::Listener;
 use crate::metrics::RejectReason;
 use crate::policy::{self, Verdict};
 use crate::reply::Reply;
-use crate::server::Listener;
 use crate::session::{Flow, Identity, Session, Transaction};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {

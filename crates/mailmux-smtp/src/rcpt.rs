@@ -11,10 +11,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::warn;
 
 use crate::address;
+use crate::context::Listener;
 use crate::metrics::RejectReason;
 use crate::policy::{self, Verdict};
 use crate::reply::Reply;
-use crate::server::Listener;
 use crate::session::{Flow, Session};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {

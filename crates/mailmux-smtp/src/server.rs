@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::context::Server;
+use crate::context::{Listener, Server};
 use crate::error::{Result, SmtpError};
 use crate::metrics::{Metrics, RejectReason};
 use crate::reply::Reply;
@@ -24,31 +24,6 @@ use crate::session::{Conn, Exit, Session};
 /// How long `serve` waits, after it stops accepting, for open sessions to finish. Idle
 /// sessions close at once (421); this bounds a message still being transferred.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// Which listener a connection came in on; it decides TLS, AUTH and the MX rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Listener {
-    /// Submission, plain until STARTTLS (587-style).
-    Submission,
-    /// Submission, TLS from the first byte (465-style).
-    SubmissionTls,
-    /// Inbound MX: no AUTH; mail only for tenant domains.
-    Mx,
-}
-
-impl Listener {
-    pub fn is_submission(self) -> bool {
-        self != Listener::Mx
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Listener::Submission => "submission",
-            Listener::SubmissionTls => "submission_tls",
-            Listener::Mx => "mx",
-        }
-    }
-}
 
 /// The three bound listeners, bound before serving so the caller can learn the ports.
 pub struct Listeners {

@@ -20,8 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::auth::SaslStep;
-use crate::context::Server;
+use crate::context::{Listener, Server};
 use crate::data_decoder::DataDecoder;
 use crate::error::{Result, SmtpError};
 use crate::guards::TenantSession;
@@ -29,7 +28,6 @@ use crate::input::{Input, LineTooLong};
 use crate::metrics::RejectReason;
 use crate::policy::Refusal;
 use crate::reply::Reply;
-use crate::server::Listener;
 
 /// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 pub(crate) const MAX_COMMAND_LINE: usize = 512;
@@ -45,6 +43,17 @@ pub(crate) struct Conn {
     pub tls: bool,
     /// `smtp.session_timeout_secs` after the connection was accepted.
     pub deadline: Instant,
+}
+
+/// Where an AUTH exchange stands between the client's lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SaslStep {
+    /// `334 ` sent for PLAIN: waiting for authzid NUL authcid NUL password.
+    Plain,
+    /// `334 Username:` sent.
+    LoginUser,
+    /// `334 Password:` sent.
+    LoginPassword { username: String },
 }
 
 /// What the session is reading.

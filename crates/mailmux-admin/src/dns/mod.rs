@@ -12,8 +12,8 @@ pub mod return_path;
 pub mod rules;
 pub mod sending;
 
-pub use resolver::{Answer, DnsChecker};
-pub use rules::{LOOKUP_ERROR, MISMATCH, MISSING, PENDING, RecordKind, VERIFIED};
+pub use resolver::DnsChecker;
+pub use rules::{Answer, LOOKUP_ERROR, MISMATCH, MISSING, PENDING, RecordKind, VERIFIED};
 
 /// One record to publish, and the key its verdict is kept under.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,20 +8,8 @@ use hickory_resolver::TokioResolver;
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::rr::{Name, RData, RecordType};
 
-use super::rules::RecordKind;
+use super::rules::{Answer, RecordKind};
 use crate::error::{AdminError, Result};
-
-/// What a lookup found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
-    /// The records at the name: for TXT each with its character-strings joined, for MX each
-    /// exchange's name (lower case, without the trailing dot).
-    Records(Vec<String>),
-    /// NXDOMAIN, or the name has no record of the type asked.
-    None,
-    /// The lookup itself failed (timeout, SERVFAIL, REFUSED…): no verdict about the record.
-    Failed(String),
-}
 
 /// Asks DNS for TXT records: the configured servers (`delivery.dns_servers`) or the system's.
 pub struct DnsChecker {

@@ -1,7 +1,17 @@
-//! The rules that judge what DNS answered for each kind of record a tenant publishes: pure
-//! functions, table-tested below.
+//! The rules that judge what DNS answered ([`Answer`], what the resolver found) for each kind of
+//! record a tenant publishes: pure functions, table-tested below.
 
-use super::resolver::Answer;
+/// What a lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The records at the name: for TXT each with its character-strings joined, for MX each
+    /// exchange's name (lower case, without the trailing dot).
+    Records(Vec<String>),
+    /// NXDOMAIN, or the name has no record of the type asked.
+    None,
+    /// The lookup itself failed (timeout, SERVFAIL, REFUSED…): no verdict about the record.
+    Failed(String),
+}
 
 /// Status of one expected record after a check.
 pub const VERIFIED: &str = "verified";
