@@ -88,7 +88,7 @@ pub async fn tenant_show(config: &Config, tenant_id: &str) -> anyhow::Result<()>
         let tenant = lookup::tenant(&store, tenant_id).await?;
         let usage = usage::usage(&store, tenant_id).await?;
         let mut value =
-            serde_json::to_value(tenants::TenantView::from(&tenant)).expect("tenant serialises");
+            serde_json::to_value(tenants::view(&store, &tenant).await?).expect("tenant serialises");
         value["usage"] = serde_json::to_value(usage.usage).expect("usage serialises");
         Ok::<_, mailmux_admin::AdminError>(value)
     }
@@ -186,6 +186,7 @@ impl TenantUpdateArgs {
             status,
             status_reason: self.status_reason,
             features,
+            transport: None,
         })
     }
 }
@@ -195,9 +196,12 @@ pub async fn tenant_update(config: &Config, args: TenantUpdateArgs) -> anyhow::R
     let tenant_id = tenant_id.as_str();
     let update = args.into_update()?;
     let store = open_store(config).await?;
-    let updated = tenants::update(&store, &Actor::cli(), tenant_id, &update).await;
+    let updated = match tenants::update(&store, &Actor::cli(), tenant_id, &update).await {
+        Ok(tenant) => tenants::view(&store, &tenant).await,
+        Err(error) => Err(error),
+    };
     store.close().await;
-    print(&tenants::TenantView::from(&updated?))
+    print(&updated?)
 }
 
 pub async fn tenant_delete(config: &Config, tenant_id: &str, force: bool) -> anyhow::Result<()> {
