@@ -2,6 +2,8 @@
 //! store, queue, SMTP listeners, delivery workers and admin API together.
 
 mod commands;
+mod health;
+mod output;
 mod serve;
 mod tls;
 
@@ -12,6 +14,9 @@ use clap::{Parser, Subcommand};
 use mailmux_admin::dkim::KeyType;
 use mailmux_core::{Config, Tier};
 
+use crate::commands::{ConfigSource, Context};
+use crate::output::Format;
+
 #[derive(Parser)]
 #[command(
     name = "mailmux",
@@ -19,20 +24,36 @@ use mailmux_core::{Config, Tier};
     about = "A self-hosted, multi-tenant SMTP relay"
 )]
 struct Cli {
-    /// Configuration file (TOML). Without one, the embedded defaults apply; every key can also
-    /// be set with MAILMUX_<SECTION>__<KEY>.
+    /// Configuration file (TOML). Without it: $MAILMUX_CONFIG, then ./mailmux.toml, then the
+    /// embedded defaults; every key can also be set with MAILMUX_<SECTION>__<KEY>.
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// How commands print their answer: json (default; the REST API's shapes) or table.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Json)]
+    output: Format,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the SMTP listeners, the admin API and the queue workers (applies migrations first).
-    Serve,
-    /// Apply database migrations and exit.
+    /// Run the SMTP listeners, the admin API and the queue workers (applies migrations first,
+    /// creating the database if there is none).
+    Serve {
+        /// Log lines as text (no colours unless stderr is a terminal) or as JSON, one object
+        /// per line.
+        #[arg(long, value_enum, env = "MAILMUX_LOG_FORMAT", default_value_t = serve::LogFormat::Text)]
+        log_format: serve::LogFormat,
+    },
+    /// Apply database migrations and exit (creates the database if there is none).
     Migrate,
+    /// Ask the running server's /healthz (at admin.listen); exit 0 when healthy, 1 otherwise.
+    /// For container health checks: the image has no curl.
+    Health {
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
     /// Manage tenants.
     Tenant {
         #[command(subcommand)]
@@ -48,6 +69,21 @@ enum Command {
         #[command(subcommand)]
         command: DomainCommand,
     },
+    /// Manage tenant API keys (for the REST API and the HTTP send API).
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Look at a tenant's messages: per-recipient status, attempts, last reply.
+    Message {
+        #[command(subcommand)]
+        command: MessageCommand,
+    },
+    /// Read the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -59,15 +95,16 @@ enum TenantCommand {
         #[arg(long, default_value = "free", value_parser = parse_tier)]
         tier: Tier,
     },
-    /// List every tenant as JSON (`{"tenants": [...]}`).
+    /// List every tenant (`{"tenants": [...]}`).
     List,
     /// Show one tenant with its usage.
     Show {
         #[arg(long)]
         tenant: String,
     },
-    /// Change a tenant's limits, tier, status, enabled flag or features; prints the tenant.
-    /// A new tier brings its default limits and features, except those set in the same command.
+    /// Change a tenant's limits, tier, status, enabled flag, transport or features; prints the
+    /// tenant. A new tier brings its default limits and features, except those set in the
+    /// same command.
     Update(Box<commands::TenantUpdateArgs>),
     /// Delete a tenant with its domains, keys and credentials. Refused while it has queued
     /// mail, unless --force (which drops that mail).
@@ -86,19 +123,33 @@ enum CredentialCommand {
         #[arg(long)]
         tenant: String,
     },
-    /// Revoke an SMTP credential (refused at its next AUTH, within a second); prints it.
-    Revoke {
+    /// List a tenant's credentials (never their passwords).
+    List {
         #[arg(long)]
         tenant: String,
-        /// The credential's id (`c_…`).
+    },
+    /// Revoke an SMTP credential (refused at its next AUTH, within a second); prints it.
+    Revoke {
+        /// The tenant; needed with --id, checked when given with --username.
         #[arg(long)]
-        id: String,
+        tenant: Option<String>,
+        /// The credential's id (`c_…`).
+        #[arg(
+            long,
+            required_unless_present = "username",
+            conflicts_with = "username"
+        )]
+        id: Option<String>,
+        /// The credential's SMTP username (`mm_…`).
+        #[arg(long)]
+        username: Option<String>,
     },
 }
 
 #[derive(Subcommand)]
 enum DomainCommand {
-    /// Add a domain to a tenant; prints the DNS records to publish.
+    /// Add a domain to a tenant; prints the DNS records to publish. With --verified on a
+    /// domain the tenant already has, marks it verified and keeps its DKIM key.
     Add {
         #[arg(long)]
         tenant: String,
@@ -111,8 +162,27 @@ enum DomainCommand {
         #[arg(long, default_value = "rsa", value_parser = parse_key_type)]
         key_type: KeyType,
     },
+    /// List a tenant's domains with their records.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Show one domain with its records and their last status.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        domain: String,
+    },
     /// Look the domain's records up in DNS now; prints the per-record status.
     Verify {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        domain: String,
+    },
+    /// Remove a domain and its DKIM keys; mail from it is refused from then on.
+    Delete {
         #[arg(long)]
         tenant: String,
         #[arg(long)]
@@ -132,6 +202,59 @@ enum DomainCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create an API key (the tenant needs api_access); prints the key, shown only this once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a tenant's API keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke an API key; it is refused from its next request.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        /// The key's id (`k_…`).
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MessageCommand {
+    /// A tenant's messages, newest first, a page at a time.
+    List(commands::MessageListArgs),
+    /// One message with its delivery history.
+    Show {
+        #[arg(long)]
+        tenant: String,
+        /// The queue id (as in "250 2.0.0 Ok: queued as <id>").
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// The audit log, newest first, a page at a time: everything, or one tenant's.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Entries per page, 1-500.
+        #[arg(long, default_value_t = mailmux_admin::pagination::DEFAULT_LIMIT)]
+        limit: u32,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
 fn parse_key_type(value: &str) -> Result<KeyType, String> {
     match value {
         "rsa" => Ok(KeyType::Rsa),
@@ -147,7 +270,8 @@ pub(crate) fn parse_tier(value: &str) -> Result<Tier, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+    let source = ConfigSource::find(cli.config);
+    let config = match Config::load(source.path(), std::env::vars()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("mailmux: invalid configuration: {error}");
@@ -161,46 +285,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let format = cli.output;
+    let context = Context { config, source };
     let outcome = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve => serve::run(config).await,
-            Command::Migrate => commands::migrate(&config).await,
-            Command::Tenant { command } => match command {
-                TenantCommand::Create { name, tier } => {
-                    commands::tenant_create(&config, &name, tier).await
-                }
-                TenantCommand::List => commands::tenant_list(&config).await,
-                TenantCommand::Show { tenant } => commands::tenant_show(&config, &tenant).await,
-                TenantCommand::Update(update) => commands::tenant_update(&config, *update).await,
-                TenantCommand::Delete { tenant, force } => {
-                    commands::tenant_delete(&config, &tenant, force).await
-                }
-            },
-            Command::Credential { command } => match command {
-                CredentialCommand::Create { tenant } => {
-                    commands::credential_create(&config, &tenant).await
-                }
-                CredentialCommand::Revoke { tenant, id } => {
-                    commands::credential_revoke(&config, &tenant, &id).await
-                }
-            },
-            Command::Domain { command } => match command {
-                DomainCommand::Add {
-                    tenant,
-                    domain,
-                    verified,
-                    key_type,
-                } => commands::domain_add(&config, &tenant, &domain, verified, key_type).await,
-                DomainCommand::Verify { tenant, domain } => {
-                    commands::domain_verify(&config, &tenant, &domain).await
-                }
-                DomainCommand::RotateDkim {
-                    tenant,
-                    domain,
-                    key_type,
-                } => commands::domain_rotate_dkim(&config, &tenant, &domain, key_type).await,
-            },
-        }
+        let shown = match cli.command {
+            Command::Serve { log_format } => {
+                return serve::run(context.config, log_format).await;
+            }
+            Command::Migrate => commands::migrate(&context).await,
+            Command::Health { timeout_secs } => {
+                health::check(
+                    &context.config,
+                    std::time::Duration::from_secs(timeout_secs),
+                )
+                .await
+            }
+            Command::Tenant { command } => tenant(&context, command).await,
+            Command::Credential { command } => credential(&context, command).await,
+            Command::Domain { command } => domain(&context, command).await,
+            Command::ApiKey { command } => api_key(&context, command).await,
+            Command::Message { command } => message(&context, command).await,
+            Command::Audit { command } => audit(&context, command).await,
+        }?;
+        output::print(&shown, format)?;
+        Ok(())
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -208,5 +316,94 @@ fn main() -> ExitCode {
             eprintln!("mailmux: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn tenant(context: &Context, command: TenantCommand) -> anyhow::Result<output::Shown> {
+    match command {
+        TenantCommand::Create { name, tier } => commands::tenant_create(context, &name, tier).await,
+        TenantCommand::List => commands::tenant_list(context).await,
+        TenantCommand::Show { tenant } => commands::tenant_show(context, &tenant).await,
+        TenantCommand::Update(update) => commands::tenant_update(context, *update).await,
+        TenantCommand::Delete { tenant, force } => {
+            commands::tenant_delete(context, &tenant, force).await
+        }
+    }
+}
+
+async fn credential(
+    context: &Context,
+    command: CredentialCommand,
+) -> anyhow::Result<output::Shown> {
+    match command {
+        CredentialCommand::Create { tenant } => commands::credential_create(context, &tenant).await,
+        CredentialCommand::List { tenant } => commands::credential_list(context, &tenant).await,
+        CredentialCommand::Revoke {
+            tenant,
+            id,
+            username,
+        } => {
+            let which = match (id, username) {
+                (Some(id), _) => commands::CredentialRef::Id(id),
+                (None, Some(username)) => commands::CredentialRef::Username(username),
+                (None, None) => anyhow::bail!("credential revoke: give --id or --username"),
+            };
+            commands::credential_revoke(context, tenant.as_deref(), which).await
+        }
+    }
+}
+
+async fn domain(context: &Context, command: DomainCommand) -> anyhow::Result<output::Shown> {
+    match command {
+        DomainCommand::Add {
+            tenant,
+            domain,
+            verified,
+            key_type,
+        } => commands::domain_add(context, &tenant, &domain, verified, key_type).await,
+        DomainCommand::List { tenant } => commands::domain_list(context, &tenant).await,
+        DomainCommand::Show { tenant, domain } => {
+            commands::domain_show(context, &tenant, &domain).await
+        }
+        DomainCommand::Verify { tenant, domain } => {
+            commands::domain_verify(context, &tenant, &domain).await
+        }
+        DomainCommand::Delete { tenant, domain } => {
+            commands::domain_delete(context, &tenant, &domain).await
+        }
+        DomainCommand::RotateDkim {
+            tenant,
+            domain,
+            key_type,
+        } => commands::domain_rotate_dkim(context, &tenant, &domain, key_type).await,
+    }
+}
+
+async fn api_key(context: &Context, command: ApiKeyCommand) -> anyhow::Result<output::Shown> {
+    match command {
+        ApiKeyCommand::Create { tenant, name } => {
+            commands::api_key_create(context, &tenant, name.as_deref()).await
+        }
+        ApiKeyCommand::List { tenant } => commands::api_key_list(context, &tenant).await,
+        ApiKeyCommand::Revoke { tenant, id } => {
+            commands::api_key_revoke(context, &tenant, &id).await
+        }
+    }
+}
+
+async fn message(context: &Context, command: MessageCommand) -> anyhow::Result<output::Shown> {
+    match command {
+        MessageCommand::List(args) => commands::message_list(context, args).await,
+        MessageCommand::Show { tenant, id } => commands::message_show(context, &tenant, &id).await,
+    }
+}
+
+async fn audit(context: &Context, command: AuditCommand) -> anyhow::Result<output::Shown> {
+    match command {
+        AuditCommand::List {
+            tenant,
+            limit,
+            cursor,
+        } => commands::audit_list(context, tenant.as_deref(), limit, cursor).await,
     }
 }

@@ -16,13 +16,22 @@ use mailmux_core::credential::random_id;
 use mailmux_core::health::{Health, supervise};
 use tracing::{info, warn};
 
-use crate::commands::{open_store, redact};
+use crate::commands::{open_or_create_store, redact};
 
 /// How often verified domains' DNS records are checked again.
 const DOMAIN_RECHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(86_400);
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    init_tracing();
+/// `serve --log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; ANSI colours only when stderr is a terminal and NO_COLOR is unset.
+    Text,
+    /// One JSON object per line (for log collectors).
+    Json,
+}
+
+pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
+    init_tracing(log_format);
     let config = Arc::new(config);
     let data_dir = &config.storage.data_dir;
     std::fs::create_dir_all(data_dir)
@@ -30,7 +39,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let tls = crate::tls::server_config(&config)?;
     let admin_token = admin_token(&config)?;
-    let store = open_store(&config).await?;
+    let store = open_or_create_store(&config).await?;
     info!(database = %redact(&config.database_url()), "database ready");
 
     // Every background task runs under the supervisor and reports to /healthz.
@@ -158,13 +167,29 @@ struct Addresses {
     admin: SocketAddr,
 }
 
-fn init_tracing() {
+/// Logs go to stderr (stdout carries only the generated admin token, once). Colour codes are
+/// for terminals: written into a file, a pipe or a container's log they are noise that log
+/// tools do not strip, so they are on only when stderr is a terminal and NO_COLOR is unset.
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => {
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            builder.with_ansi(colour).init();
+        }
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_ansi(false)
+            .init(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -195,10 +220,15 @@ fn admin_token(config: &Config) -> anyhow::Result<String> {
     }
     let token = mailmux_core::credential::generate_secret();
     write_private_file(&path, token.as_bytes())?;
-    println!(
-        "admin token (shown once; kept in {}): {token}",
+    // A closed stdout (a service manager that discards it) must not stop the start: the token
+    // is in the file either way.
+    let shown = crate::output::write_stdout(&format!(
+        "admin token (shown once; kept in {}): {token}\n",
         path.display()
-    );
+    ));
+    if let Err(error) = shown {
+        warn!(%error, path = %path.display(), "cannot print the admin token; read it from the file");
+    }
     Ok(token)
 }
 

@@ -1,6 +1,6 @@
 //! TLS for the SMTP listeners: the configured PEM files, or a self-signed certificate for
-//! `smtp.hostname` generated on first start and kept in `<data_dir>/tls/` so that clients that
-//! pinned it keep working across restarts.
+//! `smtp.hostname` (and the loopback names) generated on first start and kept in
+//! `<data_dir>/tls/` so that clients that pinned it keep working across restarts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,7 +53,7 @@ fn generated_certificate(data_dir: &Path, hostname: &str) -> anyhow::Result<(Pat
         return Ok((cert_path, key_path));
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let generated = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
+    let generated = rcgen::generate_simple_self_signed(subject_alt_names(hostname))
         .context("cannot generate a self-signed certificate")?;
     crate::serve::write_private_file(&key_path, generated.signing_key.serialize_pem().as_bytes())?;
     // Both durable with their directory: a key without its certificate after a crash is
@@ -61,4 +61,33 @@ fn generated_certificate(data_dir: &Path, hostname: &str) -> anyhow::Result<(Pat
     crate::serve::write_atomically(&cert_path, generated.cert.pem().as_bytes())?;
     tracing::info!(cert = %cert_path.display(), "generated a self-signed TLS certificate for {hostname}");
     Ok((cert_path, key_path))
+}
+
+/// The names the generated certificate covers: `smtp.hostname`, and the loopback names a
+/// client on the same machine uses (`localhost`, `127.0.0.1`, `::1`), so that a client that
+/// verifies the certificate it was given (pinned, or trusted for a test) also accepts the
+/// name or address it connected to. rcgen makes the addresses IP SANs.
+fn subject_alt_names(hostname: &str) -> Vec<String> {
+    let mut names = vec![hostname.to_string()];
+    for local in ["localhost", "127.0.0.1", "::1"] {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(local)) {
+            names.push(local.to_string());
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_hostname_and_each_loopback_name_once() {
+        assert_eq!(
+            super::subject_alt_names("relay.example.test"),
+            ["relay.example.test", "localhost", "127.0.0.1", "::1"]
+        );
+        assert_eq!(
+            super::subject_alt_names("localhost"),
+            ["localhost", "127.0.0.1", "::1"]
+        );
+    }
 }

@@ -268,3 +268,310 @@ fn admin_api_and_cli_on_postgres() {
     );
     scenario(&mm, &dns);
 }
+
+/// `swaks` from `from` to `to` as `user`; (exit code, transcript).
+fn send(mm: &Mailmux, user: &str, password: &str, from: &str, to: &str) -> (Option<i32>, String) {
+    let server = mm.submission().to_string();
+    let (status, transcript) = common::swaks_status(&[
+        "--server",
+        &server,
+        "--tls",
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        user,
+        "--auth-password",
+        password,
+        "--from",
+        from,
+        "--to",
+        to,
+    ]);
+    (status.code(), transcript)
+}
+
+fn get_tenant(mm: &Mailmux, id: &str) -> Value {
+    let (status, tenant) = http(
+        mm.admin(),
+        "GET",
+        &format!("/api/tenants/{id}"),
+        Some(mm.admin_token()),
+        None,
+    );
+    assert_eq!(status, 200, "{tenant}");
+    tenant
+}
+
+fn put_tenant(mm: &Mailmux, id: &str, body: Value) -> (u16, Value) {
+    http(
+        mm.admin(),
+        "PUT",
+        &format!("/api/tenants/{id}"),
+        Some(mm.admin_token()),
+        Some(&body),
+    )
+}
+
+/// The multi-tenancy guide's tenant shape, a per-tenant transport that delivery follows, and
+/// the guide's `PUT {"enabled": false}`, over real HTTP against the real server.
+fn tenant_shapes_transport_and_enabled(mm: &Mailmux, sink: &common::Sink) {
+    let token = Some(mm.admin_token());
+    let (status, created) = http(
+        mm.admin(),
+        "POST",
+        "/api/tenants",
+        token,
+        Some(&json!({"name": "Acme Corp", "domain": "guide.test", "tier": "starter"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+
+    // GET /api/tenants/{id}: the guide's flat fields beside the existing ones.
+    let tenant = get_tenant(mm, &id);
+    assert_eq!(tenant["domain"], "guide.test", "{tenant}");
+    assert_eq!(tenant["enabled"], true);
+    assert!(tenant["created_at"].is_i64(), "{tenant}");
+    assert!(
+        tenant["updated_at"].as_i64().unwrap() >= tenant["created_at"].as_i64().unwrap(),
+        "{tenant}"
+    );
+    for (field, value) in [
+        ("max_users", 25),
+        ("max_domains", 3),
+        ("max_storage_mb", 10_240),
+        ("max_messages_per_day", 1_000),
+    ] {
+        assert_eq!(tenant[field], value, "{field}: {tenant}");
+        assert_eq!(
+            tenant["limits"][field], value,
+            "limits.{field} kept: {tenant}"
+        );
+    }
+    let features = tenant["features"].as_object().expect("features object");
+    assert_eq!(features["dkim_signing"], true);
+    assert_eq!(features["webhooks"], false);
+    assert_eq!(tenant["tier"], "starter", "existing fields kept");
+    assert_eq!(tenant["status"], "active");
+    assert_eq!(tenant["transport"], Value::Null, "the configured default");
+
+    // GET /api/tenants: each row carries them too.
+    let (status, list) = http(mm.admin(), "GET", "/api/tenants", token, None);
+    assert_eq!(status, 200, "{list}");
+    let row = list["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("tenant {id} listed: {list}"));
+    for field in [
+        "domain",
+        "enabled",
+        "created_at",
+        "updated_at",
+        "max_users",
+        "max_domains",
+        "max_storage_mb",
+        "max_messages_per_day",
+        "features",
+        "limits",
+    ] {
+        assert_eq!(row[field], tenant[field], "{field} in the list row: {row}");
+    }
+
+    // Transport: an unknown value is 422 naming the field; a known one is kept and shown.
+    let (status, refused) = put_tenant(mm, &id, json!({"transport": "pigeon"}));
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("transport"),
+        "{refused}"
+    );
+    std::thread::sleep(Duration::from_millis(5));
+    let (status, done) = put_tenant(mm, &id, json!({"transport": "smarthost"}));
+    assert_eq!((status, &done), (200, &json!({"success": true})));
+    let after = get_tenant(mm, &id);
+    assert_eq!(after["transport"], "smarthost");
+    assert!(
+        after["updated_at"].as_i64() > tenant["updated_at"].as_i64(),
+        "updated_at moves on a change: {after}"
+    );
+    // The CLI sets it as well, `default` meaning null; the limits PUT leaves it alone.
+    let shown = mm.cli(["tenant", "update", "--tenant", &id, "--transport", "mx"]);
+    assert_eq!(shown["transport"], "mx");
+    let shown = mm.cli([
+        "tenant",
+        "update",
+        "--tenant",
+        &id,
+        "--transport",
+        "default",
+    ]);
+    assert_eq!(shown["transport"], Value::Null);
+    let out = mm.cli_output(["tenant", "update", "--tenant", &id, "--transport", "pigeon"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("transport"));
+    assert_eq!(
+        put_tenant(mm, &id, json!({"transport": "smarthost"})).0,
+        200
+    );
+    assert_eq!(put_tenant(mm, &id, json!({"max_users": 30})).0, 200);
+    assert_eq!(get_tenant(mm, &id)["transport"], "smarthost");
+
+    // Mail of a smarthost tenant goes through the smarthost (the default transport is mx,
+    // and far.test has no MX anywhere).
+    mm.add_verified_domain(&id, "guide.test");
+    let (user, password) = mm.create_credential(&id);
+    if common::require_tool("swaks") {
+        let (code, transcript) = send(mm, &user, &password, "app@guide.test", "someone@far.test");
+        assert_eq!(code, Some(0), "{transcript}");
+        let received = sink.wait_for_messages(1, Duration::from_secs(30));
+        assert_eq!(received[0].rcpt_tos, ["someone@far.test"]);
+        assert_eq!(received[0].mail_from, "app@guide.test");
+    }
+
+    // null: back to the configured default.
+    assert_eq!(put_tenant(mm, &id, json!({"transport": null})).0, 200);
+    assert_eq!(get_tenant(mm, &id)["transport"], Value::Null);
+
+    // PUT {"enabled": false} as the guide shows: success, and the tenant's mail is refused.
+    let (status, done) = put_tenant(mm, &id, json!({"enabled": false}));
+    assert_eq!((status, &done), (200, &json!({"success": true})));
+    assert_eq!(get_tenant(mm, &id)["enabled"], false);
+    if common::require_tool("swaks") {
+        let (code, transcript) = send(mm, &user, &password, "app@guide.test", "someone@far.test");
+        assert_ne!(
+            code,
+            Some(0),
+            "a disabled tenant's mail is refused: {transcript}"
+        );
+        assert!(transcript.contains("550 5.7.1"), "{transcript}");
+    }
+    assert_eq!(put_tenant(mm, &id, json!({"enabled": true})).0, 200);
+    assert_eq!(get_tenant(mm, &id)["enabled"], true);
+}
+
+fn smarthost_relay(sink: &common::Sink, dns: &common::DnsServer, db: Option<&str>) -> Mailmux {
+    let smarthost = sink.addr().to_string();
+    let env = [
+        ("MAILMUX_DELIVERY__DNS_SERVERS", dns.dns_servers_env()),
+        ("MAILMUX_DELIVERY__SMARTHOST", smarthost),
+        ("MAILMUX_DELIVERY__SMARTHOST_TLS", "none".to_string()),
+        ("MAILMUX_QUEUE__POLL_INTERVAL_MS", "200".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    match db {
+        Some(url) => Mailmux::start_with_db(url, &env),
+        None => Mailmux::start(&env),
+    }
+}
+
+#[test]
+fn tenant_shapes_transport_and_enabled_on_sqlite() {
+    if !common::require_support() {
+        return;
+    }
+    let sink = common::Sink::start(&[]);
+    let dns = common::DnsServer::start(json!({"zones": ["far.test"], "records": []}));
+    let mm = smarthost_relay(&sink, &dns, None);
+    tenant_shapes_transport_and_enabled(&mm, &sink);
+}
+
+#[test]
+fn tenant_shapes_transport_and_enabled_on_postgres() {
+    if !common::require_support() {
+        return;
+    }
+    let Some(url) = common::postgres_url() else {
+        return;
+    };
+    let sink = common::Sink::start(&[]);
+    let dns = common::DnsServer::start(json!({"zones": ["far.test"], "records": []}));
+    let mm = smarthost_relay(&sink, &dns, Some(&url));
+    tenant_shapes_transport_and_enabled(&mm, &sink);
+}
+
+/// A DKIM record is required only of a tenant that signs: a free tenant's domain verifies
+/// with its verification TXT alone, and says why the DKIM record is optional.
+#[test]
+fn dkim_record_is_required_only_when_the_tenant_signs() {
+    if !common::require_python_module("dnslib") {
+        return;
+    }
+    let dns =
+        common::DnsServer::start(json!({"zones": ["free.test", "signs.test"], "records": []}));
+    let mm = Mailmux::start(&[("MAILMUX_DELIVERY__DNS_SERVERS", &dns.dns_servers_env())]);
+    let token = Some(mm.admin_token());
+    let create = |name: &str, tier: &str, domain: &str| -> (String, Value) {
+        let (status, created) = http(
+            mm.admin(),
+            "POST",
+            "/api/tenants",
+            token,
+            Some(&json!({"name": name, "tier": tier, "domain": domain})),
+        );
+        assert_eq!(status, 201, "{created}");
+        (
+            created["id"].as_str().unwrap().to_string(),
+            created["domain"].clone(),
+        )
+    };
+    let (free_id, free) = create("Free", "free", "free.test");
+    let (_, signs) = create("Signs", "starter", "signs.test");
+
+    assert_eq!(free["dkim_signing"], false, "{free}");
+    assert!(free["note"].as_str().unwrap().contains("DKIM"), "{free}");
+    assert_eq!(record(&free, "dkim")["required"], false, "{free}");
+    assert_eq!(record(&free, "verification")["required"], true);
+    assert_eq!(signs["dkim_signing"], true, "{signs}");
+    assert!(signs.get("note").is_none(), "{signs}");
+    assert_eq!(record(&signs, "dkim")["required"], true, "{signs}");
+
+    // Only the verification TXT published for both.
+    let txt = |view: &Value| {
+        let r = record(view, "verification");
+        json!({"name": r["name"], "type": "TXT", "value": r["value"]})
+    };
+    dns.set_records(
+        json!({"zones": ["free.test", "signs.test"], "records": [txt(&free), txt(&signs)]}),
+    );
+    let verify = |id: &str, domain: &str| {
+        let (status, view) = http(
+            mm.admin(),
+            "POST",
+            &format!("/api/tenants/{id}/domains/{domain}/verify"),
+            token,
+            None,
+        );
+        assert_eq!(status, 200, "{view}");
+        view
+    };
+    let free_checked = verify(&free_id, "free.test");
+    assert_eq!(free_checked["verified"], true, "{free_checked}");
+    assert_eq!(record(&free_checked, "dkim")["status"], "missing");
+    let signs_id = signs["tenant_id"].as_str().unwrap();
+    let signs_checked = verify(signs_id, "signs.test");
+    assert_eq!(signs_checked["verified"], false, "{signs_checked}");
+
+    // Signing turned on: the record is required from now on, and the note is gone.
+    let (status, _) = http(
+        mm.admin(),
+        "PUT",
+        &format!("/api/tenants/{free_id}"),
+        token,
+        Some(&json!({"features": {"dkim_signing": true}})),
+    );
+    assert_eq!(status, 200);
+    let (status, shown) = http(
+        mm.admin(),
+        "GET",
+        &format!("/api/tenants/{free_id}/domains/free.test"),
+        token,
+        None,
+    );
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["dkim_signing"], true);
+    assert!(shown.get("note").is_none(), "{shown}");
+    assert_eq!(record(&shown, "dkim")["required"], true, "{shown}");
+}

@@ -80,7 +80,7 @@ pub async fn rotate(
     raw: &str,
     key_type: Option<KeyType>,
 ) -> Result<RotationView> {
-    lookup::tenant(store, tenant_id).await?;
+    let tenant = lookup::tenant(store, tenant_id).await?;
     let domain = lookup::domain(store, tenant_id, raw).await?;
     let keys = store.list_dkim_keys(&domain.name).await?;
     let active = keys.iter().find(|k| k.status == DkimKeyStatus::Active);
@@ -129,7 +129,7 @@ pub async fn rotate(
     let record = sending::expected_records(&domain, std::slice::from_ref(&key), now, "-")
         .into_iter()
         .find(|e| e.selector() == Some(selector.as_str()))
-        .map(|e| sending::record_view(e, None))
+        .map(|e| sending::record_view(e, None, tenant.features.dkim_signing))
         .ok_or_else(|| AdminError::Internal("a new DKIM key without its record".into()))?;
     let view = RotationView {
         domain: domain.name.clone(),

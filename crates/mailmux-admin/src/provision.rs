@@ -14,8 +14,10 @@ use crate::error::{AdminError, Result};
 use crate::lookup;
 
 /// Adds `raw` to the tenant with a new DKIM key. `operator_verified` is the operator's
-/// override that skips DNS verification. 422 for a malformed name or over `max_domains`, 409
-/// when another tenant (or this one) holds it.
+/// override that skips DNS verification; given for a domain this tenant already has, it marks
+/// that domain verified and keeps its DKIM key (see [`mark_verified`]). 422 for a malformed
+/// name or over `max_domains`, 409 when another tenant (or, without the override, this one)
+/// holds it.
 pub async fn add_domain(
     store: &Store,
     config: &Config,
@@ -26,6 +28,9 @@ pub async fn add_domain(
     operator_verified: bool,
 ) -> Result<DomainView> {
     let tenant = lookup::tenant(store, tenant_id).await?;
+    if operator_verified && let Ok(existing) = lookup::domain(store, &tenant.id, raw).await {
+        return mark_verified(store, config, actor, existing).await;
+    }
     let name = lookup::available_domain(store, raw).await?;
     let max = tenant.limits.max_domains;
     // Checked here first so that a refused request costs no key generation; the store checks
@@ -60,6 +65,7 @@ pub async fn add_domain(
         std::slice::from_ref(&key),
         None,
         &config.smtp.hostname,
+        tenant.features.dkim_signing,
     );
     let audit = crate::audit_log::entry(
         actor,
@@ -79,4 +85,43 @@ pub async fn add_domain(
             other => other,
         })?;
     Ok(view)
+}
+
+/// The operator's override on a domain the tenant already has: verified without DNS, its DKIM
+/// key untouched. Deleting and re-adding the domain instead would replace the key, and with it
+/// the DKIM record the tenant may already have published.
+async fn mark_verified(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    mut domain: Domain,
+) -> Result<DomainView> {
+    let before = sending::load_view(store, config, &domain).await?;
+    if domain.verified {
+        return Ok(before);
+    }
+    domain.verified = true;
+    domain.verified_by = Some("operator".to_string());
+    let keys = store.list_dkim_keys(&domain.name).await?;
+    let check = store.get_domain_check(&domain.name).await?;
+    let tenant = lookup::tenant(store, &domain.tenant_id).await?;
+    let after = sending::view(
+        &domain,
+        &keys,
+        check.as_ref(),
+        &config.smtp.hostname,
+        tenant.features.dkim_signing,
+    );
+    let audit = crate::audit_log::entry(
+        actor,
+        Some(&domain.tenant_id),
+        "domain.verify_override",
+        &domain.name,
+        Some(sending::audit_json(&before)),
+        Some(sending::audit_json(&after)),
+    );
+    store
+        .set_domain_verified(&domain.name, Some("operator"), Some(&audit))
+        .await?;
+    Ok(after)
 }

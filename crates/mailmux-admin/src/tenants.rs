@@ -24,39 +24,79 @@ mod update;
 pub use update::{FeatureUpdate, UpdateTenant, apply_update};
 
 /// A tenant as the API and the CLI show it.
+///
+/// Besides `limits`, the multi-tenancy guide's flat fields sit at the top level (`domain`,
+/// `max_users`, `max_domains`, `max_storage_mb`, `max_messages_per_day`, `updated_at`), so
+/// clients written against the guide read them unchanged; `limits` stays for everything else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct TenantView {
     pub id: String,
     pub name: String,
+    /// The tenant's primary domain: the first it added (null when it has none).
+    pub domain: Option<String>,
     pub tier: TierName,
     pub limits: LimitsView,
+    /// `limits.max_users` (SMTP credentials), at the top level as in the guide.
+    pub max_users: u64,
+    /// `limits.max_domains`.
+    pub max_domains: u64,
+    /// `limits.max_storage_mb`.
+    pub max_storage_mb: u64,
+    /// `limits.max_messages_per_day`.
+    pub max_messages_per_day: u64,
     pub features: FeaturesView,
     pub status: StatusName,
     /// Why the tenant is paused or suspended (shown in SMTP replies).
     pub status_reason: Option<String>,
-    /// The operator's off switch, independent of status.
+    /// The operator's off switch, independent of status: a disabled tenant's submissions are
+    /// refused (`550 5.7.1`) and its queued mail is held.
     pub enabled: bool,
-    /// `mx`, `smarthost` or `ses`; the configured default when null.
+    /// `mx`, `smarthost` or `ses`; the configured default (`delivery.transport`) when null.
     pub transport: Option<String>,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// Unix milliseconds of the last change.
+    pub updated_at: i64,
 }
 
-impl From<&Tenant> for TenantView {
-    fn from(t: &Tenant) -> Self {
+impl TenantView {
+    /// The view of `t`, whose primary domain is `domain`.
+    pub fn new(t: &Tenant, domain: Option<String>) -> TenantView {
         TenantView {
             id: t.id.clone(),
             name: t.name.clone(),
+            domain,
             tier: t.tier.into(),
             limits: t.limits.into(),
+            max_users: t.limits.max_users,
+            max_domains: t.limits.max_domains,
+            max_storage_mb: t.limits.max_storage_mb,
+            max_messages_per_day: t.limits.max_messages_per_day,
             features: t.features.into(),
             status: t.status.into(),
             status_reason: t.status_reason.clone(),
             enabled: t.enabled,
             transport: t.transport.map(|t| t.as_str().to_string()),
             created_at: t.created_at,
+            updated_at: t.updated_at,
         }
     }
+}
+
+/// The views of `tenants`, with their primary domains looked up in one query.
+pub async fn views(store: &Store, tenants: &[Tenant]) -> Result<Vec<TenantView>> {
+    let ids: Vec<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
+    let mut primary = store.primary_domains(&ids).await?;
+    Ok(tenants
+        .iter()
+        .map(|t| TenantView::new(t, primary.remove(&t.id)))
+        .collect())
+}
+
+/// The view of one tenant.
+pub async fn view(store: &Store, tenant: &Tenant) -> Result<TenantView> {
+    let mut views = views(store, std::slice::from_ref(tenant)).await?;
+    Ok(views.pop().expect("one view per tenant"))
 }
 
 /// `POST /api/tenants`.
@@ -73,12 +113,28 @@ pub struct CreateTenant {
 }
 
 /// The new tenant, and its first domain with the DNS records to publish when one was given.
-#[derive(Debug, Serialize, ToSchema)]
+///
+/// Serialised as the tenant's fields with `domain` replaced by the domain's view when one was
+/// added (an object with its records; `null` otherwise), so the answer has one `domain` key.
+#[derive(Debug, ToSchema)]
 pub struct TenantCreated {
     #[serde(flatten)]
     pub tenant: TenantView,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<DomainView>,
+}
+
+impl Serialize for TenantCreated {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error;
+        let mut value = serde_json::to_value(&self.tenant).map_err(S::Error::custom)?;
+        if let Some(domain) = &self.domain {
+            value["domain"] = serde_json::to_value(domain).map_err(S::Error::custom)?;
+        }
+        value.serialize(serializer)
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -98,8 +154,15 @@ pub struct DeleteQuery {
     pub force: bool,
 }
 
+/// What the audit log keeps of a tenant: its settings (the primary domain is the domains'
+/// business and has its own entries).
 fn audit_json(tenant: &Tenant) -> serde_json::Value {
-    serde_json::to_value(TenantView::from(tenant)).expect("tenant view serialises")
+    let mut value =
+        serde_json::to_value(TenantView::new(tenant, None)).expect("tenant view serialises");
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("domain");
+    }
+    value
 }
 
 // ---- operations (shared with the CLI) ------------------------------------------------------
@@ -155,7 +218,7 @@ pub async fn create(
         }
     };
     Ok(TenantCreated {
-        tenant: TenantView::from(&tenant),
+        tenant: TenantView::new(&tenant, domain.as_ref().map(|d| d.domain.clone())),
         domain,
     })
 }
@@ -166,7 +229,7 @@ pub async fn list(store: &Store, page: &PageQuery, only: Option<&str>) -> Result
     let after = pagination::decode_time_id(page.cursor.as_deref())?;
     if let Some(id) = only {
         let tenants = match store.get_tenant(id).await? {
-            Some(t) if after.is_none() => vec![TenantView::from(&t)],
+            Some(t) if after.is_none() => vec![view(store, &t).await?],
             _ => Vec::new(),
         };
         return Ok(TenantList {
@@ -179,7 +242,7 @@ pub async fn list(store: &Store, page: &PageQuery, only: Option<&str>) -> Result
         pagination::encode_time_id(t.created_at, &t.id)
     });
     Ok(TenantList {
-        tenants: tenants.iter().map(TenantView::from).collect(),
+        tenants: views(store, &tenants).await?,
         next_cursor: next,
     })
 }
@@ -192,18 +255,20 @@ pub async fn update(
 ) -> Result<Tenant> {
     let before = lookup::tenant(store, id).await?;
     let after = apply_update(&before, update)?;
-    if after != before {
-        let audit = crate::audit_log::entry(
-            actor,
-            Some(id),
-            "tenant.update",
-            id,
-            Some(audit_json(&before)),
-            Some(audit_json(&after)),
-        );
-        store.update_tenant(&after, Some(&audit)).await?;
+    if after == before {
+        return Ok(before);
     }
-    Ok(after)
+    let audit = crate::audit_log::entry(
+        actor,
+        Some(id),
+        "tenant.update",
+        id,
+        Some(audit_json(&before)),
+        Some(audit_json(&after)),
+    );
+    store.update_tenant(&after, Some(&audit)).await?;
+    // Read back: the store dates the change (`updated_at`), and a concurrent delete shows.
+    lookup::tenant(store, id).await
 }
 
 /// Deletes a tenant with its domains, keys, credentials and API keys. With queued mail it is
@@ -289,12 +354,11 @@ pub async fn show_tenant(
     Path(id): Path<String>,
 ) -> Result<Json<TenantView>> {
     principal.scope(&id)?;
-    Ok(Json(TenantView::from(
-        &lookup::tenant(&state.store, &id).await?,
-    )))
+    let tenant = lookup::tenant(&state.store, &id).await?;
+    Ok(Json(view(&state.store, &tenant).await?))
 }
 
-/// Changes limits, tier, status, enabled or features (operator only).
+/// Changes limits, tier, status, enabled, transport or features (operator only).
 #[utoipa::path(
     put, path = "/api/tenants/{id}", tag = "tenants",
     params(("id" = String, Path, description = "Tenant id")),

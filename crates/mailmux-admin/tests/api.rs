@@ -90,7 +90,10 @@ async fn tenants_crud_and_tier_semantics(h: Harness) {
     assert_eq!(created["features"]["api_access"], false);
     assert_eq!(created["status"], "active");
     assert_eq!(created["enabled"], true);
-    assert!(created.get("domain").is_none());
+    // The guide's flat fields: no domain yet is `null`; the limits also at the top level.
+    assert_eq!(created["domain"], Value::Null, "{created}");
+    assert_eq!(created["max_users"], 5);
+    assert!(created["updated_at"].is_i64(), "{created}");
 
     // With a first domain: the records come back with it.
     let with_domain = h

@@ -259,6 +259,9 @@ pub struct Tenant {
     pub transport: Option<TransportKind>,
     /// Unix milliseconds.
     pub created_at: i64,
+    /// Unix milliseconds of the last change through the admin API or the CLI (the store sets
+    /// it on every write).
+    pub updated_at: i64,
 }
 
 impl Tenant {
@@ -281,6 +284,7 @@ impl Tenant {
             enabled: true,
             transport: None,
             created_at: now_ms,
+            updated_at: now_ms,
         }
     }
 }

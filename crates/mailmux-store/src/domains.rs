@@ -1,10 +1,12 @@
 //! Domains: one owner each (the name is the primary key), verified or not.
 
+use std::collections::HashMap;
+
 use mailmux_core::Domain;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::audit::commit_if_changed;
+use crate::audit::{commit_if_changed, commit_with_audit};
 use crate::{AuditEntry, Result, Store, StoreError, bool_to_i64};
 
 const COLUMNS: &str = "name, tenant_id, verified, verified_by, verification_token, created_at";
@@ -33,19 +35,57 @@ impl Store {
         rows.iter().map(domain_from_row).collect()
     }
 
-    /// Marks a domain verified (`by` = `dns` or `operator`) or unverified (`by` = None).
-    pub async fn set_domain_verified(&self, name: &str, by: Option<&str>) -> Result<()> {
+    /// Marks a domain verified (`by` = `dns` or `operator`) or unverified (`by` = None), with
+    /// its audit entry in the same transaction.
+    pub async fn set_domain_verified(
+        &self,
+        name: &str,
+        by: Option<&str>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
         let done =
             sqlx::query("UPDATE domains SET verified = $2, verified_by = $3 WHERE name = $1")
                 .bind(name)
                 .bind(bool_to_i64(by.is_some()))
                 .bind(by)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("domain {name}")));
         }
-        Ok(())
+        commit_with_audit(tx, audit).await
+    }
+
+    /// Each tenant's primary domain: the one it added first (by `created_at`, then name), for
+    /// the tenants named; tenants without a domain are absent. One query for a whole page of
+    /// tenants rather than one per tenant.
+    pub async fn primary_domains(&self, tenant_ids: &[&str]) -> Result<HashMap<String, String>> {
+        if tenant_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let placeholders = (1..=tenant_ids.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT tenant_id, name, created_at FROM domains WHERE tenant_id IN ({placeholders}) \
+             ORDER BY tenant_id, created_at, name"
+        );
+        let mut query = sqlx::query(&sql);
+        for id in tenant_ids {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let mut primary = HashMap::new();
+        for row in rows {
+            let tenant_id: String = row.try_get("tenant_id")?;
+            // Rows come oldest first within a tenant: the first one seen is the primary.
+            primary
+                .entry(tenant_id)
+                .or_insert(row.try_get::<String, _>("name")?);
+        }
+        Ok(primary)
     }
 
     pub async fn delete_domain(

@@ -153,6 +153,24 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the database holds mailmux's schema (its migrations table exists). The CLI
+    /// asks before anything else, so that a command aimed at the wrong database says so
+    /// instead of quietly creating an empty schema there.
+    pub async fn is_migrated(&self) -> Result<bool> {
+        let sql = match self.backend {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+                 AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+        };
+        let count: i64 = sqlx::query_scalar(sql).fetch_one(&self.pool).await?;
+        Ok(count > 0)
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

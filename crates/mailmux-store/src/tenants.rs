@@ -9,7 +9,8 @@ use crate::{AuditEntry, Result, Store, StoreError, bool_to_i64};
 
 const COLUMNS: &str = "id, name, tier, status, status_reason, enabled, transport, max_users, \
      max_domains, max_storage_mb, max_messages_per_day, max_recipients_per_message, \
-     max_message_size, rate_per_second, rate_per_minute, max_connections, features, created_at";
+     max_message_size, rate_per_second, rate_per_minute, max_connections, features, created_at, \
+     updated_at";
 
 impl Store {
     pub async fn create_tenant(&self, tenant: &Tenant, audit: Option<&AuditEntry>) -> Result<()> {
@@ -41,7 +42,7 @@ impl Store {
         .bind(tenant.limits.max_connections as i64)
         .bind(features)
         .bind(tenant.created_at)
-        .bind(now_ms())
+        .bind(tenant.updated_at)
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("tenant {}", tenant.id)))?;
@@ -65,7 +66,8 @@ impl Store {
         rows.iter().map(tenant_from_row).collect()
     }
 
-    /// Writes every mutable field of `tenant` (all but id and created_at).
+    /// Writes every mutable field of `tenant` (all but id and created_at); `updated_at` becomes
+    /// now, whatever `tenant` says, so every change is dated by the write that made it.
     pub async fn update_tenant(&self, tenant: &Tenant, audit: Option<&AuditEntry>) -> Result<()> {
         let features = serde_json::to_string(&tenant.features).expect("features serialise");
         let mut tx = self.pool.begin().await?;
@@ -195,6 +197,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
         },
         features,
         created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
         id,
     })
 }

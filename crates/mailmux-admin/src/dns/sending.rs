@@ -30,7 +30,9 @@ pub struct DnsRecordView {
     pub status: String,
     /// `verification`, `dkim`, `spf` or `dmarc`.
     pub purpose: String,
-    /// Whether the domain may send only once this record is found.
+    /// Whether the domain may send only once this record is found. A DKIM record is required
+    /// only while the tenant signs (`features.dkim_signing`); otherwise it is listed for when
+    /// signing is turned on.
     pub required: bool,
     /// DKIM records: the key's selector.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +65,12 @@ pub struct DomainView {
     pub verified_by: Option<String>,
     pub records: Vec<DnsRecordView>,
     pub dkim: Option<DkimView>,
+    /// Whether the tenant's mail is DKIM-signed (its tier or `features.dkim_signing`). When
+    /// false the DKIM record is not required for verification, and `note` says so.
+    pub dkim_signing: bool,
+    /// What a person should know about these records (set when DKIM signing is off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     /// Last DNS check (Unix ms).
     pub checked_at: Option<i64>,
     /// Set when a re-check found a required record gone (the domain still sends; see the
@@ -74,6 +82,11 @@ pub struct DomainView {
 /// Status shown for a retiring DKIM record: keep it published (it is not checked).
 pub const RETIRING: &str = "retiring";
 
+/// The note on a domain of a tenant that does not sign.
+pub const UNSIGNED_NOTE: &str = "DKIM signing is off for this tenant (its tier or \
+    features.dkim_signing): mail leaves unsigned, so the DKIM record is not required to verify \
+    the domain. Publish it anyway to be ready when signing is turned on.";
+
 /// One record of a sending domain: the record, and for DKIM records the key it publishes.
 pub struct SendingRecord {
     pub record: ExpectedRecord,
@@ -82,9 +95,12 @@ pub struct SendingRecord {
 }
 
 impl SendingRecord {
-    /// Only the record of the active key counts: a pending one is a rotation's next step.
-    fn required(&self) -> bool {
-        self.record.kind.required() && self.record.status_key == self.record.kind.as_str()
+    /// Only the record of the active key counts: a pending one is a rotation's next step. A
+    /// DKIM record counts only when the tenant `signs`.
+    fn required(&self, signs: bool) -> bool {
+        self.record.kind.required()
+            && self.record.status_key == self.record.kind.as_str()
+            && (signs || self.record.kind != RecordKind::Dkim)
     }
 
     /// Retiring records are listed, not looked up: their verdict is "keep it".
@@ -145,8 +161,13 @@ pub fn expected_records(
     out
 }
 
-/// A record as shown, with its status from `check` (or `pending` if never checked).
-pub fn record_view(expected: SendingRecord, check: Option<&DomainCheck>) -> DnsRecordView {
+/// A record as shown, with its status from `check` (or `pending` if never checked), for a
+/// tenant that `signs` or not.
+pub fn record_view(
+    expected: SendingRecord,
+    check: Option<&DomainCheck>,
+    signs: bool,
+) -> DnsRecordView {
     let status = if expected.checked() {
         check
             .and_then(|c| c.statuses.get(&expected.record.status_key).cloned())
@@ -154,7 +175,7 @@ pub fn record_view(expected: SendingRecord, check: Option<&DomainCheck>) -> DnsR
     } else {
         RETIRING.to_string()
     };
-    let required = expected.required();
+    let required = expected.required(signs);
     let (selector, key_status, retire_at) = match expected.key {
         Some((selector, status, retire_at)) => (
             Some(selector),
@@ -177,16 +198,17 @@ pub fn record_view(expected: SendingRecord, check: Option<&DomainCheck>) -> DnsR
     }
 }
 
-/// The view of `domain` with `keys` and its last `check`.
+/// The view of `domain` with `keys` and its last `check`, for a tenant that `signs` or not.
 pub fn view(
     domain: &Domain,
     keys: &[DkimKey],
     check: Option<&DomainCheck>,
     relay_hostname: &str,
+    signs: bool,
 ) -> DomainView {
     let records = expected_records(domain, keys, now_ms(), relay_hostname)
         .into_iter()
-        .map(|e| record_view(e, check))
+        .map(|e| record_view(e, check, signs))
         .collect();
     let active = keys.iter().find(|k| k.status == DkimKeyStatus::Active);
     DomainView {
@@ -199,17 +221,34 @@ pub fn view(
             selector: k.selector.clone(),
             key_type: KeyType::from_name(&k.key_type),
         }),
+        dkim_signing: signs,
+        note: (!signs).then(|| UNSIGNED_NOTE.to_string()),
         checked_at: check.map(|c| c.checked_at),
         flagged_at: check.and_then(|c| c.flagged_at),
         created_at: domain.created_at,
     }
 }
 
+/// Whether `tenant_id` signs its mail (a tenant deleted meanwhile: no).
+async fn tenant_signs(store: &Store, tenant_id: &str) -> Result<bool> {
+    Ok(store
+        .get_tenant(tenant_id)
+        .await?
+        .is_some_and(|t| t.features.dkim_signing))
+}
+
 /// The view of `domain` as stored now.
 pub async fn load_view(store: &Store, config: &Config, domain: &Domain) -> Result<DomainView> {
     let keys = store.list_dkim_keys(&domain.name).await?;
     let check = store.get_domain_check(&domain.name).await?;
-    Ok(view(domain, &keys, check.as_ref(), &config.smtp.hostname))
+    let signs = tenant_signs(store, &domain.tenant_id).await?;
+    Ok(view(
+        domain,
+        &keys,
+        check.as_ref(),
+        &config.smtp.hostname,
+        signs,
+    ))
 }
 
 /// What the audit log keeps of a domain: its verification and each record's status.
@@ -251,18 +290,27 @@ async fn check_records(
     statuses
 }
 
-const REQUIRED: [RecordKind; 2] = [RecordKind::Verification, RecordKind::Dkim];
+/// The records a domain needs to verify: its verification TXT, and its DKIM record when the
+/// tenant `signs`. A tenant that does not sign sends no DKIM signature that could fail, so
+/// holding its domain back for a record nobody checks would only block it.
+fn required(signs: bool) -> &'static [RecordKind] {
+    if signs {
+        &[RecordKind::Verification, RecordKind::Dkim]
+    } else {
+        &[RecordKind::Verification]
+    }
+}
 
-fn required_pass(statuses: &BTreeMap<String, String>) -> bool {
-    REQUIRED
+fn required_pass(statuses: &BTreeMap<String, String>, signs: bool) -> bool {
+    required(signs)
         .iter()
         .all(|k| statuses.get(k.as_str()).map(String::as_str) == Some(VERIFIED))
 }
 
 /// Whether a required record is definitely gone (missing or replaced). A failed lookup is not
 /// evidence: it says nothing about what is published.
-fn required_gone(statuses: &BTreeMap<String, String>) -> bool {
-    REQUIRED.iter().any(|k| {
+fn required_gone(statuses: &BTreeMap<String, String>, signs: bool) -> bool {
+    required(signs).iter().any(|k| {
         matches!(
             statuses.get(k.as_str()).map(String::as_str),
             Some(MISSING | MISMATCH)
@@ -271,7 +319,8 @@ fn required_gone(statuses: &BTreeMap<String, String>) -> bool {
 }
 
 /// Checks a domain's records now and stores the per-record status. The domain becomes
-/// verified (`verified_by = "dns"`) when its verification TXT and DKIM record are found. A
+/// verified (`verified_by = "dns"`) when its verification TXT and (if the tenant signs) its
+/// DKIM record are found. A
 /// check never unverifies: on a verified domain, records found gone set `flagged_at`. A
 /// rotation's pending key whose record is found becomes the signing key. `action` names the
 /// change in the audit log (`domain.verify`, `domain.recheck`).
@@ -285,7 +334,14 @@ pub async fn check_and_store(
 ) -> Result<DomainView> {
     let mut keys = store.list_dkim_keys(&domain.name).await?;
     let previous = store.get_domain_check(&domain.name).await?;
-    let before = view(&domain, &keys, previous.as_ref(), &config.smtp.hostname);
+    let signs = tenant_signs(store, &domain.tenant_id).await?;
+    let before = view(
+        &domain,
+        &keys,
+        previous.as_ref(),
+        &config.smtp.hostname,
+        signs,
+    );
     let mut statuses = check_records(checker, &domain, &keys, &config.smtp.hostname).await;
     let now = now_ms();
     // A rotation's key whose record is now found becomes the signing key; the old one is
@@ -299,8 +355,8 @@ pub async fn check_and_store(
             keys = store.list_dkim_keys(&domain.name).await?;
         }
     }
-    let passed = required_pass(&statuses);
-    let flagged_at = if domain.verified && required_gone(&statuses) {
+    let passed = required_pass(&statuses, signs);
+    let flagged_at = if domain.verified && required_gone(&statuses, signs) {
         previous.as_ref().and_then(|c| c.flagged_at).or(Some(now))
     } else if passed {
         None
@@ -317,7 +373,7 @@ pub async fn check_and_store(
         domain.verified = true;
         domain.verified_by = Some("dns".into());
     }
-    let after = view(&domain, &keys, Some(&check), &config.smtp.hostname);
+    let after = view(&domain, &keys, Some(&check), &config.smtp.hostname, signs);
     let (before_json, after_json) = (audit_json(&before), audit_json(&after));
     // Only changes are logged: a daily re-check that finds everything in place adds nothing.
     let audit = (before_json != after_json).then(|| {
@@ -399,4 +455,61 @@ async fn activate(
     tracing::info!(domain = %domain.name, selector = %pending.selector, retiring = ?old,
         "DKIM record found: signing switched to the new key");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statuses(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn dkim_is_required_only_when_the_tenant_signs() {
+        // (statuses, signs, passes, gone)
+        let cases = [
+            (
+                &[("verification", VERIFIED), ("dkim", MISSING)][..],
+                false,
+                true,
+                false,
+            ),
+            (
+                &[("verification", VERIFIED), ("dkim", MISSING)][..],
+                true,
+                false,
+                true,
+            ),
+            (
+                &[("verification", VERIFIED), ("dkim", VERIFIED)][..],
+                true,
+                true,
+                false,
+            ),
+            (
+                &[("verification", MISSING), ("dkim", VERIFIED)][..],
+                false,
+                false,
+                true,
+            ),
+            (&[("verification", VERIFIED)][..], true, false, false),
+        ];
+        for (pairs, signs, passes, gone) in cases {
+            let statuses = statuses(pairs);
+            assert_eq!(
+                required_pass(&statuses, signs),
+                passes,
+                "{pairs:?} signs={signs}"
+            );
+            assert_eq!(
+                required_gone(&statuses, signs),
+                gone,
+                "{pairs:?} signs={signs}"
+            );
+        }
+    }
 }

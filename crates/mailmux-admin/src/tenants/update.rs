@@ -3,8 +3,8 @@
 //! but for the fields given beside it; a status back to `active` clears its reason) are the
 //! part worth table-testing.
 
-use mailmux_core::{Tenant, TenantStatus, Tier};
-use serde::Deserialize;
+use mailmux_core::{Tenant, TenantStatus, Tier, TransportKind};
+use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
 use crate::error::{AdminError, Result};
@@ -33,6 +33,21 @@ pub struct UpdateTenant {
     /// Shown with the status; cleared when the status goes back to `active` unless given.
     pub status_reason: Option<String>,
     pub features: Option<FeatureUpdate>,
+    /// `mx`, `smarthost` or `ses`; `null` goes back to the configured default
+    /// (`delivery.transport`); left out, the transport stays as it is.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub transport: Option<Option<String>>,
+}
+
+/// A field that is given, possibly as `null` (`Some(None)`), apart from one left out (`None`,
+/// through `#[serde(default)]`): `null` means "back to the default", absence "unchanged".
+fn present<'de, D, T>(deserializer: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
 }
 
 /// Feature flags to set; the ones not named keep their value.
@@ -106,6 +121,17 @@ pub fn apply_update(tenant: &Tenant, update: &UpdateTenant) -> Result<Tenant> {
     }
     if let Some(enabled) = update.enabled {
         next.enabled = enabled;
+    }
+    if let Some(transport) = &update.transport {
+        next.transport = match transport.as_deref() {
+            None => None,
+            Some(name) => Some(TransportKind::parse(name).ok_or_else(|| {
+                AdminError::Invalid(format!(
+                    "transport: unknown value {name:?} (mx, smarthost, ses, or null for the \
+                     configured default)"
+                ))
+            })?),
+        };
     }
     if let Some(status) = update.status {
         next.status = status.into();
@@ -198,6 +224,33 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(apply_update(&before, &parsed).unwrap().limits, l);
+    }
+
+    #[test]
+    fn transport_is_set_reset_or_left_alone() {
+        let before = tenant(Tier::Free);
+        let parse =
+            |body: serde_json::Value| -> UpdateTenant { serde_json::from_value(body).unwrap() };
+        let smarthost = apply_update(
+            &before,
+            &parse(serde_json::json!({"transport": "smarthost"})),
+        )
+        .unwrap();
+        assert_eq!(smarthost.transport, Some(TransportKind::Smarthost));
+        let untouched =
+            apply_update(&smarthost, &parse(serde_json::json!({"max_users": 3}))).unwrap();
+        assert_eq!(
+            untouched.transport,
+            Some(TransportKind::Smarthost),
+            "absent: unchanged"
+        );
+        let reset =
+            apply_update(&smarthost, &parse(serde_json::json!({"transport": null}))).unwrap();
+        assert_eq!(reset.transport, None, "null: the configured default");
+        let refused =
+            apply_update(&before, &parse(serde_json::json!({"transport": "pigeon"}))).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(refused.to_string().contains("transport"), "{refused}");
     }
 
     #[test]

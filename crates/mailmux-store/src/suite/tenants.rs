@@ -25,10 +25,12 @@ pub(super) async fn tenants(store: &Store) {
     tenant.features.webhooks = true;
     tenant.enabled = false;
     store.update_tenant(&tenant, None).await.unwrap();
-    assert_eq!(
-        store.get_tenant(&tenant.id).await.unwrap().as_ref(),
-        Some(&tenant)
-    );
+    let updated = store.get_tenant(&tenant.id).await.unwrap().unwrap();
+    // Every write dates itself, whatever the caller passed.
+    assert!(updated.updated_at > tenant.updated_at, "updated_at moves");
+    assert_eq!(updated.created_at, tenant.created_at, "created_at does not");
+    tenant.updated_at = updated.updated_at;
+    assert_eq!(updated, tenant);
     assert!(
         store
             .list_tenants()
@@ -67,7 +69,7 @@ pub(super) async fn domains_and_credentials(store: &Store) {
         Err(StoreError::Conflict(_))
     ));
     store
-        .set_domain_verified(&name, Some("operator"))
+        .set_domain_verified(&name, Some("operator"), None)
         .await
         .unwrap();
     let loaded = store.get_domain(&name).await.unwrap().unwrap();
@@ -75,6 +77,17 @@ pub(super) async fn domains_and_credentials(store: &Store) {
     assert_eq!(loaded.verified_by.as_deref(), Some("operator"));
     assert_eq!(store.count_domains(&a.id).await.unwrap(), 1);
     assert_eq!(store.list_domains(&b.id).await.unwrap().len(), 0);
+    // The primary domain is the first one added, not the first by name.
+    let later = Domain {
+        name: format!("a{name}"),
+        created_at: 2,
+        ..domain.clone()
+    };
+    store.add_domain(&later).await.unwrap();
+    let primary = store.primary_domains(&[&a.id, &b.id]).await.unwrap();
+    assert_eq!(primary.get(&a.id), Some(&name));
+    assert!(!primary.contains_key(&b.id), "no domain, no entry");
+    assert!(store.delete_domain(&a.id, &later.name, None).await.unwrap());
 
     let credential = Credential {
         id: random_id("c_", 16),
