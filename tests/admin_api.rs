@@ -388,7 +388,11 @@ fn tenant_shapes_transport_and_enabled(mm: &Mailmux, sink: &common::Sink) {
             .contains("transport"),
         "{refused}"
     );
-    std::thread::sleep(Duration::from_millis(5));
+    // A later millisecond than the last write, so that updated_at can be seen to move.
+    let last_write = tenant["updated_at"].as_i64().unwrap();
+    common::wait_until(Duration::from_secs(1), || {
+        (mailmux_core::now_ms() > last_write).then_some(())
+    });
     let (status, done) = put_tenant(mm, &id, json!({"transport": "smarthost"}));
     assert_eq!((status, &done), (200, &json!({"success": true})));
     let after = get_tenant(mm, &id);
