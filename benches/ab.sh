@@ -27,6 +27,8 @@ run_one() {
     sink_pid=$!
     export MAILMUX_STORAGE__DATA_DIR="$work/mm"
     mkdir -p "$work/mm"
+    # The CLI never creates a database (only `migrate` and `serve` do).
+    "$bin" migrate > /dev/null
     tenant="$("$bin" tenant create --name bench --tier enterprise |
         python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')"
     "$bin" domain add --tenant "$tenant" --domain bench.test --verified > /dev/null

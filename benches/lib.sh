@@ -59,6 +59,8 @@ peak_rss_mib() { awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 MM_DIR="$WORK/mailmux"
 mkdir -p "$MM_DIR"
 export MAILMUX_STORAGE__DATA_DIR="$MM_DIR"
+# The CLI never creates a database (only `migrate` and `serve` do).
+"$MAILMUX" migrate > /dev/null
 TENANT="$("$MAILMUX" tenant create --name bench --tier enterprise | python3 -c 'import json,sys;print(json.load(sys.stdin)["id"])')"
 # KEY_TYPE=ed25519 for an Ed25519 key instead of RSA-2048.
 "$MAILMUX" domain add --tenant "$TENANT" --domain bench.test --verified \

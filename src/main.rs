@@ -105,7 +105,7 @@ enum TenantCommand {
     /// Change a tenant's limits, tier, status, enabled flag, transport or features; prints the
     /// tenant. A new tier brings its default limits and features, except those set in the
     /// same command.
-    Update(Box<commands::TenantUpdateArgs>),
+    Update(Box<commands::tenant::TenantUpdateArgs>),
     /// Delete a tenant with its domains, keys and credentials. Refused while it has queued
     /// mail, unless --force (which drops that mail).
     Delete {
@@ -229,7 +229,7 @@ enum ApiKeyCommand {
 #[derive(Subcommand)]
 enum MessageCommand {
     /// A tenant's messages, newest first, a page at a time.
-    List(commands::MessageListArgs),
+    List(commands::message::MessageListArgs),
     /// One message with its delivery history.
     Show {
         #[arg(long)]
@@ -321,12 +321,14 @@ fn main() -> ExitCode {
 
 async fn tenant(context: &Context, command: TenantCommand) -> anyhow::Result<output::Shown> {
     match command {
-        TenantCommand::Create { name, tier } => commands::tenant_create(context, &name, tier).await,
-        TenantCommand::List => commands::tenant_list(context).await,
-        TenantCommand::Show { tenant } => commands::tenant_show(context, &tenant).await,
-        TenantCommand::Update(update) => commands::tenant_update(context, *update).await,
+        TenantCommand::Create { name, tier } => {
+            commands::tenant::create(context, &name, tier).await
+        }
+        TenantCommand::List => commands::tenant::list(context).await,
+        TenantCommand::Show { tenant } => commands::tenant::show(context, &tenant).await,
+        TenantCommand::Update(update) => commands::tenant::update(context, *update).await,
         TenantCommand::Delete { tenant, force } => {
-            commands::tenant_delete(context, &tenant, force).await
+            commands::tenant::delete(context, &tenant, force).await
         }
     }
 }
@@ -336,19 +338,21 @@ async fn credential(
     command: CredentialCommand,
 ) -> anyhow::Result<output::Shown> {
     match command {
-        CredentialCommand::Create { tenant } => commands::credential_create(context, &tenant).await,
-        CredentialCommand::List { tenant } => commands::credential_list(context, &tenant).await,
+        CredentialCommand::Create { tenant } => {
+            commands::credential::create(context, &tenant).await
+        }
+        CredentialCommand::List { tenant } => commands::credential::list(context, &tenant).await,
         CredentialCommand::Revoke {
             tenant,
             id,
             username,
         } => {
             let which = match (id, username) {
-                (Some(id), _) => commands::CredentialRef::Id(id),
-                (None, Some(username)) => commands::CredentialRef::Username(username),
+                (Some(id), _) => commands::credential::CredentialRef::Id(id),
+                (None, Some(username)) => commands::credential::CredentialRef::Username(username),
                 (None, None) => anyhow::bail!("credential revoke: give --id or --username"),
             };
-            commands::credential_revoke(context, tenant.as_deref(), which).await
+            commands::credential::revoke(context, tenant.as_deref(), which).await
         }
     }
 }
@@ -360,41 +364,41 @@ async fn domain(context: &Context, command: DomainCommand) -> anyhow::Result<out
             domain,
             verified,
             key_type,
-        } => commands::domain_add(context, &tenant, &domain, verified, key_type).await,
-        DomainCommand::List { tenant } => commands::domain_list(context, &tenant).await,
+        } => commands::domain::add(context, &tenant, &domain, verified, key_type).await,
+        DomainCommand::List { tenant } => commands::domain::list(context, &tenant).await,
         DomainCommand::Show { tenant, domain } => {
-            commands::domain_show(context, &tenant, &domain).await
+            commands::domain::show(context, &tenant, &domain).await
         }
         DomainCommand::Verify { tenant, domain } => {
-            commands::domain_verify(context, &tenant, &domain).await
+            commands::domain::verify(context, &tenant, &domain).await
         }
         DomainCommand::Delete { tenant, domain } => {
-            commands::domain_delete(context, &tenant, &domain).await
+            commands::domain::delete(context, &tenant, &domain).await
         }
         DomainCommand::RotateDkim {
             tenant,
             domain,
             key_type,
-        } => commands::domain_rotate_dkim(context, &tenant, &domain, key_type).await,
+        } => commands::domain::rotate_dkim(context, &tenant, &domain, key_type).await,
     }
 }
 
 async fn api_key(context: &Context, command: ApiKeyCommand) -> anyhow::Result<output::Shown> {
     match command {
         ApiKeyCommand::Create { tenant, name } => {
-            commands::api_key_create(context, &tenant, name.as_deref()).await
+            commands::api_key::create(context, &tenant, name.as_deref()).await
         }
-        ApiKeyCommand::List { tenant } => commands::api_key_list(context, &tenant).await,
+        ApiKeyCommand::List { tenant } => commands::api_key::list(context, &tenant).await,
         ApiKeyCommand::Revoke { tenant, id } => {
-            commands::api_key_revoke(context, &tenant, &id).await
+            commands::api_key::revoke(context, &tenant, &id).await
         }
     }
 }
 
 async fn message(context: &Context, command: MessageCommand) -> anyhow::Result<output::Shown> {
     match command {
-        MessageCommand::List(args) => commands::message_list(context, args).await,
-        MessageCommand::Show { tenant, id } => commands::message_show(context, &tenant, &id).await,
+        MessageCommand::List(args) => commands::message::list(context, args).await,
+        MessageCommand::Show { tenant, id } => commands::message::show(context, &tenant, &id).await,
     }
 }
 
@@ -404,6 +408,6 @@ async fn audit(context: &Context, command: AuditCommand) -> anyhow::Result<outpu
             tenant,
             limit,
             cursor,
-        } => commands::audit_list(context, tenant.as_deref(), limit, cursor).await,
+        } => commands::message::audit_list(context, tenant.as_deref(), limit, cursor).await,
     }
 }

@@ -1,0 +1,53 @@
+//! `mailmux api-key …`: tenant API keys, created (the key shown once), listed, revoked.
+
+use mailmux_admin::pagination::{MAX_LIMIT, PageQuery};
+use mailmux_admin::{Actor, api_keys};
+
+use super::{Context, with_store};
+use crate::output::Shown;
+
+const API_KEY_COLUMNS: &[&str] = &["id", "name", "created_at", "revoked_at"];
+
+pub async fn create(
+    context: &Context,
+    tenant_id: &str,
+    name: Option<&str>,
+) -> anyhow::Result<Shown> {
+    let created = with_store(context, async |store| {
+        api_keys::create(store, &Actor::cli(), tenant_id, name).await
+    })
+    .await?;
+    Shown::object(created)
+}
+
+pub async fn list(context: &Context, tenant_id: &str) -> anyhow::Result<Shown> {
+    let all = with_store(context, async |store| {
+        let mut all = Vec::new();
+        let mut page = PageQuery {
+            limit: Some(MAX_LIMIT),
+            cursor: None,
+        };
+        loop {
+            let list = api_keys::list(store, tenant_id, &page).await?;
+            all.extend(list.api_keys);
+            match list.next_cursor {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => break Ok(all),
+            }
+        }
+    })
+    .await?;
+    Shown::list(
+        serde_json::json!({ "api_keys": all }),
+        "api_keys",
+        API_KEY_COLUMNS,
+    )
+}
+
+pub async fn revoke(context: &Context, tenant_id: &str, id: &str) -> anyhow::Result<Shown> {
+    with_store(context, async |store| {
+        api_keys::revoke(store, &Actor::cli(), tenant_id, id).await
+    })
+    .await?;
+    Shown::object(serde_json::json!({"success": true, "id": id}))
+}

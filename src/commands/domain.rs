@@ -1,0 +1,116 @@
+//! `mailmux domain …`: add (or mark verified), list, show, verify, delete, rotate the DKIM key.
+
+use mailmux_admin::dkim::KeyType;
+use mailmux_admin::pagination::{MAX_LIMIT, PageQuery};
+use mailmux_admin::{Actor, domains, provision};
+
+use super::{Context, with_store};
+use crate::output::Shown;
+
+const DOMAIN_COLUMNS: &[&str] = &[
+    "domain",
+    "verified",
+    "verified_by",
+    "dkim.selector",
+    "dkim_signing",
+    "checked_at",
+    "flagged_at",
+];
+
+pub async fn add(
+    context: &Context,
+    tenant_id: &str,
+    domain: &str,
+    verified: bool,
+    key_type: KeyType,
+) -> anyhow::Result<Shown> {
+    let config = &context.config;
+    let added = with_store(context, async |store| {
+        provision::add_domain(
+            store,
+            config,
+            &Actor::cli(),
+            tenant_id,
+            domain,
+            key_type,
+            verified,
+        )
+        .await
+    })
+    .await?;
+    Shown::object(added)
+}
+
+pub async fn list(context: &Context, tenant_id: &str) -> anyhow::Result<Shown> {
+    let config = &context.config;
+    let all = with_store(context, async |store| {
+        let mut all = Vec::new();
+        let mut page = PageQuery {
+            limit: Some(MAX_LIMIT),
+            cursor: None,
+        };
+        loop {
+            let list = domains::list(store, config, tenant_id, &page).await?;
+            all.extend(list.domains);
+            match list.next_cursor {
+                Some(cursor) => page.cursor = Some(cursor),
+                None => break Ok(all),
+            }
+        }
+    })
+    .await?;
+    Shown::list(
+        serde_json::json!({ "domains": all }),
+        "domains",
+        DOMAIN_COLUMNS,
+    )
+}
+
+pub async fn show(context: &Context, tenant_id: &str, domain: &str) -> anyhow::Result<Shown> {
+    let config = &context.config;
+    let shown = with_store(context, async |store| {
+        domains::show(store, config, tenant_id, domain).await
+    })
+    .await?;
+    Shown::object(shown)
+}
+
+pub async fn verify(context: &Context, tenant_id: &str, domain: &str) -> anyhow::Result<Shown> {
+    let config = &context.config;
+    let checked = with_store(context, async |store| {
+        domains::verify(store, config, &Actor::cli(), tenant_id, domain).await
+    })
+    .await?;
+    Shown::object(checked)
+}
+
+pub async fn delete(context: &Context, tenant_id: &str, domain: &str) -> anyhow::Result<Shown> {
+    let config = &context.config;
+    with_store(context, async |store| {
+        domains::delete(store, config, &Actor::cli(), tenant_id, domain).await
+    })
+    .await?;
+    Shown::object(serde_json::json!({"success": true, "domain": domain}))
+}
+
+pub async fn rotate_dkim(
+    context: &Context,
+    tenant_id: &str,
+    domain: &str,
+    key_type: Option<KeyType>,
+) -> anyhow::Result<Shown> {
+    let config = &context.config;
+    let rotated = with_store(context, async |store| {
+        mailmux_admin::dkim_rotation::rotate(
+            store,
+            config,
+            &Actor::cli(),
+            tenant_id,
+            domain,
+            key_type,
+        )
+        .await
+    })
+    .await?;
+    Shown::object(rotated)
+}
