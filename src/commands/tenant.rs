@@ -168,6 +168,8 @@ impl TenantUpdateArgs {
             status_reason: self.status_reason,
             features,
             transport,
+            // The API's round-trip fields: a command says what to change, nothing more.
+            ..UpdateTenant::default()
         })
     }
 }

@@ -254,21 +254,45 @@ pub async fn update(
     update: &UpdateTenant,
 ) -> Result<Tenant> {
     let before = lookup::tenant(store, id).await?;
-    let after = apply_update(&before, update)?;
-    if after == before {
-        return Ok(before);
+    if let Some(domain) = &update.domain {
+        let primary = store.primary_domains(&[id]).await?.remove(id);
+        if domain.as_deref().map(str::to_ascii_lowercase) != primary {
+            return Err(AdminError::Invalid(format!(
+                "domain: read-only here ({}); add and remove domains under \
+                 /api/tenants/{id}/domains",
+                primary.as_deref().unwrap_or("none yet")
+            )));
+        }
     }
-    let audit = crate::audit_log::entry(
-        actor,
-        Some(id),
-        "tenant.update",
-        id,
-        Some(audit_json(&before)),
-        Some(audit_json(&after)),
-    );
-    store.update_tenant(&after, Some(&audit)).await?;
-    // Read back: the store dates the change (`updated_at`), and a concurrent delete shows.
-    lookup::tenant(store, id).await
+    let mut before = before;
+    // Read, apply, write only if nobody wrote in between; else read again and re-apply, so
+    // two changes at once (two operators, the CLI and the API) both take effect. A client
+    // that sent `updated_at` asked for exactly the version it read: 409 instead.
+    for _ in 0..5 {
+        let after = apply_update(&before, update)?;
+        if after == before {
+            return Ok(before);
+        }
+        let audit = crate::audit_log::entry(
+            actor,
+            Some(id),
+            "tenant.update",
+            id,
+            Some(audit_json(&before)),
+            Some(audit_json(&after)),
+        );
+        if store
+            .update_tenant_if_unchanged(&after, Some(&audit))
+            .await?
+        {
+            // Read back: the store dates the change (`updated_at`).
+            return lookup::tenant(store, id).await;
+        }
+        before = lookup::tenant(store, id).await?;
+    }
+    Err(AdminError::Conflict(format!(
+        "tenant {id} is being changed by others right now; try again"
+    )))
 }
 
 /// Deletes a tenant with its domains, keys, credentials and API keys. With queued mail it is

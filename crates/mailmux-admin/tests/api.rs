@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     tenants_crud_and_tier_semantics,
+    a_tenant_read_can_be_written_back_whole,
     deleting_a_tenant_with_queued_mail,
     usage_counts_what_exists,
     domains_records_keys_and_limits,
@@ -71,6 +72,75 @@ async fn report(h: &Harness, id: &str, results: &[(u32, RecipientStatus, &str)])
     };
     let outcome = h.store.commit_batch(&[], &[report]).await.unwrap();
     assert_eq!(outcome.recorded, [true], "report for {id}");
+}
+
+/// GET, change a field, PUT the whole object back: what a client of the guide's API does. The
+/// fields the relay keeps must come back unchanged, and a stale `updated_at` is 409 (somebody
+/// changed the tenant meanwhile), so a round trip never undoes another change unseen.
+async fn a_tenant_read_can_be_written_back_whole(h: Harness) {
+    let created = h
+        .op(
+            Method::POST,
+            "/api/tenants",
+            Some(json!({"name": "Round", "tier": "starter", "domain": "round.example"})),
+            201,
+        )
+        .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let path = format!("/api/tenants/{id}");
+    let read = h.op(Method::GET, &path, None, 200).await;
+    assert_eq!(read["domain"], "round.example", "{read}");
+
+    let mut changed = read.clone();
+    changed["max_users"] = json!(50);
+    changed["limits"]["max_domains"] = json!(7);
+    changed["features"]["webhooks"] = json!(true);
+    let done = h.op(Method::PUT, &path, Some(changed.clone()), 200).await;
+    assert_eq!(done, json!({"success": true}));
+    let after = h.op(Method::GET, &path, None, 200).await;
+    assert_eq!(
+        after["max_users"], 50,
+        "the flat field wins over limits: {after}"
+    );
+    assert_eq!(after["limits"]["max_domains"], 7, "{after}");
+    assert_eq!(after["features"]["webhooks"], true, "{after}");
+    assert!(after["updated_at"].as_i64() > read["updated_at"].as_i64());
+
+    // The version read before that change is stale now: refused, nothing written.
+    let mut stale = read.clone();
+    stale["max_users"] = json!(1);
+    let (status, body) = h
+        .call(Method::PUT, &path, Some(OPERATOR_TOKEN), Some(stale))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("updated_at")
+    );
+    let unchanged = h.op(Method::GET, &path, None, 200).await;
+    assert_eq!(unchanged["max_users"], 50);
+
+    // What the relay keeps is read-only: sent changed, 422 naming the field.
+    for (field, value) in [
+        ("id", json!("t_other")),
+        ("created_at", json!(1)),
+        ("domain", json!("elsewhere.example")),
+    ] {
+        let mut edited = json!({});
+        edited[field] = value;
+        let (status, body) = h
+            .call(Method::PUT, &path, Some(OPERATOR_TOKEN), Some(edited))
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{field}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{field}: {message}");
+    }
+    // Sent as read, they are accepted (and change nothing).
+    let current = h.op(Method::GET, &path, None, 200).await;
+    h.op(Method::PUT, &path, Some(current.clone()), 200).await;
+    assert_eq!(h.op(Method::GET, &path, None, 200).await, current);
 }
 
 async fn tenants_crud_and_tier_semantics(h: Harness) {

@@ -556,8 +556,8 @@ async fn a_dead_pooled_connection_is_replaced_without_a_failure() {
         let states = harness.attempted(&id.0).await;
         assert_eq!(states[0].status, "delivered", "message {n}: {states:?}");
         assert_eq!(states[0].attempts, 1, "message {n}: {states:?}");
-        // Let the sink's close reach us before the next message.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The sink closed the connection (and its close reached us) before the next message.
+        sink.wait_closed(n + 1).await;
     }
     assert_eq!(sink.received().len(), 2);
     assert_eq!(sink.connections(), 2);

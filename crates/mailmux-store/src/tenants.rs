@@ -69,6 +69,32 @@ impl Store {
     /// Writes every mutable field of `tenant` (all but id and created_at); `updated_at` becomes
     /// now, whatever `tenant` says, so every change is dated by the write that made it.
     pub async fn update_tenant(&self, tenant: &Tenant, audit: Option<&AuditEntry>) -> Result<()> {
+        if self.write_tenant(tenant, None, audit).await? {
+            Ok(())
+        } else {
+            Err(StoreError::NotFound(format!("tenant {}", tenant.id)))
+        }
+    }
+
+    /// [`Store::update_tenant`] only if the stored tenant is still the one read: its
+    /// `updated_at` is `tenant.updated_at`. False when it changed meanwhile (or is gone), and
+    /// then nothing is written: a read-modify-write that lost the race must not undo the other
+    /// writer's change with the values it read before it.
+    pub async fn update_tenant_if_unchanged(
+        &self,
+        tenant: &Tenant,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
+        self.write_tenant(tenant, Some(tenant.updated_at), audit)
+            .await
+    }
+
+    async fn write_tenant(
+        &self,
+        tenant: &Tenant,
+        read_at: Option<i64>,
+        audit: Option<&AuditEntry>,
+    ) -> Result<bool> {
         let features = serde_json::to_string(&tenant.features).expect("features serialise");
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
@@ -77,7 +103,7 @@ impl Store {
              max_storage_mb = $10, max_messages_per_day = $11, \
              max_recipients_per_message = $12, max_message_size = $13, rate_per_second = $14, \
              rate_per_minute = $15, max_connections = $16, features = $17, updated_at = $18 \
-             WHERE id = $1",
+             WHERE id = $1 AND ($19 IS NULL OR updated_at = $19)",
         )
         .bind(&tenant.id)
         .bind(&tenant.name)
@@ -96,13 +122,17 @@ impl Store {
         .bind(tenant.limits.rate_per_minute as i64)
         .bind(tenant.limits.max_connections as i64)
         .bind(features)
-        .bind(now_ms())
+        // Later than what was read even within one millisecond, so the next conditional
+        // write can tell the two apart.
+        .bind(now_ms().max(tenant.updated_at + 1))
+        .bind(read_at)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("tenant {}", tenant.id)));
+            return Ok(false);
         }
-        commit_with_audit(tx, audit).await
+        commit_with_audit(tx, audit).await?;
+        Ok(true)
     }
 
     /// Tenants by creation, `limit` of them after the (created_at, id) cursor.

@@ -14,6 +14,13 @@ use crate::views::{StatusName, TierName};
 ///
 /// Changing `tier` applies the new tier's default limits and features, except the ones given
 /// in the same request (so `{"tier": "starter", "max_users": 50}` is starter with 50 users).
+///
+/// A tenant object as `GET` shows it can be sent back whole, changed where wanted: `limits`
+/// is taken like the flat `max_*` fields (where both are given, the one that differs from the
+/// stored value is the change); the fields the relay
+/// keeps (`id`, `created_at`, `domain`) must be sent as they are (422 otherwise, naming the
+/// field); and `updated_at`, when given, must still be the tenant's (409 otherwise: someone
+/// changed it since it was read, so this write would undo their change unseen).
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
@@ -38,6 +45,35 @@ pub struct UpdateTenant {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub transport: Option<Option<String>>,
+    /// The limits as `GET` shows them; any subset.
+    pub limits: Option<LimitsUpdate>,
+    /// Read-only; accepted when unchanged.
+    pub id: Option<String>,
+    /// Read-only; accepted when unchanged.
+    pub created_at: Option<i64>,
+    /// The primary domain (the first one added); read-only, accepted when unchanged. Domains
+    /// are added and removed under `/api/tenants/{id}/domains`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub domain: Option<Option<String>>,
+    /// When given, the write happens only if the tenant was not changed since this value was
+    /// read (409 otherwise).
+    pub updated_at: Option<i64>,
+}
+
+/// The `limits` object of a tenant, any subset.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsUpdate {
+    pub max_users: Option<u64>,
+    pub max_domains: Option<u64>,
+    pub max_storage_mb: Option<u64>,
+    pub max_messages_per_day: Option<u64>,
+    pub max_recipients_per_message: Option<u64>,
+    pub max_message_size: Option<u64>,
+    pub rate_per_second: Option<u64>,
+    pub rate_per_minute: Option<u64>,
+    pub max_connections: Option<u64>,
 }
 
 /// A field that is given, possibly as `null` (`Some(None)`), apart from one left out (`None`,
@@ -82,27 +118,96 @@ pub fn apply_update(tenant: &Tenant, update: &UpdateTenant) -> Result<Tenant> {
             next.features = tier.default_features();
         }
     }
+    if update.id.as_deref().is_some_and(|id| id != tenant.id) {
+        return Err(AdminError::Invalid(
+            "id: a tenant's id cannot be changed".into(),
+        ));
+    }
+    if update.created_at.is_some_and(|at| at != tenant.created_at) {
+        return Err(AdminError::Invalid(
+            "created_at: read-only; send it as GET shows it, or leave it out".into(),
+        ));
+    }
+    if update.updated_at.is_some_and(|at| at != tenant.updated_at) {
+        return Err(AdminError::Conflict(format!(
+            "updated_at: the tenant was changed since it was read (now {}); read it again",
+            tenant.updated_at
+        )));
+    }
+    // Each limit may come flat (the guide's shape) or inside `limits` (a tenant as GET shows
+    // it carries both): the one that differs from the stored value is the change; two
+    // different changes to one limit are refused.
+    let nested = update.limits.as_ref();
     let limits = &mut next.limits;
-    let set = |field: &mut u64, value: Option<u64>| {
-        if let Some(v) = value {
-            *field = v;
+    let fields: [(&str, &mut u64, Option<u64>, Option<u64>); 9] = [
+        (
+            "max_users",
+            &mut limits.max_users,
+            update.max_users,
+            nested.and_then(|l| l.max_users),
+        ),
+        (
+            "max_domains",
+            &mut limits.max_domains,
+            update.max_domains,
+            nested.and_then(|l| l.max_domains),
+        ),
+        (
+            "max_storage_mb",
+            &mut limits.max_storage_mb,
+            update.max_storage_mb,
+            nested.and_then(|l| l.max_storage_mb),
+        ),
+        (
+            "max_messages_per_day",
+            &mut limits.max_messages_per_day,
+            update.max_messages_per_day,
+            nested.and_then(|l| l.max_messages_per_day),
+        ),
+        (
+            "max_recipients_per_message",
+            &mut limits.max_recipients_per_message,
+            update.max_recipients_per_message,
+            nested.and_then(|l| l.max_recipients_per_message),
+        ),
+        (
+            "max_message_size",
+            &mut limits.max_message_size,
+            update.max_message_size,
+            nested.and_then(|l| l.max_message_size),
+        ),
+        (
+            "rate_per_second",
+            &mut limits.rate_per_second,
+            update.rate_per_second,
+            nested.and_then(|l| l.rate_per_second),
+        ),
+        (
+            "rate_per_minute",
+            &mut limits.rate_per_minute,
+            update.rate_per_minute,
+            nested.and_then(|l| l.rate_per_minute),
+        ),
+        (
+            "max_connections",
+            &mut limits.max_connections,
+            update.max_connections,
+            nested.and_then(|l| l.max_connections),
+        ),
+    ];
+    for (name, field, flat, inside) in fields {
+        let current = *field;
+        let changed = |value: Option<u64>| value.filter(|v| *v != current);
+        match (changed(flat), changed(inside)) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(AdminError::Invalid(format!(
+                    "{name}: given as {a} at the top level and as {b} in limits"
+                )));
+            }
+            (Some(value), _) | (None, Some(value)) => *field = value,
+            (None, None) => {}
         }
-    };
-    set(&mut limits.max_users, update.max_users);
-    set(&mut limits.max_domains, update.max_domains);
-    set(&mut limits.max_storage_mb, update.max_storage_mb);
-    set(
-        &mut limits.max_messages_per_day,
-        update.max_messages_per_day,
-    );
-    set(
-        &mut limits.max_recipients_per_message,
-        update.max_recipients_per_message,
-    );
-    set(&mut limits.max_message_size, update.max_message_size);
-    set(&mut limits.rate_per_second, update.rate_per_second);
-    set(&mut limits.rate_per_minute, update.rate_per_minute);
-    set(&mut limits.max_connections, update.max_connections);
+    }
     if let Some(f) = &update.features {
         let features = &mut next.features;
         let set = |field: &mut bool, value: Option<bool>| {
@@ -284,5 +389,41 @@ mod tests {
             apply_update(&before, &renamed).unwrap_err().status(),
             StatusCode::UNPROCESSABLE_ENTITY
         );
+    }
+
+    #[test]
+    fn a_limit_changed_in_two_places_at_once_is_refused() {
+        let before = tenant(Tier::Free);
+        let both = |flat: u64, nested: u64| UpdateTenant {
+            max_users: Some(flat),
+            limits: Some(LimitsUpdate {
+                max_users: Some(nested),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let kept = before.limits.max_users;
+        // One of them as stored: the other is the change.
+        assert_eq!(
+            apply_update(&before, &both(kept, 9))
+                .unwrap()
+                .limits
+                .max_users,
+            9
+        );
+        assert_eq!(
+            apply_update(&before, &both(9, kept))
+                .unwrap()
+                .limits
+                .max_users,
+            9
+        );
+        assert_eq!(
+            apply_update(&before, &both(9, 9)).unwrap().limits.max_users,
+            9
+        );
+        let error = apply_update(&before, &both(8, 9)).unwrap_err();
+        assert_eq!(error.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(error.to_string().contains("max_users"), "{error}");
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use base64::Engine as _;
 use mailmux_core::sync::lock;
@@ -92,6 +93,9 @@ pub struct Sink {
     script: Arc<Mutex<Script>>,
     log: Arc<Mutex<Log>>,
     connections: Arc<AtomicUsize>,
+    /// Connections the sink has closed (their socket dropped), for tests that must not reuse
+    /// a connection before its close reached the client.
+    closed: tokio::sync::watch::Sender<usize>,
 }
 
 impl Sink {
@@ -100,12 +104,19 @@ impl Sink {
         let script = Arc::new(Mutex::new(script));
         let log = Arc::new(Mutex::new(Log::default()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed = tokio::sync::watch::Sender::new(0);
         {
             let (script, log, connections) = (script.clone(), log.clone(), connections.clone());
+            let closed = closed.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
                     let number = connections.fetch_add(1, Ordering::SeqCst) + 1;
-                    tokio::spawn(session(stream, number, script.clone(), log.clone()));
+                    let (script, log, closed) = (script.clone(), log.clone(), closed.clone());
+                    tokio::spawn(async move {
+                        // The session owns the socket: it is closed when the session returns.
+                        session(stream, number, script, log).await;
+                        closed.send_modify(|n| *n += 1);
+                    });
                 }
             });
         }
@@ -114,6 +125,7 @@ impl Sink {
             script,
             log,
             connections,
+            closed,
         }
     }
 
@@ -135,6 +147,15 @@ impl Sink {
 
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits until the sink has closed `n` connections.
+    pub async fn wait_closed(&self, n: usize) {
+        let mut closed = self.closed.subscribe();
+        tokio::time::timeout(Duration::from_secs(10), closed.wait_for(|c| *c >= n))
+            .await
+            .expect("the sink did not close the connection")
+            .expect("the sink is gone");
     }
 }
 
