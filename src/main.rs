@@ -161,6 +161,18 @@ enum DomainCommand {
         /// DKIM key type: rsa (2048 bits, default) or ed25519.
         #[arg(long, default_value = "rsa", value_parser = parse_key_type)]
         key_type: KeyType,
+        /// Make mailmux the domain's MX (receipt rules apply; the records include the MX).
+        #[arg(long)]
+        inbound: bool,
+    },
+    /// Change a domain: `--inbound true|false` turns mailmux as its MX on or off.
+    Update {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        domain: String,
+        #[arg(long, action = clap::ArgAction::Set)]
+        inbound: Option<bool>,
     },
     /// List a tenant's domains with their records.
     List {
@@ -364,7 +376,13 @@ async fn domain(context: &Context, command: DomainCommand) -> anyhow::Result<out
             domain,
             verified,
             key_type,
-        } => commands::domain::add(context, &tenant, &domain, verified, key_type).await,
+            inbound,
+        } => commands::domain::add(context, &tenant, &domain, verified, key_type, inbound).await,
+        DomainCommand::Update {
+            tenant,
+            domain,
+            inbound,
+        } => commands::domain::update(context, &tenant, &domain, inbound).await,
         DomainCommand::List { tenant } => commands::domain::list(context, &tenant).await,
         DomainCommand::Show { tenant, domain } => {
             commands::domain::show(context, &tenant, &domain).await

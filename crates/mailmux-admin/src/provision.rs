@@ -15,9 +15,11 @@ use crate::lookup;
 
 /// Adds `raw` to the tenant with a new DKIM key. `operator_verified` is the operator's
 /// override that skips DNS verification; given for a domain this tenant already has, it marks
-/// that domain verified and keeps its DKIM key (see [`mark_verified`]). 422 for a malformed
-/// name or over `max_domains`, 409 when another tenant (or, without the override, this one)
-/// holds it.
+/// that domain verified and keeps its DKIM key (see [`mark_verified`]). `inbound` makes
+/// mailmux the domain's MX from the start (its records then include the MX). 422 for a
+/// malformed name or over `max_domains`, 409 when another tenant (or, without the override,
+/// this one) holds it.
+#[allow(clippy::too_many_arguments)]
 pub async fn add_domain(
     store: &Store,
     config: &Config,
@@ -26,10 +28,16 @@ pub async fn add_domain(
     raw: &str,
     key_type: KeyType,
     operator_verified: bool,
+    inbound: bool,
 ) -> Result<DomainView> {
     let tenant = lookup::tenant(store, tenant_id).await?;
     if operator_verified && let Ok(existing) = lookup::domain(store, &tenant.id, raw).await {
-        return mark_verified(store, config, actor, existing).await;
+        let view = mark_verified(store, config, actor, existing).await?;
+        if inbound && !view.inbound {
+            let domain = lookup::domain(store, &tenant.id, raw).await?;
+            return set_inbound(store, config, actor, domain, true).await;
+        }
+        return Ok(view);
     }
     let name = lookup::available_domain(store, raw).await?;
     let max = tenant.limits.max_domains;
@@ -59,6 +67,7 @@ pub async fn add_domain(
         verified_by: operator_verified.then(|| "operator".to_string()),
         verification_token: random_id("", 32),
         created_at: now,
+        inbound,
     };
     let view = sending::view(
         &domain,
@@ -122,6 +131,48 @@ async fn mark_verified(
     );
     store
         .set_domain_verified(&domain.name, Some("operator"), Some(&audit))
+        .await?;
+    Ok(after)
+}
+
+/// Turns inbound mail on or off for a domain the tenant holds (`PUT` on the domain with
+/// `{"inbound": …}`, `mailmux domain update --inbound`): on, the MX listener accepts mail for
+/// the addresses its receipt rules match and the records list the MX. Unchanged: no audit entry.
+pub async fn set_inbound(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    mut domain: Domain,
+    inbound: bool,
+) -> Result<DomainView> {
+    let before = sending::load_view(store, config, &domain).await?;
+    if domain.inbound == inbound {
+        return Ok(before);
+    }
+    domain.inbound = inbound;
+    let keys = store.list_dkim_keys(&domain.name).await?;
+    let check = store.get_domain_check(&domain.name).await?;
+    let after = sending::view(
+        &domain,
+        &keys,
+        check.as_ref(),
+        &config.smtp.hostname,
+        before.dkim_signing,
+    );
+    let audit = crate::audit_log::entry(
+        actor,
+        Some(&domain.tenant_id),
+        if inbound {
+            "domain.inbound_on"
+        } else {
+            "domain.inbound_off"
+        },
+        &domain.name,
+        Some(sending::audit_json(&before)),
+        Some(sending::audit_json(&after)),
+    );
+    store
+        .set_domain_inbound(&domain.tenant_id, &domain.name, inbound, Some(&audit))
         .await?;
     Ok(after)
 }

@@ -326,6 +326,7 @@ mod tests {
             verified_by: None,
             verification_token: "x".into(),
             created_at: 0,
+            inbound: false,
         }
     }
 

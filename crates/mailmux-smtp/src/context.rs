@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use mailmux_core::Config;
+use mailmux_inbound::Inbound;
 use mailmux_policy::Policy;
 use mailmux_queue::Queue;
 use mailmux_store::Store;
@@ -22,6 +23,8 @@ pub struct Server {
     pub(crate) config: Arc<Config>,
     pub(crate) store: Store,
     pub(crate) queue: Arc<Queue>,
+    /// The MX side: receipt rules and stored inbound mail.
+    pub(crate) inbound: Inbound,
     /// The submission policy, with the rate limiters it keeps; built here, once, and shared
     /// with the HTTP send API through [`Server::policy`].
     pub(crate) policy: Arc<Policy>,
@@ -63,6 +66,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             shutdown: watch::Sender::new(false),
             next_session: AtomicU64::new(1),
+            inbound: Inbound::new(store.clone()),
             config,
             store,
             queue,

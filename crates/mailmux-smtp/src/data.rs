@@ -1,8 +1,9 @@
 //! DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030), and what happens when a message is complete:
 //! on submission, what the policy adds or repairs (Date:, Message-ID:, long body lines) and
 //! its message checks (size, content, header senders, content hooks), on MX the content checks
-//! alone; then the Received: header, and the durable enqueue that must succeed before the
-//! client hears 250 (and that re-checks the daily quota inside its commit).
+//! alone; then the Received: header, and the durable step that must succeed before the client
+//! hears 250: the queue's enqueue on submission (which re-checks the daily quota inside its
+//! commit), the inbound crate's commit of the stored message on MX.
 
 use mailmux_core::Envelope;
 use mailmux_policy::received::{self, Trace};
@@ -87,14 +88,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(tx) = self.tx.take() else {
             return self.reply(Reply::new(503, "5.5.1", "No transaction"));
         };
-        let Some(tenant_record) = tx.tenant else {
-            // MX transactions never get a recipient yet (policy::mx_recipient), so they
-            // never reach here; once they do, inbound delivery decides.
-            return self.reject(
-                RejectReason::Relay,
-                Reply::new(554, "5.7.1", "No inbound delivery for these recipients"),
-            );
-        };
         let mut flags = tx.flags;
         flags.eight_bit |= scan.eight_bit;
         let helo = self.helo.as_ref();
@@ -127,6 +120,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.flush().await.is_err() {
             return Flow::Close;
         }
+        let Some(tenant_record) = tx.tenant else {
+            // MX: no tenant sent this; the receipt rules of its recipients decide.
+            return self
+                .finish_inbound(tx.queue_id, &tx.mail_from, &tx.inbound, &message)
+                .await;
+        };
         let submission = Submission {
             id: tx.queue_id,
             tenant_id: tenant_record.id,
@@ -163,6 +162,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 warn!(queue_id, tenant, %error, "enqueue failed");
                 self.refuse(policy::storage_failed())
             }
+        }
+    }
+
+    /// MX: makes the message durable for the tenants its recipients belong to (stored mail),
+    /// and only then answers 250, exactly as submission does after the queue's commit.
+    async fn finish_inbound(
+        &mut self,
+        queue_id: mailmux_core::QueueId,
+        mail_from: &str,
+        recipients: &[mailmux_inbound::Accepted],
+        message: &[u8],
+    ) -> Flow {
+        let id = queue_id.to_string();
+        match self
+            .server
+            .inbound
+            .accept(&id, mail_from, recipients, message)
+            .await
+        {
+            Ok(ids) => {
+                Metrics::add(&self.server.metrics().messages_accepted);
+                info!(queue_id = %id, stored = ?ids, size = message.len(), "inbound accepted");
+                self.reset_idle();
+                self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")))
+            }
+            Err(refusal) => self.refuse(refusal),
         }
     }
 

@@ -132,6 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             priority,
             mail_from: address,
             rcpt_to: Vec::new(),
+            inbound: Vec::new(),
             flags,
             bdat: false,
         });

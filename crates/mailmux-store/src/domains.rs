@@ -9,7 +9,8 @@ use sqlx::any::AnyRow;
 use crate::audit::{commit_if_changed, commit_with_audit};
 use crate::{AuditEntry, Result, Store, StoreError, bool_to_i64};
 
-const COLUMNS: &str = "name, tenant_id, verified, verified_by, verification_token, created_at";
+const COLUMNS: &str =
+    "name, tenant_id, verified, verified_by, verification_token, created_at, inbound";
 
 impl Store {
     /// Adds a domain; `Conflict` if any tenant already holds it.
@@ -49,6 +50,29 @@ impl Store {
                 .bind(name)
                 .bind(bool_to_i64(by.is_some()))
                 .bind(by)
+                .execute(&mut *tx)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("domain {name}")));
+        }
+        commit_with_audit(tx, audit).await
+    }
+
+    /// Turns inbound mail (mailmux as the domain's MX) on or off, with its audit entry in the
+    /// same transaction. `NotFound` when the tenant has no such domain.
+    pub async fn set_domain_inbound(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        inbound: bool,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done =
+            sqlx::query("UPDATE domains SET inbound = $3 WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant_id)
+                .bind(name)
+                .bind(bool_to_i64(inbound))
                 .execute(&mut *tx)
                 .await?;
         if done.rows_affected() == 0 {
@@ -151,7 +175,7 @@ pub(crate) async fn insert_domain<'e>(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO domains (name, tenant_id, verified, verified_by, verification_token, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+         created_at, inbound) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(&domain.name)
     .bind(&domain.tenant_id)
@@ -159,6 +183,7 @@ pub(crate) async fn insert_domain<'e>(
     .bind(domain.verified_by.as_deref())
     .bind(&domain.verification_token)
     .bind(domain.created_at)
+    .bind(bool_to_i64(domain.inbound))
     .execute(executor)
     .await
     .map_err(|e| StoreError::conflict_or(e, format!("domain {}", domain.name)))?;
@@ -173,5 +198,6 @@ pub(crate) fn domain_from_row(row: &AnyRow) -> Result<Domain> {
         verified_by: row.try_get("verified_by")?,
         verification_token: row.try_get("verification_token")?,
         created_at: row.try_get("created_at")?,
+        inbound: row.try_get::<i64, _>("inbound")? != 0,
     })
 }

@@ -99,6 +99,7 @@ impl Fixture {
                     verified_by: verified.then(|| "operator".into()),
                     verification_token: random_id("", 16),
                     created_at: now,
+                    inbound: false,
                 })
                 .await
                 .unwrap();

@@ -19,6 +19,7 @@ pub(super) async fn dkim_rotation(store: &Store) {
         verified_by: Some("operator".into()),
         verification_token: "tok".into(),
         created_at: 10,
+        inbound: false,
     };
     let first = dkim_key(&name, "mm202601", DkimKeyStatus::Active, 10);
     store

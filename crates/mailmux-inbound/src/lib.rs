@@ -1,0 +1,224 @@
+//! mailmux-inbound: the MX side of mailmux once an SMTP session has a recipient or a message.
+//!
+//! `address.rs` judges a recipient's syntax as the MX must (relay tricks are refused, never
+//! looked up), `rules.rs` picks the receipt rule a recipient falls under (individual, then its
+//! `+tag` base, then the domain's catch-all), and [`Inbound`] ties them to the store:
+//! [`Inbound::recipient`] answers RCPT, [`Inbound::accept`] makes an accepted message durable
+//! before the session may answer 250, and `parsed.rs` shows a stored message as JSON.
+//! Verdicts are values: a refusal carries the SMTP reply the session sends.
+
+pub mod address;
+pub mod parsed;
+pub mod rules;
+
+use mailmux_core::reply::Reply;
+use mailmux_core::{RuleAction, TenantStatus, now_ms};
+use mailmux_policy::rules::{lookup_failed, storage_failed};
+use mailmux_policy::{Refusal, RejectReason};
+use mailmux_store::{InboundMessage, Store};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::address::Recipient;
+
+const MB: u64 = 1024 * 1024;
+
+/// A recipient the MX accepted, and what it is delivered under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// As the client gave it.
+    pub address: String,
+    #[serde(skip)]
+    pub tenant_id: String,
+    /// The rule that matched; `None` for postmaster mail no rule covers (kept for the tenant).
+    pub rule_id: Option<String>,
+    /// Plus-addressing: the `tag` of `user+tag@`.
+    pub tag: Option<String>,
+}
+
+/// The MX's view of the store: built once at start-up, shared by every MX session.
+#[derive(Clone)]
+pub struct Inbound {
+    store: Store,
+}
+
+fn refuse(reason: RejectReason, code: u16, status: &'static str, text: String) -> Refusal {
+    Refusal::new(reason, Reply::new(code, status, text))
+}
+
+fn not_served(what: &str) -> Refusal {
+    refuse(
+        RejectReason::Relay,
+        550,
+        "5.7.1",
+        format!("Relaying denied: {what} is not served here"),
+    )
+}
+
+impl Inbound {
+    pub fn new(store: Store) -> Inbound {
+        Inbound { store }
+    }
+
+    /// RCPT on the MX: accepted only for an address of a verified inbound domain that a rule
+    /// matches (or its postmaster); `550 5.7.1` for anything else's domain and for relay
+    /// tricks, `550 5.1.1` for an unknown local address, the rule's `550 5.7.1` for a `reject`
+    /// rule, `452 4.2.2` when a `store` rule's tenant is over `max_storage_mb`.
+    pub async fn recipient(&self, address: &str) -> Result<Accepted, Refusal> {
+        let recipient = match address::parse(address) {
+            Ok(Some(recipient)) => recipient,
+            Ok(None) => return Err(not_served(address.rsplit_once('@').map_or("", |p| p.1))),
+            Err(trick) => {
+                return Err(refuse(
+                    RejectReason::Relay,
+                    550,
+                    "5.7.1",
+                    format!("Relaying denied: {} is not accepted here", trick.as_str()),
+                ));
+            }
+        };
+        let domain = self
+            .store
+            .get_domain(&recipient.domain)
+            .await
+            .map_err(|error| {
+                warn!(%error, domain = recipient.domain, "domain lookup failed");
+                lookup_failed()
+            })?;
+        let Some(domain) = domain.filter(|d| d.verified && d.inbound) else {
+            return Err(not_served(&recipient.domain));
+        };
+        let tenant = self
+            .store
+            .get_tenant(&domain.tenant_id)
+            .await
+            .map_err(|error| {
+                warn!(%error, tenant = domain.tenant_id, "tenant lookup failed");
+                lookup_failed()
+            })?;
+        let Some(tenant) = tenant.filter(|t| t.enabled && t.status != TenantStatus::Suspended)
+        else {
+            return Err(not_served(&recipient.domain));
+        };
+        let rule = self.rule(&recipient).await?;
+        let rule_id = match rule {
+            Some((id, RuleAction::Store, _)) => Some(id),
+            Some((_, RuleAction::Reject, text)) => {
+                return Err(refuse(
+                    RejectReason::Relay,
+                    550,
+                    "5.7.1",
+                    text.unwrap_or_else(|| "Mail to this address is refused".into()),
+                ));
+            }
+            // RFC 5321 §4.5.1: postmaster is always accepted; without a rule the tenant keeps it.
+            None if recipient.is_postmaster() => None,
+            None => {
+                return Err(refuse(
+                    RejectReason::Relay,
+                    550,
+                    "5.1.1",
+                    format!("No such user here: {address}"),
+                ));
+            }
+        };
+        self.check_storage(&tenant.id, tenant.limits.max_storage_mb)
+            .await?;
+        Ok(Accepted {
+            address: address.to_string(),
+            tenant_id: tenant.id,
+            rule_id,
+            tag: recipient.base_and_tag().1.map(str::to_string),
+        })
+    }
+
+    /// The winning rule's id, action and reject text.
+    async fn rule(
+        &self,
+        recipient: &Recipient,
+    ) -> Result<Option<(String, RuleAction, Option<String>)>, Refusal> {
+        let found = self
+            .store
+            .matching_receipt_rules(&recipient.domain, &rules::candidates(recipient))
+            .await
+            .map_err(|error| {
+                warn!(%error, domain = recipient.domain, "receipt rule lookup failed");
+                lookup_failed()
+            })?;
+        Ok(rules::winner(recipient, &found)
+            .map(|r| (r.id.clone(), r.action, r.reject_text.clone())))
+    }
+
+    /// Stored mail (inbound and queued) against the tenant's `max_storage_mb` (0: unlimited).
+    async fn check_storage(&self, tenant_id: &str, max_mb: u64) -> Result<(), Refusal> {
+        if max_mb == 0 {
+            return Ok(());
+        }
+        let used = async {
+            Ok::<_, mailmux_store::StoreError>(
+                self.store.inbound_bytes(tenant_id).await?
+                    + self.store.stored_bytes(tenant_id).await?,
+            )
+        }
+        .await
+        .map_err(|error| {
+            warn!(%error, tenant = tenant_id, "storage lookup failed");
+            lookup_failed()
+        })?;
+        if used >= max_mb.saturating_mul(MB) {
+            return Err(refuse(
+                RejectReason::Storage,
+                452,
+                "4.2.2",
+                format!("Mailbox storage full (max_storage_mb {max_mb}), try again later"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes an accepted message durable: one stored copy per tenant among `recipients`, all
+    /// in one commit. Returns only after that commit, so the session's 250 follows it; on any
+    /// error the client hears 451 and keeps its copy. `id` is the transaction's queue id; a
+    /// message for several tenants gets `id.1`, `id.2`… so that each tenant sees its own.
+    pub async fn accept(
+        &self,
+        id: &str,
+        mail_from: &str,
+        recipients: &[Accepted],
+        message: &[u8],
+    ) -> Result<Vec<String>, Refusal> {
+        let mut tenants: Vec<&str> = recipients.iter().map(|r| r.tenant_id.as_str()).collect();
+        tenants.sort_unstable();
+        tenants.dedup();
+        let now = now_ms();
+        let mut rows = Vec::with_capacity(tenants.len());
+        for (n, tenant) in tenants.iter().enumerate() {
+            let own: Vec<&Accepted> = recipients
+                .iter()
+                .filter(|r| r.tenant_id == *tenant)
+                .collect();
+            let recipients = serde_json::to_string(&own).map_err(|error| {
+                warn!(%error, "recipient list not serialisable");
+                storage_failed()
+            })?;
+            rows.push(InboundMessage {
+                id: if tenants.len() == 1 {
+                    id.to_string()
+                } else {
+                    format!("{id}.{}", n + 1)
+                },
+                tenant_id: tenant.to_string(),
+                mail_from: mail_from.to_string(),
+                recipients,
+                size: message.len() as u64,
+                raw: message.to_vec(),
+                received_at: now,
+            });
+        }
+        self.store.store_inbound(&rows).await.map_err(|error| {
+            warn!(%error, id, "storing inbound mail failed");
+            storage_failed()
+        })?;
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+}

@@ -1,0 +1,7 @@
+-- Inbound MX (issue 14), Postgres flavour. sql/sqlite/0006_inbound_domains.sql is the same schema
+-- in SQLite types: keep the two in step.
+
+-- Whether mailmux is the MX of the domain: RCPT on the MX listener is accepted for its addresses
+-- (those a receipt rule matches) only while this is set, and the domain's records then list an MX.
+-- Off by default, so that existing sending domains do not start receiving mail unasked.
+ALTER TABLE domains ADD COLUMN inbound BIGINT NOT NULL DEFAULT 0;

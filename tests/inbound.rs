@@ -1,0 +1,381 @@
+//! End to end, inbound MX: the real binary, the admin API and the CLI on the same data dir, real
+//! clients (swaks, Python smtplib) on the MX listener. A domain turned inbound (POST with
+//! `"inbound": true`, PUT with the partial body, the CLI) lists its MX record; receipt rules
+//! decide what is accepted (individual, catch-all, mixed, plus-addressing, reject); every relay
+//! trick is refused; stored mail is fetched parsed and byte for byte; the storage limit bites.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use common::{Mailmux, http};
+use serde_json::{Value, json};
+
+fn api(mm: &Mailmux, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    http(
+        mm.admin(),
+        method,
+        path,
+        Some(mm.admin_token()),
+        body.as_ref(),
+    )
+}
+
+/// GET `path` and return the body bytes exactly as sent (the JSON helper decodes them lossily).
+fn raw_get(addr: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    (status, raw[split + 4..].to_vec())
+}
+
+/// A professional tenant with `inbound.test` added as verified and inbound through the API.
+fn inbound_tenant(mm: &Mailmux) -> String {
+    let tenant = mm.create_tenant("inbound", "professional");
+    let (status, domain) = api(
+        mm,
+        "POST",
+        &format!("/api/tenants/{tenant}/domains"),
+        Some(json!({"domain": "inbound.test", "verified": true, "inbound": true})),
+    );
+    assert_eq!(status, 201, "{domain}");
+    assert_eq!(domain["inbound"], true);
+    let mx: Vec<&Value> = domain["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["type"] == "MX")
+        .collect();
+    assert_eq!(mx.len(), 1, "{domain}");
+    assert_eq!(mx[0]["name"], "inbound.test");
+    assert_eq!(mx[0]["purpose"], "mx");
+    assert!(
+        mx[0]["value"].as_str().unwrap().starts_with("10 "),
+        "{mx:?}"
+    );
+    tenant
+}
+
+fn rule(mm: &Mailmux, tenant: &str, body: Value) -> Value {
+    let (status, rule) = api(
+        mm,
+        "POST",
+        &format!("/api/tenants/{tenant}/addresses"),
+        Some(body),
+    );
+    assert_eq!(status, 201, "{rule}");
+    rule
+}
+
+/// RCPT replies (code, text) for each of `recipients`, one MAIL transaction, via smtplib.
+fn rcpt_codes(mx: SocketAddr, recipients: &[&str]) -> Vec<(u16, String)> {
+    let code = r#"
+import json, smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+s.ehlo("mta.example.org")
+s.mail("someone@example.org")
+out = []
+for r in sys.argv[3:]:
+    code, text = s.docmd("RCPT TO:<%s>" % r)
+    out.append([code, text.decode()])
+s.quit()
+print(json.dumps(out))
+"#;
+    let port = mx.port().to_string();
+    let mut args = vec!["127.0.0.1", port.as_str()];
+    args.extend_from_slice(recipients);
+    let out: Vec<(u16, String)> =
+        serde_json::from_str(common::python_eval(code, &args).trim()).unwrap();
+    out
+}
+
+#[test]
+fn inbound_domains_through_api_and_cli_list_their_mx() {
+    let mm = Mailmux::start(&[]);
+    let tenant = mm.create_tenant("dom", "professional");
+    // A sending domain has no MX record until inbound is turned on with the partial PUT.
+    mm.add_verified_domain(&tenant, "plain.test");
+    let path = format!("/api/tenants/{tenant}/domains/plain.test");
+    let (_, before) = api(&mm, "GET", &path, None);
+    assert_eq!(before["inbound"], false);
+    assert!(
+        !before["records"].to_string().contains("\"MX\""),
+        "{before}"
+    );
+    let (status, after) = api(&mm, "PUT", &path, Some(json!({"inbound": true})));
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["inbound"], true);
+    assert!(after["records"].to_string().contains("\"MX\""), "{after}");
+    let (status, _) = api(&mm, "PUT", &path, Some(json!({"inbound": "yes"})));
+    assert_eq!(status, 400);
+    let (status, _) = api(&mm, "PUT", &path, Some(json!({"verified": true})));
+    assert_eq!(status, 400, "unknown fields are refused");
+    // The CLI: add with --inbound, then update it off.
+    let added = mm.cli([
+        "domain",
+        "add",
+        "--tenant",
+        &tenant,
+        "--domain",
+        "cli.test",
+        "--verified",
+        "--inbound",
+    ]);
+    assert_eq!(added["inbound"], true, "{added}");
+    let updated = mm.cli([
+        "domain",
+        "update",
+        "--tenant",
+        &tenant,
+        "--domain",
+        "cli.test",
+        "--inbound",
+        "false",
+    ]);
+    assert_eq!(updated["inbound"], false, "{updated}");
+    assert!(!updated["records"].to_string().contains("\"MX\""));
+}
+
+#[test]
+fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
+    if !common::require_support() || !common::require_tool("swaks") {
+        return;
+    }
+    let mm = Mailmux::start(&[]);
+    let tenant = inbound_tenant(&mm);
+    let sales = rule(
+        &mm,
+        &tenant,
+        json!({"address": "Sales@inbound.test", "action": "store"}),
+    );
+    assert_eq!(sales["address"], "sales@inbound.test");
+    // Not built yet: refused with a clear 422, never accepted and dropped.
+    let (status, error) = api(
+        &mm,
+        "POST",
+        &format!("/api/tenants/{tenant}/addresses"),
+        Some(json!({"address": "hook@inbound.test", "action": "webhook", "webhook_id": "w"})),
+    );
+    assert_eq!(status, 422, "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not available")
+    );
+    for (body, want) in [
+        (
+            json!({"address": "a@elsewhere.test", "action": "store"}),
+            404,
+        ),
+        (
+            json!({"address": "a%b@inbound.test", "action": "store"}),
+            422,
+        ),
+        (json!({"address": "nobody", "action": "store"}), 422),
+        (
+            json!({"address": "x@inbound.test", "action": "explode"}),
+            422,
+        ),
+        (
+            json!({"address": "sales@inbound.test", "action": "store"}),
+            409,
+        ),
+    ] {
+        let (status, answer) = api(
+            &mm,
+            "POST",
+            &format!("/api/tenants/{tenant}/addresses"),
+            Some(body.clone()),
+        );
+        assert_eq!(status, want, "{body} → {answer}");
+    }
+
+    // Individual rules only: unknown users are 550 5.1.1, relay tricks 550 5.7.1.
+    let mx = mm.mx();
+    let relay_tricks = [
+        "user@example.net",
+        "sales%example.net@inbound.test",
+        "example.net!sales@inbound.test",
+        "example.net!sales",
+        "\"sales@example.net\"@inbound.test",
+        "sales@[127.0.0.1]",
+        "sales@inbound.test.",
+        "@inbound.test:user@example.net",
+        "SALES@EXAMPLE.NET",
+    ];
+    for (address, (code, text)) in relay_tricks.iter().zip(rcpt_codes(mx, &relay_tricks)) {
+        assert_eq!(code, 550, "{address}: {text}");
+        assert!(text.starts_with("5.7.1"), "{address}: {text}");
+    }
+    let replies = rcpt_codes(
+        mx,
+        &[
+            "bob@inbound.test",
+            "SALES+q3@Inbound.Test",
+            "postmaster@inbound.test",
+        ],
+    );
+    assert_eq!(replies[0].0, 550);
+    assert!(replies[0].1.starts_with("5.1.1"), "{replies:?}");
+    assert_eq!(replies[1].0, 250, "{replies:?}");
+    assert_eq!(replies[2].0, 250, "{replies:?}");
+
+    // Mixed mode: a catch-all takes bob@, the reject rule still refuses noreply@ with its text.
+    rule(
+        &mm,
+        &tenant,
+        json!({"address": "*@inbound.test", "action": "store"}),
+    );
+    rule(
+        &mm,
+        &tenant,
+        json!({"address": "noreply@inbound.test", "action": "reject",
+               "reject_text": "Replies to this address are not read"}),
+    );
+    let replies = rcpt_codes(mx, &["bob@inbound.test", "noreply@inbound.test"]);
+    assert_eq!(replies[0].0, 250, "{replies:?}");
+    assert_eq!(replies[1].0, 550, "{replies:?}");
+    assert!(replies[1].1.contains("not read"), "{replies:?}");
+    let (_, list) = api(
+        &mm,
+        "GET",
+        &format!("/api/tenants/{tenant}/addresses"),
+        None,
+    );
+    let addresses: Vec<&str> = list["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        addresses,
+        [
+            "noreply@inbound.test",
+            "sales@inbound.test",
+            "*@inbound.test"
+        ]
+    );
+
+    // Delivered with swaks, byte for byte (see common::swaks_data).
+    let message = b"From: Ann <ann@example.org>\r\nTo: sales@inbound.test\r\n\
+        Subject: Quarterly numbers\r\nMessage-ID: <q3@example.org>\r\nMIME-Version: 1.0\r\n\
+        Content-Type: text/plain; charset=utf-8\r\n\r\nThe numbers.\r\n.leading dot\r\n";
+    let dir = common::TestDir::new("inbound-msg");
+    let file = dir.path().join("message.eml");
+    std::fs::write(&file, common::swaks_data(message)).unwrap();
+    let server = format!("127.0.0.1:{}", mx.port());
+    let data = format!("@{}", file.display());
+    let (ok, transcript) = common::swaks(&[
+        "--server",
+        &server,
+        "--from",
+        "ann@example.org",
+        "--to",
+        "sales+q3@inbound.test",
+        "--no-data-fixup",
+        "--data",
+        &data,
+    ]);
+    assert!(ok, "{transcript}");
+    let id = transcript
+        .lines()
+        .find_map(|l| l.split("queued as ").nth(1))
+        .unwrap_or_else(|| panic!("no queue id: {transcript}"))
+        .trim()
+        .to_string();
+    let (status, list) = api(&mm, "GET", &format!("/api/tenants/{tenant}/inbound"), None);
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["messages"][0]["id"], id.as_str(), "{list}");
+    assert_eq!(list["messages"][0]["recipients"][0]["tag"], "q3");
+    assert_eq!(list["messages"][0]["recipients"][0]["rule_id"], sales["id"]);
+    let (status, parsed) = api(
+        &mm,
+        "GET",
+        &format!("/api/tenants/{tenant}/inbound/{id}"),
+        None,
+    );
+    assert_eq!(status, 200, "{parsed}");
+    assert_eq!(parsed["subject"], "Quarterly numbers");
+    assert_eq!(parsed["from"][0]["address"], "ann@example.org");
+    assert_eq!(parsed["mail_from"], "ann@example.org");
+    assert!(parsed["text"].as_str().unwrap().contains(".leading dot"));
+    let (status, raw) = raw_get(
+        mm.admin(),
+        &format!("/api/tenants/{tenant}/inbound/{id}/raw"),
+        mm.admin_token(),
+    );
+    assert_eq!(status, 200);
+    assert!(raw.starts_with(b"Received: "), "our trace header in front");
+    assert!(
+        raw.ends_with(message),
+        "the message as sent, byte for byte:\n{}",
+        String::from_utf8_lossy(&raw)
+    );
+    // Another tenant sees none of it.
+    let other = mm.create_tenant("other", "professional");
+    let (status, _) = api(
+        &mm,
+        "GET",
+        &format!("/api/tenants/{other}/inbound/{id}"),
+        None,
+    );
+    assert_eq!(status, 404);
+    // Stored mail counts towards storage usage.
+    let (_, usage) = api(&mm, "GET", &format!("/api/tenants/{tenant}/usage"), None);
+    assert_eq!(usage["usage"]["storage_mb"], 1, "{usage}");
+}
+
+#[test]
+fn over_max_storage_store_rules_get_452() {
+    if !common::require_support() {
+        return;
+    }
+    let mm = Mailmux::start(&[]);
+    let tenant = inbound_tenant(&mm);
+    rule(
+        &mm,
+        &tenant,
+        json!({"address": "*@inbound.test", "action": "store"}),
+    );
+    let (status, body) = api(
+        &mm,
+        "PUT",
+        &format!("/api/tenants/{tenant}"),
+        Some(json!({"max_storage_mb": 1})),
+    );
+    assert_eq!(status, 200, "{body}");
+    // Fill the megabyte with one message, then the next RCPT is refused for now (452 4.2.2).
+    let line = format!("{}\r\n", "x".repeat(76));
+    let big = format!("Subject: big\r\n\r\n{}", line.repeat(14_000));
+    let code = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=60)
+s.sendmail("someone@example.org", ["a@inbound.test"], open(sys.argv[3], "rb").read())
+s.quit()
+"#;
+    let dir = common::TestDir::new("inbound-big");
+    let file = dir.path().join("big.eml");
+    std::fs::write(&file, big).unwrap();
+    let port = mm.mx().port().to_string();
+    common::python_eval(code, &["127.0.0.1", &port, file.to_str().unwrap()]);
+    let replies = rcpt_codes(mm.mx(), &["b@inbound.test"]);
+    assert_eq!(replies[0].0, 452, "{replies:?}");
+    assert!(replies[0].1.starts_with("4.2.2"), "{replies:?}");
+}
