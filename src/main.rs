@@ -165,7 +165,8 @@ enum DomainCommand {
         #[arg(long)]
         inbound: bool,
     },
-    /// Change a domain: `--inbound true|false` turns mailmux as its MX on or off.
+    /// Change a domain: `--inbound true|false` turns mailmux as its MX on or off,
+    /// `--dmarc-reject true|false` refuses inbound mail failing DMARC under p=reject.
     Update {
         #[arg(long)]
         tenant: String,
@@ -173,6 +174,9 @@ enum DomainCommand {
         domain: String,
         #[arg(long, action = clap::ArgAction::Set)]
         inbound: Option<bool>,
+        /// Refuse inbound mail failing DMARC under the sender domain's p=reject (550 5.7.1).
+        #[arg(long, action = clap::ArgAction::Set)]
+        dmarc_reject: Option<bool>,
     },
     /// List a tenant's domains with their records.
     List {
@@ -382,7 +386,8 @@ async fn domain(context: &Context, command: DomainCommand) -> anyhow::Result<out
             tenant,
             domain,
             inbound,
-        } => commands::domain::update(context, &tenant, &domain, inbound).await,
+            dmarc_reject,
+        } => commands::domain::update(context, &tenant, &domain, inbound, dmarc_reject).await,
         DomainCommand::List { tenant } => commands::domain::list(context, &tenant).await,
         DomainCommand::Show { tenant, domain } => {
             commands::domain::show(context, &tenant, &domain).await

@@ -9,8 +9,32 @@ mod common;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 
-use common::{Mailmux, http};
+use common::{DnsServer, Mailmux, http};
 use serde_json::{Value, json};
+
+/// The loopback DNS every test here runs against (the MX checks SPF, DKIM and DMARC, and tests
+/// never leave loopback): the senders' zones, where names without records answer NXDOMAIN.
+/// `extra` adds records.
+fn dns(extra: &[Value]) -> DnsServer {
+    let mut records = vec![
+        json!({"name": "sender.test", "type": "TXT", "value": "v=spf1 ip4:127.0.0.1 -all"}),
+        json!({"name": "_dmarc.sender.test", "type": "TXT", "value": "v=DMARC1; p=reject"}),
+        // SPF allows only an address that is not ours: mail from 127.0.0.1 fails it.
+        json!({"name": "spoof.test", "type": "TXT", "value": "v=spf1 ip4:192.0.2.1 -all"}),
+        json!({"name": "_dmarc.spoof.test", "type": "TXT", "value": "v=DMARC1; p=reject"}),
+    ];
+    records.extend_from_slice(extra);
+    DnsServer::start(json!({
+        // The parents too: DMARC walks the tree up to the top-level domain (RFC 9989).
+        "zones": ["example.org", "example.net", "sender.test", "spoof.test", "inbound.test",
+                  "org", "net", "test"],
+        "records": records,
+    }))
+}
+
+fn start(dns: &DnsServer) -> Mailmux {
+    Mailmux::start(&[("MAILMUX_DELIVERY__DNS_SERVERS", &dns.dns_servers_env())])
+}
 
 fn api(mm: &Mailmux, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     http(
@@ -156,7 +180,8 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
     if !common::require_support() || !common::require_tool("swaks") {
         return;
     }
-    let mm = Mailmux::start(&[]);
+    let dns = dns(&[]);
+    let mm = start(&dns);
     let tenant = inbound_tenant(&mm);
     let sales = rule(
         &mm,
@@ -322,7 +347,11 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
         mm.admin_token(),
     );
     assert_eq!(status, 200);
-    assert!(raw.starts_with(b"Received: "), "our trace header in front");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(
+        text.starts_with("Authentication-Results: ") && text.contains("\r\nReceived: "),
+        "our verdicts and trace header in front: {text}"
+    );
     assert!(
         raw.ends_with(message),
         "the message as sent, byte for byte:\n{}",
@@ -347,7 +376,8 @@ fn over_max_storage_store_rules_get_452() {
     if !common::require_support() {
         return;
     }
-    let mm = Mailmux::start(&[]);
+    let dns = dns(&[]);
+    let mm = start(&dns);
     let tenant = inbound_tenant(&mm);
     rule(
         &mm,
@@ -378,4 +408,150 @@ s.quit()
     let replies = rcpt_codes(mm.mx(), &["b@inbound.test"]);
     assert_eq!(replies[0].0, 452, "{replies:?}");
     assert!(replies[0].1.starts_with("4.2.2"), "{replies:?}");
+}
+
+/// Sends `message` (exact bytes in a file) from `from` to `to` over smtplib; the reply to MAIL
+/// when it is refused, else to the end of DATA.
+fn send(mx: SocketAddr, from: &str, to: &str, message: &[u8]) -> (u16, String) {
+    let code = r#"
+import json, smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+s.ehlo("mta.sender.test")
+code, text = s.mail(sys.argv[3])
+if code == 250:
+    code, text = s.rcpt(sys.argv[4])
+if code == 250:
+    code, text = s.data(open(sys.argv[5], "rb").read())
+print(json.dumps([code, text.decode()]))
+"#;
+    let dir = common::TestDir::new("inbound-send");
+    let file = dir.path().join("m.eml");
+    std::fs::write(&file, message).unwrap();
+    let port = mx.port().to_string();
+    let out = common::python_eval(
+        code,
+        &["127.0.0.1", &port, from, to, file.to_str().unwrap()],
+    );
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+#[test]
+fn authentication_verdicts_are_prepended_and_dmarc_reject_is_enforced_when_asked() {
+    if !common::require_support() || !common::require_python_module("dkim") {
+        return;
+    }
+    // A key made here, published in the zone; messages signed by dkimpy with it.
+    let signed: Value = serde_json::from_str(
+        common::python_eval(
+            r#"
+import base64, json, dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                        serialization.NoEncryption())
+pub = key.public_key().public_bytes(serialization.Encoding.DER,
+                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+msg = (b"From: Ann <ann@sender.test>\r\nTo: sales@inbound.test\r\nSubject: signed\r\n"
+       b"Message-ID: <s1@sender.test>\r\n\r\nSigned body.\r\n")
+sig = dkim.sign(msg, b"sel", b"sender.test", pem, include_headers=[b"from", b"to", b"subject"])
+good = sig + msg
+broken = good.replace(b"Signed body.", b"Changed body.")
+print(json.dumps({"pub": base64.b64encode(pub).decode(),
+                  "good": base64.b64encode(good).decode(),
+                  "broken": base64.b64encode(broken).decode()}))
+"#,
+            &[],
+        )
+        .trim(),
+    )
+    .unwrap();
+    use base64::Engine;
+    let b64 = |k: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(signed[k].as_str().unwrap())
+            .unwrap()
+    };
+    let dns = dns(
+        &[json!({"name": "sel._domainkey.sender.test", "type": "TXT",
+        "value": format!("v=DKIM1; k=rsa; p={}", signed["pub"].as_str().unwrap())})],
+    );
+    let mm = start(&dns);
+    let tenant = inbound_tenant(&mm);
+    rule(
+        &mm,
+        &tenant,
+        json!({"address": "*@inbound.test", "action": "store"}),
+    );
+    let mx = mm.mx();
+    let stored_header = |id: &str| -> String {
+        let (status, raw) = raw_get(
+            mm.admin(),
+            &format!("/api/tenants/{tenant}/inbound/{id}/raw"),
+            mm.admin_token(),
+        );
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        assert!(text.starts_with("Authentication-Results: "), "{text}");
+        text[..text.find("\r\nReceived: ").unwrap()].to_string()
+    };
+    let queued = |reply: &(u16, String)| -> String {
+        assert_eq!(reply.0, 250, "{reply:?}");
+        reply.1.rsplit(' ').next().unwrap().to_string()
+    };
+
+    // Signed, from an SPF-authorised address: everything passes.
+    let good = send(mx, "ann@sender.test", "sales@inbound.test", &b64("good"));
+    let header = stored_header(&queued(&good));
+    for want in [
+        "dkim=pass",
+        "header.i=@sender.test",
+        "spf=pass",
+        "dmarc=pass",
+        "arc=none",
+    ] {
+        assert!(header.contains(want), "{want} in {header}");
+    }
+    // A signature broken in transit fails DKIM; SPF still passes, aligned, so DMARC passes.
+    let broken = send(mx, "ann@sender.test", "sales@inbound.test", &b64("broken"));
+    let header = stored_header(&queued(&broken));
+    // mail-auth reports a body-hash mismatch as neutral (RFC 6376 §3.9 lets a verifier):
+    // what matters is that it is no pass.
+    assert!(!header.contains("dkim=pass"), "{header}");
+    assert!(header.contains("body hash did not verify"), "{header}");
+    assert!(header.contains("dmarc=pass"), "{header}");
+
+    // From an address whose SPF fails under p=reject: accepted with the failure noted...
+    let spoofed = b"From: Boss <boss@spoof.test>\r\nTo: sales@inbound.test\r\n\
+        Subject: wire money\r\n\r\nNow.\r\n";
+    let reply = send(mx, "boss@spoof.test", "sales@inbound.test", spoofed);
+    let header = stored_header(&queued(&reply));
+    assert!(header.contains("spf=fail"), "{header}");
+    assert!(header.contains("dmarc=fail"), "{header}");
+    assert!(header.contains("policy.dmarc=reject"), "{header}");
+    // ...and refused at the end of DATA once the tenant asks for it on its domain.
+    let (status, domain) = api(
+        &mm,
+        "PUT",
+        &format!("/api/tenants/{tenant}/domains/inbound.test"),
+        Some(json!({"dmarc_reject": true})),
+    );
+    assert_eq!(status, 200, "{domain}");
+    assert_eq!(domain["dmarc_reject"], true);
+    let reply = send(mx, "boss@spoof.test", "sales@inbound.test", spoofed);
+    assert_eq!(reply.0, 550, "{reply:?}");
+    assert!(reply.1.starts_with("5.7.1"), "{reply:?}");
+    // The good mail is still accepted.
+    queued(&send(
+        mx,
+        "ann@sender.test",
+        "sales@inbound.test",
+        &b64("good"),
+    ));
+
+    // DNS cannot answer for now (its server is gone): 451 4.7.x at MAIL FROM, never a pass.
+    drop(dns);
+    let reply = send(mx, "ann@sender.test", "sales@inbound.test", &b64("good"));
+    assert_eq!(reply.0, 451, "{reply:?}");
+    assert!(reply.1.starts_with("4.7."), "{reply:?}");
 }

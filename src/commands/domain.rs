@@ -50,9 +50,13 @@ pub async fn update(
     tenant_id: &str,
     domain: &str,
     inbound: Option<bool>,
+    dmarc_reject: Option<bool>,
 ) -> anyhow::Result<Shown> {
     let config = &context.config;
-    let request = domains::UpdateDomain { inbound };
+    let request = domains::UpdateDomain {
+        inbound,
+        dmarc_reject,
+    };
     let updated = with_store(context, async |store| {
         domains::update(store, config, &Actor::cli(), tenant_id, domain, &request).await
     })

@@ -52,6 +52,9 @@ pub struct UpdateDomain {
     /// Turn inbound mail (mailmux as the domain's MX) on or off.
     #[serde(default)]
     pub inbound: Option<bool>,
+    /// Refuse inbound mail failing DMARC under the sender domain's `p=reject` (550 5.7.1).
+    #[serde(default)]
+    pub dmarc_reject: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -134,11 +137,16 @@ pub async fn update(
     request: &UpdateDomain,
 ) -> Result<DomainView> {
     lookup::tenant(store, tenant_id).await?;
-    let domain = lookup::domain(store, tenant_id, raw).await?;
-    match request.inbound {
-        Some(inbound) => provision::set_inbound(store, config, actor, domain, inbound).await,
-        None => sending::load_view(store, config, &domain).await,
+    let mut domain = lookup::domain(store, tenant_id, raw).await?;
+    let mut view = sending::load_view(store, config, &domain).await?;
+    if let Some(inbound) = request.inbound {
+        view = provision::set_inbound(store, config, actor, domain.clone(), inbound).await?;
+        domain.inbound = inbound;
     }
+    if let Some(dmarc_reject) = request.dmarc_reject {
+        view = provision::set_dmarc_reject(store, config, actor, domain, dmarc_reject).await?;
+    }
+    Ok(view)
 }
 
 /// Checks a domain's records now and stores the per-record status (see
@@ -233,7 +241,8 @@ pub async fn show_domain(
     Ok(Json(show(&state.store, &state.config, &id, &domain).await?))
 }
 
-/// Changes a domain: `{"inbound": true}` makes mailmux its MX (partial body: absent fields stay).
+/// Changes a domain: `{"inbound": true}` makes mailmux its MX, `{"dmarc_reject": true}` refuses
+/// inbound mail failing DMARC under `p=reject` (partial body: absent fields stay).
 #[utoipa::path(
     put, path = "/api/tenants/{id}/domains/{domain}", tag = "domains",
     params(

@@ -68,6 +68,7 @@ pub async fn add_domain(
         verification_token: random_id("", 32),
         created_at: now,
         inbound,
+        dmarc_reject: false,
     };
     let view = sending::view(
         &domain,
@@ -142,14 +143,55 @@ pub async fn set_inbound(
     store: &Store,
     config: &Config,
     actor: &Actor,
-    mut domain: Domain,
+    domain: Domain,
     inbound: bool,
 ) -> Result<DomainView> {
+    set_flag(store, config, actor, domain, Flag::Inbound, inbound).await
+}
+
+/// Whether DMARC `p=reject` failures are refused on this inbound domain (`PUT` on the domain
+/// with `{"dmarc_reject": …}`, `mailmux domain update --dmarc-reject`).
+pub async fn set_dmarc_reject(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    domain: Domain,
+    dmarc_reject: bool,
+) -> Result<DomainView> {
+    set_flag(
+        store,
+        config,
+        actor,
+        domain,
+        Flag::DmarcReject,
+        dmarc_reject,
+    )
+    .await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    Inbound,
+    DmarcReject,
+}
+
+async fn set_flag(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    mut domain: Domain,
+    flag: Flag,
+    value: bool,
+) -> Result<DomainView> {
     let before = sending::load_view(store, config, &domain).await?;
-    if domain.inbound == inbound {
+    let (field, name) = match flag {
+        Flag::Inbound => (&mut domain.inbound, "inbound"),
+        Flag::DmarcReject => (&mut domain.dmarc_reject, "dmarc_reject"),
+    };
+    if *field == value {
         return Ok(before);
     }
-    domain.inbound = inbound;
+    *field = value;
     let keys = store.list_dkim_keys(&domain.name).await?;
     let check = store.get_domain_check(&domain.name).await?;
     let after = sending::view(
@@ -159,20 +201,26 @@ pub async fn set_inbound(
         &config.smtp.hostname,
         before.dkim_signing,
     );
+    let action = format!("domain.{name}_{}", if value { "on" } else { "off" });
     let audit = crate::audit_log::entry(
         actor,
         Some(&domain.tenant_id),
-        if inbound {
-            "domain.inbound_on"
-        } else {
-            "domain.inbound_off"
-        },
+        &action,
         &domain.name,
         Some(sending::audit_json(&before)),
         Some(sending::audit_json(&after)),
     );
-    store
-        .set_domain_inbound(&domain.tenant_id, &domain.name, inbound, Some(&audit))
-        .await?;
+    match flag {
+        Flag::Inbound => {
+            store
+                .set_domain_inbound(&domain.tenant_id, &domain.name, value, Some(&audit))
+                .await?
+        }
+        Flag::DmarcReject => {
+            store
+                .set_domain_dmarc_reject(&domain.tenant_id, &domain.name, value, Some(&audit))
+                .await?
+        }
+    }
     Ok(after)
 }

@@ -45,6 +45,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub ses: SesConfig,
     pub dkim: DkimConfig,
+    pub inbound: InboundConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,6 +246,16 @@ pub struct QueueConfig {
     /// Days a finished message's record (envelope, per-recipient outcome, attempt history;
     /// the body is dropped at once) is kept for the messages API; 0 keeps them forever.
     pub retention_days: u64,
+}
+
+/// The MX side after acceptance (`mailmux-inbound`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Check SPF (at MAIL FROM), DKIM, DMARC and ARC (at end of DATA) on mail the MX accepts,
+    /// and prepend their Authentication-Results header. Off only behind a gateway that already
+    /// checked them: mail is then stored without verdicts, and DMARC is never enforced.
+    pub verify_auth: bool,
 }
 
 /// DKIM key rotation (`POST …/dkim/rotate`).

@@ -20,6 +20,10 @@ pub struct Domain {
     /// receipt rules match, and the records to publish include the MX.
     #[serde(default)]
     pub inbound: bool,
+    /// Inbound mail failing DMARC under its sender domain's `p=reject` is refused (550 5.7.1)
+    /// rather than accepted with the failure in its Authentication-Results header.
+    #[serde(default)]
+    pub dmarc_reject: bool,
 }
 
 /// A DNS record a tenant must publish for a domain.

@@ -2,17 +2,23 @@
 //!
 //! `address.rs` judges a recipient's syntax as the MX must (relay tricks are refused, never
 //! looked up), `rules.rs` picks the receipt rule a recipient falls under (individual, then its
-//! `+tag` base, then the domain's catch-all), and [`Inbound`] ties them to the store:
-//! [`Inbound::recipient`] answers RCPT, [`Inbound::accept`] makes an accepted message durable
-//! before the session may answer 250, and `parsed.rs` shows a stored message as JSON.
+//! `+tag` base, then the domain's catch-all), `auth.rs` gives the SPF, DKIM, ARC and DMARC
+//! verdicts, and [`Inbound`] ties them to the store: [`Inbound::spf`] judges MAIL FROM,
+//! [`Inbound::recipient`] answers RCPT, [`Inbound::accept`] checks the complete message and
+//! makes it durable before the session may answer 250, and `parsed.rs` shows a stored message
+//! as JSON.
 //! Verdicts are values: a refusal carries the SMTP reply the session sends.
 
 pub mod address;
+pub mod auth;
 pub mod parsed;
 pub mod rules;
 
 use mailmux_core::reply::Reply;
-use mailmux_core::{RuleAction, TenantStatus, now_ms};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use mailmux_core::{Config, RuleAction, TenantStatus, now_ms};
 use mailmux_policy::rules::{lookup_failed, storage_failed};
 use mailmux_policy::{Refusal, RejectReason};
 use mailmux_store::{InboundMessage, Store};
@@ -20,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::address::Recipient;
+use crate::auth::{SpfVerdict, Verifier};
 
 const MB: u64 = 1024 * 1024;
 
@@ -34,12 +41,36 @@ pub struct Accepted {
     pub rule_id: Option<String>,
     /// Plus-addressing: the `tag` of `user+tag@`.
     pub tag: Option<String>,
+    /// The recipient's domain refuses mail failing DMARC under `p=reject`.
+    #[serde(skip)]
+    pub dmarc_reject: bool,
+}
+
+/// A complete message on the MX, as [`Inbound::accept`] needs it.
+pub struct Arrival<'a> {
+    /// The transaction's queue id.
+    pub id: &'a str,
+    pub ip: IpAddr,
+    pub mail_from: &'a str,
+    /// SPF's verdict from MAIL FROM; `None` when the checks are off.
+    pub spf: Option<&'a SpfVerdict>,
+    pub recipients: &'a [Accepted],
+}
+
+/// Whether the MX checks authentication (`inbound.verify_auth`), and with what.
+enum Checks {
+    Off,
+    On(Arc<Verifier>),
+    /// On, but the resolver could not be built: every message gets 451 until it can (a
+    /// message is never stored unchecked because DNS set-up failed).
+    Unavailable,
 }
 
 /// The MX's view of the store: built once at start-up, shared by every MX session.
 #[derive(Clone)]
 pub struct Inbound {
     store: Store,
+    checks: Arc<Checks>,
 }
 
 fn refuse(reason: RejectReason, code: u16, status: &'static str, text: String) -> Refusal {
@@ -56,8 +87,43 @@ fn not_served(what: &str) -> Refusal {
 }
 
 impl Inbound {
-    pub fn new(store: Store) -> Inbound {
-        Inbound { store }
+    pub fn new(store: Store, config: &Config) -> Inbound {
+        let checks = if !config.inbound.verify_auth {
+            Checks::Off
+        } else {
+            match Verifier::new(&config.delivery.dns_servers, &config.smtp.hostname) {
+                Ok(verifier) => Checks::On(Arc::new(verifier)),
+                Err(error) => {
+                    warn!(%error, "no DNS resolver for inbound authentication checks");
+                    Checks::Unavailable
+                }
+            }
+        };
+        Inbound {
+            store,
+            checks: Arc::new(checks),
+        }
+    }
+
+    /// MAIL FROM on the MX: SPF's verdict on the sender, or the 451 a DNS temporary failure
+    /// gets. `Ok(None)` when the checks are off.
+    pub async fn spf(
+        &self,
+        ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+    ) -> Result<Option<SpfVerdict>, Refusal> {
+        match self.checks.as_ref() {
+            Checks::Off => Ok(None),
+            Checks::Unavailable => Err(checks_unavailable()),
+            Checks::On(verifier) => {
+                let verdict = verifier.spf(ip, helo, mail_from).await;
+                match verdict.refusal() {
+                    Some(refusal) => Err(refusal),
+                    None => Ok(Some(verdict)),
+                }
+            }
+        }
     }
 
     /// RCPT on the MX: accepted only for an address of a verified inbound domain that a rule
@@ -129,6 +195,7 @@ impl Inbound {
             tenant_id: tenant.id,
             rule_id,
             tag: recipient.base_and_tag().1.map(str::to_string),
+            dmarc_reject: domain.dmarc_reject,
         })
     }
 
@@ -176,17 +243,40 @@ impl Inbound {
         Ok(())
     }
 
-    /// Makes an accepted message durable: one stored copy per tenant among `recipients`, all
-    /// in one commit. Returns only after that commit, so the session's 250 follows it; on any
-    /// error the client hears 451 and keeps its copy. `id` is the transaction's queue id; a
+    /// Checks the complete message (DKIM, ARC, DMARC; a DNS temporary failure is 451, a DMARC
+    /// `p=reject` failure 550 when a recipient's domain enforces it) and makes it durable: one
+    /// stored copy per tenant among the recipients, the Authentication-Results header and
+    /// `received` on top of `body`, all in one commit. Returns only after that commit, so the
+    /// session's 250 follows it; on any error the client hears 4xx and keeps its copy. A
     /// message for several tenants gets `id.1`, `id.2`… so that each tenant sees its own.
     pub async fn accept(
         &self,
-        id: &str,
-        mail_from: &str,
-        recipients: &[Accepted],
-        message: &[u8],
+        arrival: &Arrival<'_>,
+        received: &str,
+        body: &[u8],
     ) -> Result<Vec<String>, Refusal> {
+        let results = match (self.checks.as_ref(), arrival.spf) {
+            (Checks::Off, _) => String::new(),
+            (Checks::On(verifier), Some(spf)) => {
+                let verdicts = verifier.verify(arrival.ip, spf, body).await;
+                if let Some(refusal) = verdicts.temp_error {
+                    return Err(refusal);
+                }
+                if let Some(domain) = &verdicts.dmarc_reject
+                    && arrival.recipients.iter().any(|r| r.dmarc_reject)
+                {
+                    return Err(auth::dmarc_refusal(domain));
+                }
+                verdicts.header
+            }
+            _ => return Err(checks_unavailable()),
+        };
+        let mut message = Vec::with_capacity(results.len() + received.len() + body.len());
+        message.extend_from_slice(results.as_bytes());
+        message.extend_from_slice(received.as_bytes());
+        message.extend_from_slice(body);
+        let (id, mail_from, recipients) = (arrival.id, arrival.mail_from, arrival.recipients);
+        let message = message.as_slice();
         let mut tenants: Vec<&str> = recipients.iter().map(|r| r.tenant_id.as_str()).collect();
         tenants.sort_unstable();
         tenants.dedup();
@@ -221,4 +311,13 @@ impl Inbound {
         })?;
         Ok(rows.into_iter().map(|r| r.id).collect())
     }
+}
+
+fn checks_unavailable() -> Refusal {
+    refuse(
+        RejectReason::Storage,
+        451,
+        "4.7.0",
+        "Authentication checks are unavailable, try again later".into(),
+    )
 }

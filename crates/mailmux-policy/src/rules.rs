@@ -327,6 +327,7 @@ mod tests {
             verification_token: "x".into(),
             created_at: 0,
             inbound: false,
+            dmarc_reject: false,
         }
     }
 

@@ -66,7 +66,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             shutdown: watch::Sender::new(false),
             next_session: AtomicU64::new(1),
-            inbound: Inbound::new(store.clone()),
+            inbound: Inbound::new(store.clone(), &config),
             config,
             store,
             queue,

@@ -17,7 +17,7 @@ use crate::data_decoder::DataDecoder;
 use crate::metrics::{Metrics, RejectReason};
 use crate::policy::{self, Refusal};
 use crate::reply::Reply;
-use crate::session::{Body, Flow, Session, State};
+use crate::session::{Body, Flow, Session, State, Transaction};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(crate) fn handle_data(&mut self) -> Flow {
@@ -108,6 +108,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
             timestamp: mailmux_core::now_ms() / 1000,
         });
+        if tx.tenant.is_none() {
+            // MX: no tenant sent this; the receipt rules of its recipients decide, after the
+            // authentication checks (which read the message as it came, without our headers).
+            if self.flush().await.is_err() {
+                return Flow::Close;
+            }
+            return self.finish_inbound(tx, &header, &body).await;
+        }
         let mut message = Vec::with_capacity(header.len() + body.len());
         message.extend_from_slice(header.as_bytes());
         message.extend_from_slice(&body);
@@ -121,10 +129,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             return Flow::Close;
         }
         let Some(tenant_record) = tx.tenant else {
-            // MX: no tenant sent this; the receipt rules of its recipients decide.
-            return self
-                .finish_inbound(tx.queue_id, &tx.mail_from, &tx.inbound, &message)
-                .await;
+            return self.reply(Reply::new(503, "5.5.1", "No transaction"));
         };
         let submission = Submission {
             id: tx.queue_id,
@@ -165,25 +170,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
     }
 
-    /// MX: makes the message durable for the tenants its recipients belong to (stored mail),
-    /// and only then answers 250, exactly as submission does after the queue's commit.
-    async fn finish_inbound(
-        &mut self,
-        queue_id: mailmux_core::QueueId,
-        mail_from: &str,
-        recipients: &[mailmux_inbound::Accepted],
-        message: &[u8],
-    ) -> Flow {
-        let id = queue_id.to_string();
-        match self
-            .server
-            .inbound
-            .accept(&id, mail_from, recipients, message)
-            .await
-        {
+    /// MX: checks DKIM, ARC and DMARC (with the SPF verdict of MAIL FROM), makes the message
+    /// durable for the tenants its recipients belong to (stored mail, the verdicts' header and
+    /// `received` on top), and only then answers 250, exactly as submission does after the
+    /// queue's commit.
+    async fn finish_inbound(&mut self, tx: Transaction, received: &str, body: &[u8]) -> Flow {
+        let id = tx.queue_id.to_string();
+        let arrival = mailmux_inbound::Arrival {
+            id: &id,
+            ip: self.conn.peer.ip(),
+            mail_from: &tx.mail_from,
+            spf: tx.spf.as_ref(),
+            recipients: &tx.inbound,
+        };
+        match self.server.inbound.accept(&arrival, received, body).await {
             Ok(ids) => {
                 Metrics::add(&self.server.metrics().messages_accepted);
-                info!(queue_id = %id, stored = ?ids, size = message.len(), "inbound accepted");
+                info!(queue_id = %id, stored = ?ids, size = body.len(), "inbound accepted");
                 self.reset_idle();
                 self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")))
             }

@@ -3,8 +3,8 @@
 //! limit bites on the next message: [`mailmux_policy::Policy::open_transaction`] (status,
 //! declared size, sender-domain rights, rate, daily quota), the same checks the HTTP send API
 //! makes. The session's credential is checked here too (through the credential cache): one
-//! revoked since AUTH ends the session within a second. On MX anyone may send; the recipients
-//! decide (rcpt.rs). On every listener the sender's syntax is checked first (address.rs).
+//! revoked since AUTH ends the session within a second. On MX anyone may send (SPF's verdict on
+//! the sender is taken here, for the end of DATA); the recipients decide (rcpt.rs). On every listener the sender's syntax is checked first (address.rs).
 
 use std::borrow::Cow;
 
@@ -110,6 +110,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(refusal) => return self.refuse(refusal),
             }
         };
+        // MX: SPF is checked here, on the MAIL FROM identity (RFC 7208 §2.4); a DNS temporary
+        // failure is answered now rather than taken for a verdict.
+        let spf = if self.conn.listener == Listener::Mx {
+            let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+            match self
+                .server
+                .inbound
+                .spf(self.conn.peer.ip(), helo, &address)
+                .await
+            {
+                Ok(spf) => spf,
+                Err(refusal) => return self.refuse(refusal),
+            }
+        } else {
+            None
+        };
         let queue_id = self.server.queue.next_id();
         debug!(
             queue_id = %queue_id,
@@ -133,6 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             mail_from: address,
             rcpt_to: Vec::new(),
             inbound: Vec::new(),
+            spf,
             flags,
             bdat: false,
         });

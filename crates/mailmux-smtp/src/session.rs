@@ -133,6 +133,8 @@ pub(crate) struct Transaction {
     pub rcpt_to: Vec<String>,
     /// MX: what each accepted recipient is delivered under (receipt rule, tenant, tag).
     pub inbound: Vec<mailmux_inbound::Accepted>,
+    /// MX: SPF's verdict on MAIL FROM (`None` when the checks are off).
+    pub spf: Option<mailmux_inbound::auth::SpfVerdict>,
     pub flags: BodyFlags,
     /// BDAT was used: DATA may not follow (RFC 3030 §2).
     pub bdat: bool,

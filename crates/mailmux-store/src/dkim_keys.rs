@@ -255,7 +255,7 @@ impl Store {
     pub async fn list_domains_with_pending_dkim(&self) -> Result<Vec<Domain>> {
         let rows = sqlx::query(
             "SELECT name, tenant_id, verified, verified_by, verification_token, created_at, \
-             inbound FROM domains WHERE name IN \
+             inbound, dmarc_reject FROM domains WHERE name IN \
              (SELECT domain FROM dkim_keys WHERE status = 'pending') ORDER BY name",
         )
         .fetch_all(&self.pool)

@@ -65,6 +65,8 @@ pub struct DomainView {
     pub verified_by: Option<String>,
     /// Whether mailmux is the domain's MX (receipt rules apply; the records list the MX).
     pub inbound: bool,
+    /// Inbound mail failing DMARC under the sender domain's `p=reject` is refused (550 5.7.1).
+    pub dmarc_reject: bool,
     pub records: Vec<DnsRecordView>,
     pub dkim: Option<DkimView>,
     /// Whether the tenant's mail is DKIM-signed (its tier or `features.dkim_signing`). When
@@ -221,6 +223,7 @@ pub fn view(
         verified: domain.verified,
         verified_by: domain.verified_by.clone(),
         inbound: domain.inbound,
+        dmarc_reject: domain.dmarc_reject,
         records,
         dkim: active.map(|k| DkimView {
             selector: k.selector.clone(),
@@ -263,6 +266,7 @@ pub fn audit_json(view: &DomainView) -> serde_json::Value {
         "verified": view.verified,
         "verified_by": view.verified_by,
         "inbound": view.inbound,
+        "dmarc_reject": view.dmarc_reject,
         "statuses": view.records.iter()
             .map(|r| match (&r.selector, r.key_status.as_deref()) {
                 (Some(selector), Some("pending" | "retiring")) => {

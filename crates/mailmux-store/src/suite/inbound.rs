@@ -35,6 +35,7 @@ pub(super) async fn receipt_rules_and_inbound_mail(store: &Store) {
             verification_token: "tok".into(),
             created_at: 1,
             inbound: true,
+            dmarc_reject: false,
         })
         .await
         .unwrap();

@@ -63,6 +63,7 @@ pub(super) async fn tenant_policy(store: &Store) {
             verification_token: "x".into(),
             created_at: 1,
             inbound: false,
+            dmarc_reject: false,
         })
         .await
         .unwrap();

@@ -58,6 +58,7 @@ pub(super) async fn domains_and_credentials(store: &Store) {
         verification_token: "tok".into(),
         created_at: 1,
         inbound: false,
+        dmarc_reject: false,
     };
     store.add_domain(&domain).await.unwrap();
     // One owner per domain, whoever asks.
@@ -89,6 +90,11 @@ pub(super) async fn domains_and_credentials(store: &Store) {
         .await
         .unwrap();
     assert!(store.get_domain(&name).await.unwrap().unwrap().inbound);
+    store
+        .set_domain_dmarc_reject(&a.id, &name, true, None)
+        .await
+        .unwrap();
+    assert!(store.get_domain(&name).await.unwrap().unwrap().dmarc_reject);
     // The primary domain is the first one added, not the first by name.
     let later = Domain {
         name: format!("a{name}"),
@@ -174,6 +180,7 @@ pub(super) async fn user_and_domain_limits_hold_under_concurrency(store: &Store)
                 verification_token: "tok".into(),
                 created_at: 1,
                 inbound: false,
+                dmarc_reject: false,
             };
             let key = dkim_key(&name, "mm1", DkimKeyStatus::Active, 1);
             let domain = store.add_domain_with_dkim(&domain, &key, 3, None).await;
