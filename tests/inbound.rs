@@ -555,3 +555,43 @@ print(json.dumps({"pub": base64.b64encode(pub).decode(),
     assert_eq!(reply.0, 451, "{reply:?}");
     assert!(reply.1.starts_with("4.7."), "{reply:?}");
 }
+
+#[test]
+fn bounces_to_a_verified_return_path_are_accepted_and_kept() {
+    if !common::require_support() {
+        return;
+    }
+    let dns = dns(&[
+        json!({"name": "bounce.rp.test", "type": "MX", "value": "10 localhost"}),
+        json!({"name": "bounce.rp.test", "type": "TXT", "value": "v=spf1 a:localhost ~all"}),
+    ]);
+    let mm = start(&dns);
+    let tenant = mm.create_tenant("rp", "professional");
+    mm.add_verified_domain(&tenant, "rp.test");
+    let path = format!("/api/tenants/{tenant}/domains/rp.test/return-path");
+    let (status, body) = api(
+        &mm,
+        "PUT",
+        &path,
+        Some(json!({"return_path": "bounce.rp.test"})),
+    );
+    assert!(status == 200 || status == 201, "{status} {body}");
+    // Not verified yet: the MX refuses it like any domain it does not serve.
+    let replies = rcpt_codes(mm.mx(), &["bounces+x1@bounce.rp.test"]);
+    assert_eq!(replies[0].0, 550, "{replies:?}");
+    assert!(replies[0].1.starts_with("5.7.1"), "{replies:?}");
+    let (status, body) = api(&mm, "POST", &format!("{path}/verify"), None);
+    assert_eq!(status, 200, "{body}");
+    let dsn = b"From: MAILER-DAEMON@mx.example.org\r\nTo: bounces+x1@bounce.rp.test\r\n\
+        Subject: Undelivered Mail Returned to Sender\r\n\r\nuser unknown\r\n";
+    let reply = send(mm.mx(), "", "bounces+x1@bounce.rp.test", dsn);
+    assert_eq!(reply.0, 250, "{reply:?}");
+    let (_, list) = api(&mm, "GET", &format!("/api/tenants/{tenant}/inbound"), None);
+    let kept = &list["messages"][0];
+    assert_eq!(kept["mail_from"], "", "{list}");
+    assert_eq!(kept["recipients"][0]["bounce"], true, "{list}");
+    assert_eq!(
+        kept["recipients"][0]["address"],
+        "bounces+x1@bounce.rp.test"
+    );
+}

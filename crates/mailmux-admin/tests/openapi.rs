@@ -155,11 +155,7 @@ async fn document_lists_the_routes_the_router_serves() {
         }
     }
     // Paths outside the document are not served.
-    for path in [
-        "/api",
-        "/api/tenants/t_1/webhooks",
-        "/admin",
-    ] {
+    for path in ["/api", "/api/tenants/t_1/webhooks", "/admin"] {
         let (status, value) = h.call(Method::GET, path, Some(OPERATOR_TOKEN), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(value["error"]["code"], "no_route", "{path}: {value}");

@@ -74,6 +74,8 @@ pub struct SmtpConfig {
     pub max_connections: usize,
     /// Concurrent sessions from one client IP.
     pub max_connections_per_ip: usize,
+    /// MX: messages (MAIL commands) one client IP may start per minute; 0 = unlimited.
+    pub mx_rate_per_minute: u64,
     /// Seconds to wait for the next command line (RFC 5321 §4.5.3.2 suggests 5 minutes).
     pub command_timeout_secs: u64,
     /// Seconds to wait for each chunk of DATA / BDAT.
@@ -256,6 +258,9 @@ pub struct InboundConfig {
     /// and prepend their Authentication-Results header. Off only behind a gateway that already
     /// checked them: mail is then stored without verdicts, and DMARC is never enforced.
     pub verify_auth: bool,
+    /// Days stored inbound mail (`store` rules, postmaster mail, return-path bounces) is kept;
+    /// 0 keeps it until deleted.
+    pub retention_days: u64,
 }
 
 /// DKIM key rotation (`POST …/dkim/rotate`).

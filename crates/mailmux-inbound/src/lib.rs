@@ -41,6 +41,10 @@ pub struct Accepted {
     pub rule_id: Option<String>,
     /// Plus-addressing: the `tag` of `user+tag@`.
     pub tag: Option<String>,
+    /// Mail to a tenant's verified return-path domain: a bounce of its own outbound mail, kept
+    /// for the events work rather than refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bounce: bool,
     /// The recipient's domain refuses mail failing DMARC under `p=reject`.
     #[serde(skip)]
     pub dmarc_reject: bool,
@@ -152,7 +156,7 @@ impl Inbound {
                 lookup_failed()
             })?;
         let Some(domain) = domain.filter(|d| d.verified && d.inbound) else {
-            return Err(not_served(&recipient.domain));
+            return self.bounce(address, &recipient).await;
         };
         let tenant = self
             .store
@@ -195,8 +199,53 @@ impl Inbound {
             tenant_id: tenant.id,
             rule_id,
             tag: recipient.base_and_tag().1.map(str::to_string),
+            bounce: false,
             dmarc_reject: domain.dmarc_reject,
         })
+    }
+
+    /// A recipient on a domain that is no inbound one: accepted when the domain is a tenant's
+    /// verified return path (the MX its records name is ours, so its bounces come here, under
+    /// any local part: VERP addresses included), else refused as relaying.
+    async fn bounce(&self, address: &str, recipient: &Recipient) -> Result<Accepted, Refusal> {
+        let owner = self
+            .store
+            .return_path_owner(&recipient.domain)
+            .await
+            .map_err(|error| {
+                warn!(%error, domain = recipient.domain, "return-path lookup failed");
+                lookup_failed()
+            })?;
+        let Some(owner) = owner.filter(|o| o.verified().is_some()) else {
+            return Err(not_served(&recipient.domain));
+        };
+        Ok(Accepted {
+            address: address.to_string(),
+            tenant_id: owner.tenant_id,
+            rule_id: None,
+            tag: None,
+            bounce: true,
+            dmarc_reject: false,
+        })
+    }
+
+    /// Deletes stored inbound mail older than `retention_days`, every `interval`, for ever
+    /// (a background job of `serve`; 0 days: nothing is deleted).
+    pub async fn expire(&self, retention_days: u64, interval: std::time::Duration) {
+        if retention_days == 0 {
+            return;
+        }
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let cutoff = now_ms() - (retention_days as i64).saturating_mul(86_400_000);
+            match self.store.delete_inbound_before(cutoff).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "expired stored inbound mail"),
+                Err(error) => warn!(%error, "expiring stored inbound mail failed"),
+            }
+        }
     }
 
     /// The winning rule's id, action and reject text.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mailmux_core::Config;
 use mailmux_inbound::Inbound;
-use mailmux_policy::Policy;
+use mailmux_policy::{Policy, RateLimits};
 use mailmux_queue::Queue;
 use mailmux_store::Store;
 use tokio::sync::{Semaphore, watch};
@@ -25,6 +25,8 @@ pub struct Server {
     pub(crate) queue: Arc<Queue>,
     /// The MX side: receipt rules and stored inbound mail.
     pub(crate) inbound: Inbound,
+    /// MX: messages per client IP (`smtp.mx_rate_per_minute`), on tokio's clock.
+    pub(crate) mx_rates: RateLimits,
     /// The submission policy, with the rate limiters it keeps; built here, once, and shared
     /// with the HTTP send API through [`Server::policy`].
     pub(crate) policy: Arc<Policy>,
@@ -67,6 +69,7 @@ impl Server {
             shutdown: watch::Sender::new(false),
             next_session: AtomicU64::new(1),
             inbound: Inbound::new(store.clone(), &config),
+            mx_rates: RateLimits::default(),
             config,
             store,
             queue,
@@ -81,6 +84,11 @@ impl Server {
     /// tenant has one allowance in this process, whichever way its mail comes in.
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
+    }
+
+    /// The MX side (receipt rules, stored mail): `serve` runs its retention job.
+    pub fn inbound(&self) -> &Inbound {
+        &self.inbound
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {

@@ -112,6 +112,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         };
         // MX: SPF is checked here, on the MAIL FROM identity (RFC 7208 §2.4); a DNS temporary
         // failure is answered now rather than taken for a verdict.
+        if self.conn.listener == Listener::Mx {
+            let ip = self.conn.peer.ip();
+            let per_minute = self.server.config.smtp.mx_rate_per_minute;
+            if let Err(exceeded) =
+                self.server
+                    .mx_rates
+                    .check(&mailmux_policy::RateKey::Client(ip), 0, per_minute)
+            {
+                return self.reject(
+                    RejectReason::Rate,
+                    Reply::new(
+                        451,
+                        "4.7.1",
+                        format!(
+                            "Too many messages from {ip} (at most {per_minute} per minute), \
+                             try again in {} s",
+                            exceeded.retry_after.as_secs().max(1)
+                        ),
+                    ),
+                );
+            }
+        }
         let spf = if self.conn.listener == Listener::Mx {
             let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
             match self

@@ -188,6 +188,37 @@ async fn over_the_storage_limit_store_rules_get_452() {
 }
 
 #[tokio::test]
+async fn mx_clients_are_rate_limited_per_ip() {
+    let f = Fixture::with_config(|c| c.smtp.mx_rate_per_minute = 2).await;
+    let mut c = f.connect(Listener::Mx, PEER);
+    c.reply().await.expect_code(220);
+    c.cmd("EHLO mta.example.org").await.expect_code(250);
+    for _ in 0..2 {
+        c.cmd("MAIL FROM:<someone@example.org>")
+            .await
+            .expect(250, "2.1.0");
+        c.cmd("RSET").await.expect(250, "2.0.0");
+    }
+    c.cmd("MAIL FROM:<someone@example.org>")
+        .await
+        .expect(451, "4.7.1")
+        .expect_text("per minute");
+    // Another address has its own allowance.
+    let mut other = f.connect(Listener::Mx, "198.51.100.8:40000");
+    other.reply().await.expect_code(220);
+    other.cmd("EHLO mta.example.org").await.expect_code(250);
+    other
+        .cmd("MAIL FROM:<someone@example.org>")
+        .await
+        .expect(250, "2.1.0");
+    // A minute later the first one may send again.
+    skip_time(std::time::Duration::from_secs(60)).await;
+    c.cmd("MAIL FROM:<someone@example.org>")
+        .await
+        .expect(250, "2.1.0");
+}
+
+#[tokio::test]
 async fn smuggled_endings_are_refused_on_mx_too() {
     let f = Fixture::new().await;
     f.rule("sales", RuleAction::Store, None).await;
