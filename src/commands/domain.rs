@@ -1,4 +1,5 @@
-//! `mailmux domain …`: add (or mark verified), list, show, verify, delete, rotate the DKIM key.
+//! `mailmux domain …`: add (or mark verified), update (inbound on/off), list, show, verify,
+//! delete, rotate the DKIM key.
 
 use mailmux_admin::dkim::KeyType;
 use mailmux_admin::pagination::{MAX_LIMIT, PageQuery};
@@ -11,6 +12,7 @@ const DOMAIN_COLUMNS: &[&str] = &[
     "domain",
     "verified",
     "verified_by",
+    "inbound",
     "dkim.selector",
     "dkim_signing",
     "checked_at",
@@ -23,6 +25,7 @@ pub async fn add(
     domain: &str,
     verified: bool,
     key_type: KeyType,
+    inbound: bool,
 ) -> anyhow::Result<Shown> {
     let config = &context.config;
     let added = with_store(context, async |store| {
@@ -34,11 +37,31 @@ pub async fn add(
             domain,
             key_type,
             verified,
+            inbound,
         )
         .await
     })
     .await?;
     Shown::object(added)
+}
+
+pub async fn update(
+    context: &Context,
+    tenant_id: &str,
+    domain: &str,
+    inbound: Option<bool>,
+    dmarc_reject: Option<bool>,
+) -> anyhow::Result<Shown> {
+    let config = &context.config;
+    let request = domains::UpdateDomain {
+        inbound,
+        dmarc_reject,
+    };
+    let updated = with_store(context, async |store| {
+        domains::update(store, config, &Actor::cli(), tenant_id, domain, &request).await
+    })
+    .await?;
+    Shown::object(updated)
 }
 
 pub async fn list(context: &Context, tenant_id: &str) -> anyhow::Result<Shown> {

@@ -11,8 +11,10 @@ mod credentials;
 mod dkim_keys;
 mod domains;
 mod history;
+mod inbound;
 mod key_vault;
 mod queue;
+mod receipt_rules;
 mod return_paths;
 mod stats;
 #[cfg(any(test, feature = "test-suite"))]
@@ -29,6 +31,7 @@ pub use api_keys::ApiKey;
 pub use audit::{AuditEntry, AuditRecord};
 pub use dkim_keys::{DkimKey, DkimKeyStatus, DkimSigningState, DomainCheck};
 pub use history::{AttemptView, MessageFilter, MessageState, MessageView, RecipientView};
+pub use inbound::InboundMessage;
 pub use key_vault::{KeyVaultError, MasterKey, sync_dir};
 pub use queue::QUOTA_WINDOW_MS;
 pub use return_paths::{ReturnPath, ReturnPathCheck};
