@@ -2,10 +2,9 @@
 //! delete, rotate the DKIM key.
 
 use mailmux_admin::dkim::KeyType;
-use mailmux_admin::pagination::{MAX_LIMIT, PageQuery};
 use mailmux_admin::{Actor, domains, provision};
 
-use super::{Context, with_store};
+use super::{Context, all_pages, with_store};
 use crate::output::Shown;
 
 const DOMAIN_COLUMNS: &[&str] = &[
@@ -67,19 +66,11 @@ pub async fn update(
 pub async fn list(context: &Context, tenant_id: &str) -> anyhow::Result<Shown> {
     let config = &context.config;
     let all = with_store(context, async |store| {
-        let mut all = Vec::new();
-        let mut page = PageQuery {
-            limit: Some(MAX_LIMIT),
-            cursor: None,
-        };
-        loop {
-            let list = domains::list(store, config, tenant_id, &page).await?;
-            all.extend(list.domains);
-            match list.next_cursor {
-                Some(cursor) => page.cursor = Some(cursor),
-                None => break Ok(all),
-            }
-        }
+        all_pages(async |page| {
+            let list = domains::list(store, config, tenant_id, page).await?;
+            Ok((list.domains, list.next_cursor))
+        })
+        .await
     })
     .await?;
     Shown::list(
