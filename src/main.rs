@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: MessageCommand,
     },
+    /// Manage webhook endpoints (Standard Webhooks), their deliveries and replays.
+    Webhook {
+        #[command(subcommand)]
+        command: commands::webhook::WebhookCommand,
+    },
     /// Read the audit log.
     Audit {
         #[command(subcommand)]
@@ -322,6 +327,7 @@ fn main() -> ExitCode {
             Command::ApiKey { command } => api_key(&context, command).await,
             Command::Message { command } => message(&context, command).await,
             Command::Audit { command } => audit(&context, command).await,
+            Command::Webhook { command } => commands::webhook::run(&context, command).await,
         }?;
         output::print(&shown, format)?;
         Ok(())

@@ -33,7 +33,7 @@ pub enum LogFormat {
 pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
     init_tracing(log_format);
     let config = Arc::new(config);
-    let data_dir = &config.storage.data_dir;
+    let data_dir = &config.storage.data_dir.clone();
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("storage.data_dir: cannot create {}", data_dir.display()))?;
 
@@ -47,7 +47,7 @@ pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
     let node_id = persistent_value(&data_dir.join("node.id"), || random_id("n_", 16))?;
     let (queue, jobs) = mailmux_queue::Queue::start(
         store.clone(),
-        node_id,
+        node_id.clone(),
         data_dir,
         &config.queue,
         &config.delivery,
@@ -64,16 +64,39 @@ pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
         move || deliverer.clone().run(jobs.clone(), stop.clone())
     }));
 
+    // Webhook hand-offs (inbound mail of webhook rules): leased under this node's id, so a
+    // restarted node takes its own deliveries in flight back at once.
+    let webhooks = Arc::new(mailmux_webhooks::Worker::new(
+        store.clone(),
+        &config,
+        node_id,
+        Arc::new(mailmux_webhooks::SystemClock),
+    ));
+    tokio::spawn(supervise(health.component("webhooks"), {
+        let stop = stop_rx.clone();
+        move || webhooks.clone().run(stop.clone())
+    }));
+
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    // Links mailmux hands out (a webhook payload's raw_url) name the API where it really
+    // listens: with port 0 in admin.listen that is known only now.
+    let config = if config.admin.public_url.is_some() {
+        config
+    } else {
+        let mut known = (*config).clone();
+        known.admin.public_url = Some(format!("http://{admin_addr}"));
+        Arc::new(known)
+    };
+
     let smtp = mailmux_smtp::Server::new(config.clone(), store.clone(), queue.clone(), tls);
     let smtp_metrics: Arc<dyn mailmux_core::MetricSource> = smtp.metrics().clone();
     let listeners = smtp.bind().await.context(
         "cannot bind the SMTP listeners (smtp.submission, smtp.submission_tls, smtp.mx)",
     )?;
 
-    let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
-    let admin_addr = admin_listener.local_addr()?;
     let admin_state = mailmux_admin::AdminState {
         config: config.clone(),
         store: store.clone(),

@@ -194,7 +194,9 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
         &mm,
         "POST",
         &format!("/api/tenants/{tenant}/addresses"),
-        Some(json!({"address": "hook@inbound.test", "action": "webhook", "webhook_id": "w"})),
+        Some(
+            json!({"address": "fwd@inbound.test", "action": "forward", "forward_to": ["a@example.org"]}),
+        ),
     );
     assert_eq!(status, 422, "{error}");
     assert!(
@@ -410,29 +412,9 @@ s.quit()
     assert!(replies[0].1.starts_with("4.2.2"), "{replies:?}");
 }
 
-/// Sends `message` (exact bytes in a file) from `from` to `to` over smtplib; the reply to MAIL
-/// when it is refused, else to the end of DATA.
+/// Sends `message` from `from` to `to` over smtplib ([`common::mx_send`]).
 fn send(mx: SocketAddr, from: &str, to: &str, message: &[u8]) -> (u16, String) {
-    let code = r#"
-import json, smtplib, sys
-s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
-s.ehlo("mta.sender.test")
-code, text = s.mail(sys.argv[3])
-if code == 250:
-    code, text = s.rcpt(sys.argv[4])
-if code == 250:
-    code, text = s.data(open(sys.argv[5], "rb").read())
-print(json.dumps([code, text.decode()]))
-"#;
-    let dir = common::TestDir::new("inbound-send");
-    let file = dir.path().join("m.eml");
-    std::fs::write(&file, message).unwrap();
-    let port = mx.port().to_string();
-    let out = common::python_eval(
-        code,
-        &["127.0.0.1", &port, from, to, file.to_str().unwrap()],
-    );
-    serde_json::from_str(out.trim()).unwrap()
+    common::mx_send(mx, from, to, message)
 }
 
 #[test]

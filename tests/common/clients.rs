@@ -1,4 +1,5 @@
-//! Real SMTP clients: swaks, Python smtplib (one message, or a burst of sessions).
+//! Real SMTP clients: swaks, Python smtplib (one message, or a burst of sessions; a message to
+//! the MX: [`mx_send`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use mailmux_core::sync::lock;
 use serde_json::Value;
 
 use super::mailmux::{Mailmux, TestTenant};
+use super::process::TestDir;
 use super::tools::{python, require_python_module, support_dir};
 
 /// Runs `swaks <args>` (stdin closed, so it never prompts) and returns whether it succeeded
@@ -341,4 +343,29 @@ impl Drop for Burst {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `message` (exact bytes in a file) from `from` to `to` on the MX at `mx` over smtplib; the reply to MAIL
+/// when it is refused, else to the end of DATA.
+pub fn mx_send(mx: SocketAddr, from: &str, to: &str, message: &[u8]) -> (u16, String) {
+    let code = r#"
+import json, smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+s.ehlo("mta.sender.test")
+code, text = s.mail(sys.argv[3])
+if code == 250:
+    code, text = s.rcpt(sys.argv[4])
+if code == 250:
+    code, text = s.data(open(sys.argv[5], "rb").read())
+print(json.dumps([code, text.decode()]))
+"#;
+    let dir = TestDir::new("mx-send");
+    let file = dir.path().join("m.eml");
+    std::fs::write(&file, message).unwrap();
+    let port = mx.port().to_string();
+    let out = python_eval(
+        code,
+        &["127.0.0.1", &port, from, to, file.to_str().unwrap()],
+    );
+    serde_json::from_str(out.trim()).unwrap()
 }

@@ -8,6 +8,8 @@
 //! - [`Mailmux`]: the real `mailmux serve` binary on `127.0.0.1:0` listeners, with its data dir
 //!   in a temp dir, and its CLI on the same data dir.
 //! - [`postgres_url`]: a fresh database on a private PostgreSQL cluster.
+//! - [`WebhookReceiver`]: a tenant's webhook endpoint (tests/support/webhook_receiver.py)
+//!   verifying every request with the `standardwebhooks` Python package.
 //! - [`swaks`], [`submit_smtplib`] and [`smtplib_burst`]: real SMTP clients; [`http`]: a
 //!   minimal HTTP client for the admin API.
 //!
@@ -19,7 +21,7 @@
 //! fails the test instead, so CI can never pass by skipping.
 //!
 //! One file per part: `tools.rs`, `process.rs`, `dns.rs`, `sink.rs`, `mailmux.rs`,
-//! `postgres.rs`, `clients.rs`, `http.rs`; this file names what tests use.
+//! `postgres.rs`, `clients.rs`, `http.rs`, `webhooks.rs`; this file names what tests use.
 //!
 //! Every child process is killed when its guard is dropped (also while a failing test unwinds).
 //! The DNS server and the sink also exit when their stdin closes, so they die with the test
@@ -38,9 +40,10 @@ mod postgres;
 mod process;
 mod sink;
 mod tools;
+mod webhooks;
 
 pub use clients::{
-    Burst, python_eval, require_python_modules, require_support, smtp_data, smtplib_burst,
+    Burst, mx_send, python_eval, require_python_modules, require_support, smtp_data, smtplib_burst,
     submit_as, submit_smtplib, submit_smtplib_args, swaks, swaks_data, swaks_status,
 };
 pub use dns::DnsServer;
@@ -53,6 +56,7 @@ pub use tools::{
     find_tool, mailmux_bin, pg_bindir, python, repo_root, require_python_module, require_tool,
     support_dir,
 };
+pub use webhooks::WebhookReceiver;
 
 /// The operator token every [`Mailmux`] is started with.
 pub const ADMIN_TOKEN: &str = "test-admin-token";

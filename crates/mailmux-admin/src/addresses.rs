@@ -4,16 +4,18 @@
 //! rule wins), and `user@` also takes `user+tag@` (plus-addressing). The MX applies a rule once
 //! the domain has `"inbound": true` and is verified.
 //!
-//! Actions in this build: `store` (kept for `…/inbound`) and `reject` (550 with the rule's
-//! text). `webhook`, `forward` and `list` are part of the interface but not built yet: a rule
-//! asking for one is refused with 422 saying so, never accepted and silently dropped.
+//! Actions in this build: `store` (kept for `…/inbound`), `reject` (550 with the rule's
+//! text) and `webhook` (handed to one of the tenant's `inbound` webhook endpoints, named by
+//! `webhook_id`; the tenant needs the `webhooks` feature). `forward` and `list` are part of the
+//! interface but not built yet: a rule asking for one is refused with 422 saying so, never
+//! accepted and silently dropped.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use mailmux_core::credential::random_id;
 use mailmux_core::receipt_rule::CATCH_ALL;
-use mailmux_core::{ReceiptRule, RuleAction, now_ms};
+use mailmux_core::{ReceiptRule, RuleAction, Tenant, now_ms};
 use mailmux_store::Store;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -31,12 +33,12 @@ use crate::views::Success;
 pub struct RuleRequest {
     /// `user@domain`, or `*@domain` for the catch-all. The domain must be the tenant's.
     pub address: String,
-    /// `store` or `reject` (`webhook`, `forward`, `list`: not available in this build).
+    /// `store`, `reject` or `webhook` (`forward`, `list`: not available in this build).
     pub action: String,
     /// `reject`: the text of the 550 (default "Mail to this address is refused").
     #[serde(default)]
     pub reject_text: Option<String>,
-    /// `webhook` rules (not available in this build).
+    /// `webhook` rules: the endpoint (one of the tenant's `inbound` webhooks).
     #[serde(default)]
     pub webhook_id: Option<String>,
     /// `forward` rules (not available in this build).
@@ -57,6 +59,8 @@ pub struct RuleView {
     pub action: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -70,6 +74,7 @@ impl From<&ReceiptRule> for RuleView {
             catch_all: rule.is_catch_all(),
             action: rule.action.as_str().to_string(),
             reject_text: rule.reject_text.clone(),
+            webhook_id: rule.webhook_id.clone(),
             created_at: rule.created_at,
             updated_at: rule.updated_at,
         }
@@ -93,9 +98,10 @@ async fn checked(
     let action = match request.action.as_str() {
         "store" => RuleAction::Store,
         "reject" => RuleAction::Reject,
-        "webhook" | "forward" | "list" => {
+        "webhook" => RuleAction::Webhook,
+        "forward" | "list" => {
             return Err(AdminError::Invalid(format!(
-                "action {:?} is not available in this build (available: store, reject)",
+                "action {:?} is not available in this build (available: store, reject, webhook)",
                 request.action
             )));
         }
@@ -149,6 +155,47 @@ async fn checked(
     Ok((local, domain.name, action, reject_text))
 }
 
+/// The endpoint of a `webhook` rule: required for it (one of the tenant's `inbound` webhooks,
+/// and the tenant must have the `webhooks` feature), refused for any other action.
+async fn webhook_target(
+    store: &Store,
+    tenant: &Tenant,
+    action: RuleAction,
+    request: &RuleRequest,
+) -> Result<Option<String>> {
+    let id = match (action, &request.webhook_id) {
+        (RuleAction::Webhook, Some(id)) => id,
+        (RuleAction::Webhook, None) => {
+            return Err(AdminError::Invalid(
+                "webhook_id: required for action webhook (one of the tenant's inbound webhooks)"
+                    .into(),
+            ));
+        }
+        (_, Some(_)) => {
+            return Err(AdminError::Invalid(
+                "webhook_id: only for action webhook".into(),
+            ));
+        }
+        (_, None) => return Ok(None),
+    };
+    if !tenant.features.webhooks {
+        return Err(AdminError::Invalid(
+            "action webhook needs the tenant's \"webhooks\" feature (professional tier and up, \
+             or PUT the tenant with it)"
+                .into(),
+        ));
+    }
+    match store.get_webhook(&tenant.id, id).await? {
+        Some(webhook) if webhook.kind == mailmux_webhooks::KIND_INBOUND => Ok(Some(webhook.id)),
+        Some(_) => Err(AdminError::Invalid(format!(
+            "webhook_id {id:?} is an events endpoint; a rule needs an inbound one"
+        ))),
+        None => Err(AdminError::Invalid(format!(
+            "webhook_id {id:?} is not one of this tenant's webhooks"
+        ))),
+    }
+}
+
 /// A dot-string local part (RFC 5321 §4.1.2): atoms of atext, one dot between them.
 fn valid_local(local: &str) -> bool {
     let atext =
@@ -167,8 +214,9 @@ pub async fn create(
     tenant_id: &str,
     request: &RuleRequest,
 ) -> Result<RuleView> {
-    lookup::tenant(store, tenant_id).await?;
+    let tenant = lookup::tenant(store, tenant_id).await?;
     let (local_part, domain, action, reject_text) = checked(store, tenant_id, request).await?;
+    let webhook_id = webhook_target(store, &tenant, action, request).await?;
     let now = now_ms();
     let rule = ReceiptRule {
         id: random_id("r_", 16),
@@ -177,6 +225,7 @@ pub async fn create(
         local_part,
         action,
         reject_text,
+        webhook_id,
         created_at: now,
         updated_at: now,
     };
@@ -222,11 +271,14 @@ pub async fn update(
 ) -> Result<RuleView> {
     let before = find(store, tenant_id, id).await?;
     let (local_part, domain, action, reject_text) = checked(store, tenant_id, request).await?;
+    let tenant = lookup::tenant(store, tenant_id).await?;
+    let webhook_id = webhook_target(store, &tenant, action, request).await?;
     let after = ReceiptRule {
         domain,
         local_part,
         action,
         reject_text,
+        webhook_id,
         updated_at: now_ms().max(before.updated_at + 1),
         ..before.clone()
     };

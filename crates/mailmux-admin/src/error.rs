@@ -79,6 +79,7 @@ impl From<StoreError> for AdminError {
             StoreError::NotFound(what) => AdminError::NotFound(format!("{what} not found")),
             StoreError::Conflict(what) => AdminError::Conflict(format!("{what} already exists")),
             StoreError::LimitReached(why) => AdminError::LimitExceeded(why),
+            StoreError::InUse(why) => AdminError::Conflict(why),
             other => AdminError::Storage(other),
         }
     }

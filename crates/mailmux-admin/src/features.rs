@@ -1,7 +1,7 @@
 //! Feature gates of the admin API: a resource that a feature flag names answers 403 to a
 //! tenant without the flag. `api_access` is checked for every tenant API key in auth.rs (and so
-//! gates the HTTP send API); `custom_domains` gates the return-path resource; `webhooks` will
-//! gate the webhooks resource when it exists (call [`require`] first in its handlers).
+//! gates the HTTP send API); `custom_domains` gates the return-path resource; `webhooks` gates
+//! the webhooks resource (`webhooks.rs`).
 //!
 //! The gate is the policy's ([`mailmux_policy::rules::feature_gate`]): one definition of
 //! "this tenant has that feature" for SMTP and HTTP alike.

@@ -1,6 +1,6 @@
 //! mailmux-admin: the control plane. The REST API (axum) over the store: tenants, domains with
 //! their DKIM keys (and their rotation) and DNS verification, SMTP credentials, tenant API keys, the queue as seen
-//! by a tenant, receipt rules and stored inbound mail, usage, the audit log, `/metrics`,
+//! by a tenant, receipt rules and stored inbound mail, webhook endpoints and their deliveries, usage, the audit log, `/metrics`,
 //! `/healthz` and `/openapi.json`.
 //!
 //! Every resource module holds its operations as plain functions over the store (the CLI calls
@@ -41,6 +41,7 @@ mod state;
 pub mod tenants;
 pub mod usage;
 pub mod views;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -105,6 +106,15 @@ fn routes() -> (OpenApiRouter<AdminState>, OpenApiRouter<AdminState>) {
         .routes(routes!(inbound::list_inbound))
         .routes(routes!(inbound::show_inbound))
         .routes(routes!(inbound::raw_inbound))
+        .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
+        .routes(routes!(
+            webhooks::show_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::rotate_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::replay_delivery))
         .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(send::send))

@@ -29,6 +29,7 @@ use crate::error::ErrorBody;
         (name = "api-keys", description = "Tenant-scoped REST API keys"),
         (name = "messages", description = "The queue and delivery history"),
         (name = "inbound", description = "Receipt rules (addresses) and stored inbound mail"),
+        (name = "webhooks", description = "Webhook endpoints (Standard Webhooks), deliveries, replay"),
         (name = "send", description = "The HTTP send API (a tenant API key)"),
         (name = "audit", description = "Who changed what"),
         (name = "operations", description = "Health, metrics and this document"),

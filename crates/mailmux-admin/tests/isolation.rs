@@ -109,6 +109,7 @@ async fn fixture(h: &Harness, name: &str, n: u8) -> Fixture {
             size: 3,
             raw: b"x\r\n".to_vec(),
             received_at: mailmux_core::now_ms(),
+            verdicts: None,
         }])
         .await
         .unwrap();

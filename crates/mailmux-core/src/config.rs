@@ -46,6 +46,7 @@ pub struct Config {
     pub ses: SesConfig,
     pub dkim: DkimConfig,
     pub inbound: InboundConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +104,10 @@ pub struct AdminConfig {
     /// Operator bearer token; generated on first start (and stored in the data dir) when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The base URL tenants reach the REST API at (e.g. `https://mail.example.com`), for links
+    /// mailmux hands out (a webhook payload's `raw_url`); unset means `http://<listen>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -261,6 +266,32 @@ pub struct InboundConfig {
     /// Days stored inbound mail (`store` rules, postmaster mail, return-path bounces) is kept;
     /// 0 keeps it until deleted.
     pub retention_days: u64,
+}
+
+/// Webhook delivery (`mailmux-webhooks`): where endpoints may be, how long and how often a
+/// failing one is tried.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Networks webhook URLs may point into although they are loopback, private, link-local…
+    /// (SSRF: by default only public addresses are reached).
+    pub allowed_networks: Vec<IpNet>,
+    /// A delivery failing for this long after its creation (or replay) is dead-lettered.
+    pub max_age_secs: u64,
+    /// Raw messages up to this size ride in the payload (base64); larger ones are linked
+    /// (`raw_url`) and fetched with the tenant's API key.
+    pub inline_raw_max_bytes: u64,
+    pub connect_timeout_secs: u64,
+    /// The whole request, connection included: a hanging endpoint is given up on after this.
+    pub request_timeout_secs: u64,
+    /// First retry delay; doubled at each failure (with jitter) up to `retry_max_secs`.
+    pub retry_initial_ms: u64,
+    pub retry_max_secs: u64,
+    /// Requests in flight to one endpoint at once (per node): a slow endpoint occupies only
+    /// its own slots, never another tenant's.
+    pub concurrency_per_endpoint: usize,
+    /// How often due deliveries are looked for.
+    pub poll_interval_ms: u64,
 }
 
 /// DKIM key rotation (`POST …/dkim/rotate`).
@@ -425,6 +456,20 @@ impl Config {
         if self.dkim.rotation_check_secs == 0 {
             return invalid("dkim.rotation_check_secs", "must be at least 1");
         }
+        if self.webhooks.request_timeout_secs == 0 || self.webhooks.connect_timeout_secs == 0 {
+            return invalid("webhooks.request_timeout_secs", "must be at least 1");
+        }
+        if self.webhooks.retry_initial_ms == 0 || self.webhooks.poll_interval_ms == 0 {
+            return invalid("webhooks.retry_initial_ms", "must be at least 1");
+        }
+        if self.webhooks.concurrency_per_endpoint == 0 {
+            return invalid("webhooks.concurrency_per_endpoint", "must be at least 1");
+        }
+        if let Some(url) = &self.admin.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("admin.public_url", "must start with http:// or https://");
+        }
         Ok(())
     }
 
@@ -436,6 +481,15 @@ impl Config {
                 "sqlite://{}",
                 self.storage.data_dir.join("mailmux.db").display()
             ),
+        }
+    }
+
+    /// The base URL of the REST API as tenants reach it (`admin.public_url`, else
+    /// `http://<admin.listen>`), without a trailing slash.
+    pub fn admin_public_url(&self) -> String {
+        match &self.admin.public_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.admin.listen),
         }
     }
 

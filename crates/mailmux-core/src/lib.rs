@@ -1,6 +1,7 @@
 //! mailmux-core: the domain model (tenants, tiers, limits, features, credentials, envelopes,
 //! queue ids) and the typed configuration every other crate is handed at start-up.
 
+pub mod address_policy;
 pub mod config;
 pub mod credential;
 pub mod dns;

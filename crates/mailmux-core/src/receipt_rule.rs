@@ -18,6 +18,9 @@ pub enum RuleAction {
     Store,
     /// Refused at RCPT with `550 5.7.1` and the rule's text.
     Reject,
+    /// Handed to one of the tenant's `inbound` webhook endpoints ([`ReceiptRule::webhook_id`]),
+    /// signed (Standard Webhooks), retried until delivered or dead-lettered.
+    Webhook,
 }
 
 impl RuleAction {
@@ -25,6 +28,7 @@ impl RuleAction {
         match self {
             RuleAction::Store => "store",
             RuleAction::Reject => "reject",
+            RuleAction::Webhook => "webhook",
         }
     }
 
@@ -32,6 +36,7 @@ impl RuleAction {
         match name {
             "store" => Some(RuleAction::Store),
             "reject" => Some(RuleAction::Reject),
+            "webhook" => Some(RuleAction::Webhook),
             _ => None,
         }
     }
@@ -48,6 +53,9 @@ pub struct ReceiptRule {
     pub action: RuleAction,
     /// The text of the 550 a `reject` rule answers (a default when absent).
     pub reject_text: Option<String>,
+    /// The endpoint a `webhook` rule hands mail to (one of the tenant's `inbound` webhooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }

@@ -19,13 +19,12 @@
 //! ```
 //!
 //! Files: `route.rs` picks the transport, `dkim.rs` signs, `mx.rs` resolves hosts,
-//! `address_policy.rs` keeps delivery off private networks, `host_health.rs` remembers
+//! core's `address_policy.rs` keeps delivery off private networks, `host_health.rs` remembers
 //! destinations that are down, `client.rs` holds one SMTP conversation, `pool.rs` keeps
 //! connections between messages, `smarthost.rs` is the relay transport, `attempt.rs` delivers
 //! one message to one next hop, `dsn.rs` writes bounces, `hold.rs` keeps a paused tenant's mail
 //! back, `return_path.rs` puts custom MAIL FROM domains on the wire.
 
-mod address_policy;
 mod attempt;
 mod client;
 pub mod dkim;
@@ -54,7 +53,6 @@ use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::address_policy::AddressPolicy;
 use crate::attempt::{NextHop, Outcome};
 use crate::client::{SessionPolicy, TlsMode};
 use crate::dkim::{Signers, Signing};
@@ -64,6 +62,7 @@ use crate::mx::MxResolver;
 use crate::pool::Pool;
 use crate::route::{Route, Router};
 use crate::smarthost::Smarthost;
+use mailmux_core::address_policy::AddressPolicy;
 
 pub use error::{DeliveryError, Result};
 pub use mailmux_core::reply::Reply;

@@ -54,6 +54,24 @@ pub struct Verdicts {
     pub temp_error: Option<Refusal>,
     /// DMARC failed and the sender domain's policy is `p=reject`.
     pub dmarc_reject: Option<String>,
+    /// The same verdicts as JSON (`{"spf", "dkim": [...], "arc", "dmarc"}`), kept with the
+    /// message and carried in its webhook payload.
+    pub json: serde_json::Value,
+}
+
+/// `"fail; reason"` (mail-auth's Display) as `{"result": "fail", "reason": "reason"}`.
+fn result_json(display: String) -> serde_json::Value {
+    let (result, reason) = match display.split_once("; ") {
+        Some((result, reason)) => (result.to_string(), Some(reason.to_string())),
+        None => (display, None),
+    };
+    serde_json::json!({"result": result.to_lowercase().replace(' ', ""), "reason": reason})
+}
+
+fn spf_json(spf: &SpfVerdict) -> serde_json::Value {
+    let mut out = result_json(spf.output.result().to_string());
+    out["domain"] = serde_json::json!(spf.output.domain());
+    out
 }
 
 /// The verifier, built once at start-up.
@@ -109,6 +127,7 @@ impl Verifier {
                 header: header(&results),
                 temp_error: None,
                 dmarc_reject: None,
+                json: serde_json::json!({"spf": spf_json(spf), "parse_error": true}),
             };
         };
         let dkim = self.authenticator.verify_dkim(&parsed).await;
@@ -185,10 +204,28 @@ impl Verifier {
                 dmarc.domain()
             ));
         }
+        let json = serde_json::json!({
+            "spf": spf_json(spf),
+            "dkim": dkim.iter().map(|d| {
+                let mut out = result_json(d.result().to_string());
+                if let Some(signature) = d.signature() {
+                    out["domain"] = serde_json::json!(signature.d);
+                    out["selector"] = serde_json::json!(signature.s);
+                }
+                out
+            }).collect::<Vec<_>>(),
+            "arc": result_json(arc.result().to_string()),
+            "dmarc": {
+                "result": verdict,
+                "domain": (!dmarc.domain().is_empty()).then(|| dmarc.domain().to_string()),
+                "policy": policy,
+            },
+        });
         Verdicts {
             header,
             temp_error,
             dmarc_reject,
+            json,
         }
     }
 }

@@ -6,19 +6,20 @@
 //! verdicts, and [`Inbound`] ties them to the store: [`Inbound::spf`] judges MAIL FROM,
 //! [`Inbound::recipient`] answers RCPT, [`Inbound::accept`] checks the complete message and
 //! makes it durable before the session may answer 250, and `parsed.rs` shows a stored message
-//! as JSON.
+//! as JSON, `webhook.rs` the deliveries (and payloads) of mail for `webhook` rules.
 //! Verdicts are values: a refusal carries the SMTP reply the session sends.
 
 pub mod address;
 pub mod auth;
 pub mod parsed;
 pub mod rules;
+pub mod webhook;
 
 use mailmux_core::reply::Reply;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mailmux_core::{Config, RuleAction, TenantStatus, now_ms};
+use mailmux_core::{Config, ReceiptRule, RuleAction, TenantStatus, now_ms};
 use mailmux_policy::rules::{lookup_failed, storage_failed};
 use mailmux_policy::{Refusal, RejectReason};
 use mailmux_store::{InboundMessage, Store};
@@ -48,6 +49,9 @@ pub struct Accepted {
     /// The recipient's domain refuses mail failing DMARC under `p=reject`.
     #[serde(skip)]
     pub dmarc_reject: bool,
+    /// A `webhook` rule's endpoint: the message is handed to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_id: Option<String>,
 }
 
 /// A complete message on the MX, as [`Inbound::accept`] needs it.
@@ -75,6 +79,7 @@ enum Checks {
 pub struct Inbound {
     store: Store,
     checks: Arc<Checks>,
+    payloads: Arc<webhook::PayloadSettings>,
 }
 
 fn refuse(reason: RejectReason, code: u16, status: &'static str, text: String) -> Refusal {
@@ -106,6 +111,7 @@ impl Inbound {
         Inbound {
             store,
             checks: Arc::new(checks),
+            payloads: Arc::new(webhook::PayloadSettings::from_config(config)),
         }
     }
 
@@ -171,15 +177,44 @@ impl Inbound {
             return Err(not_served(&recipient.domain));
         };
         let rule = self.rule(&recipient).await?;
+        let mut webhook_id = None;
         let rule_id = match rule {
-            Some((id, RuleAction::Store, _)) => Some(id),
-            Some((_, RuleAction::Reject, text)) => {
+            Some(ReceiptRule {
+                id,
+                action: RuleAction::Store,
+                ..
+            }) => Some(id),
+            Some(ReceiptRule {
+                action: RuleAction::Reject,
+                reject_text,
+                ..
+            }) => {
                 return Err(refuse(
                     RejectReason::Relay,
                     550,
                     "5.7.1",
-                    text.unwrap_or_else(|| "Mail to this address is refused".into()),
+                    reject_text.unwrap_or_else(|| "Mail to this address is refused".into()),
                 ));
+            }
+            Some(ReceiptRule {
+                id,
+                action: RuleAction::Webhook,
+                webhook_id: endpoint,
+                ..
+            }) => {
+                // The rule was made while the tenant had the feature; without it now, the mail
+                // is refused rather than accepted and never handed over.
+                if !tenant.features.webhooks {
+                    return Err(refuse(
+                        RejectReason::Relay,
+                        550,
+                        "5.7.1",
+                        "Mail to this address cannot be handed over (webhooks are off for its owner)"
+                            .into(),
+                    ));
+                }
+                webhook_id = endpoint;
+                Some(id)
             }
             // RFC 5321 §4.5.1: postmaster is always accepted; without a rule the tenant keeps it.
             None if recipient.is_postmaster() => None,
@@ -201,6 +236,7 @@ impl Inbound {
             tag: recipient.base_and_tag().1.map(str::to_string),
             bounce: false,
             dmarc_reject: domain.dmarc_reject,
+            webhook_id,
         })
     }
 
@@ -226,6 +262,7 @@ impl Inbound {
             tag: None,
             bounce: true,
             dmarc_reject: false,
+            webhook_id: None,
         })
     }
 
@@ -248,11 +285,8 @@ impl Inbound {
         }
     }
 
-    /// The winning rule's id, action and reject text.
-    async fn rule(
-        &self,
-        recipient: &Recipient,
-    ) -> Result<Option<(String, RuleAction, Option<String>)>, Refusal> {
+    /// The winning rule.
+    async fn rule(&self, recipient: &Recipient) -> Result<Option<ReceiptRule>, Refusal> {
         let found = self
             .store
             .matching_receipt_rules(&recipient.domain, &rules::candidates(recipient))
@@ -261,8 +295,7 @@ impl Inbound {
                 warn!(%error, domain = recipient.domain, "receipt rule lookup failed");
                 lookup_failed()
             })?;
-        Ok(rules::winner(recipient, &found)
-            .map(|r| (r.id.clone(), r.action, r.reject_text.clone())))
+        Ok(rules::winner(recipient, &found).cloned())
     }
 
     /// Stored mail (inbound and queued) against the tenant's `max_storage_mb` (0: unlimited).
@@ -298,14 +331,16 @@ impl Inbound {
     /// `received` on top of `body`, all in one commit. Returns only after that commit, so the
     /// session's 250 follows it; on any error the client hears 4xx and keeps its copy. A
     /// message for several tenants gets `id.1`, `id.2`… so that each tenant sees its own.
+    /// Recipients under `webhook` rules add one webhook delivery per endpoint, in that same
+    /// commit (`webhook.rs`): durable before the 250 like the message.
     pub async fn accept(
         &self,
         arrival: &Arrival<'_>,
         received: &str,
         body: &[u8],
     ) -> Result<Vec<String>, Refusal> {
-        let results = match (self.checks.as_ref(), arrival.spf) {
-            (Checks::Off, _) => String::new(),
+        let (results, verdicts) = match (self.checks.as_ref(), arrival.spf) {
+            (Checks::Off, _) => (String::new(), None),
             (Checks::On(verifier), Some(spf)) => {
                 let verdicts = verifier.verify(arrival.ip, spf, body).await;
                 if let Some(refusal) = verdicts.temp_error {
@@ -316,7 +351,7 @@ impl Inbound {
                 {
                     return Err(auth::dmarc_refusal(domain));
                 }
-                verdicts.header
+                (verdicts.header, Some(verdicts.json.to_string()))
             }
             _ => return Err(checks_unavailable()),
         };
@@ -331,6 +366,7 @@ impl Inbound {
         tenants.dedup();
         let now = now_ms();
         let mut rows = Vec::with_capacity(tenants.len());
+        let mut deliveries = Vec::new();
         for (n, tenant) in tenants.iter().enumerate() {
             let own: Vec<&Accepted> = recipients
                 .iter()
@@ -340,7 +376,7 @@ impl Inbound {
                 warn!(%error, "recipient list not serialisable");
                 storage_failed()
             })?;
-            rows.push(InboundMessage {
+            let row = InboundMessage {
                 id: if tenants.len() == 1 {
                     id.to_string()
                 } else {
@@ -352,12 +388,18 @@ impl Inbound {
                 size: message.len() as u64,
                 raw: message.to_vec(),
                 received_at: now,
-            });
+                verdicts: verdicts.clone(),
+            };
+            deliveries.extend(webhook::deliveries(&row, &own, &self.payloads));
+            rows.push(row);
         }
-        self.store.store_inbound(&rows).await.map_err(|error| {
-            warn!(%error, id, "storing inbound mail failed");
-            storage_failed()
-        })?;
+        self.store
+            .store_inbound_with_webhooks(&rows, &deliveries)
+            .await
+            .map_err(|error| {
+                warn!(%error, id, "storing inbound mail failed");
+                storage_failed()
+            })?;
         Ok(rows.into_iter().map(|r| r.id).collect())
     }
 }

@@ -17,6 +17,16 @@ pub fn summary(message: &InboundMessage) -> Value {
     })
 }
 
+/// The SPF, DKIM, DMARC and ARC verdicts stored with the message (`null` when the checks were
+/// off).
+fn verdicts(message: &InboundMessage) -> Value {
+    message
+        .verdicts
+        .as_deref()
+        .and_then(|v| serde_json::from_str(v).ok())
+        .unwrap_or(Value::Null)
+}
+
 fn recipients(message: &InboundMessage) -> Value {
     // Written by `Inbound::accept`; a row that does not parse shows as no recipients rather
     // than failing the whole listing.
@@ -39,6 +49,7 @@ fn addresses(address: Option<&Address<'_>>) -> Value {
 pub fn parsed(message: &InboundMessage) -> Value {
     let mut out = summary(message);
     let Some(parsed) = MessageParser::default().parse(&message.raw) else {
+        out["verdicts"] = verdicts(message);
         out["parse_error"] = json!("the message could not be parsed; see …/raw");
         return out;
     };
@@ -69,6 +80,7 @@ pub fn parsed(message: &InboundMessage) -> Value {
     out["text"] = json!(parsed.body_text(0));
     out["html"] = json!(parsed.body_html(0));
     out["attachments"] = Value::Array(attachments);
+    out["verdicts"] = verdicts(message);
     out
 }
 
@@ -91,6 +103,7 @@ mod tests {
             size: raw.len() as u64,
             raw: raw.to_vec(),
             received_at: 5,
+            verdicts: None,
         };
         let view = parsed(&message);
         assert_eq!(view["subject"], "Hi");

@@ -42,6 +42,7 @@ mod tests {
             local_part: local.into(),
             action: RuleAction::Store,
             reject_text: None,
+            webhook_id: None,
             created_at: 0,
             updated_at: 0,
         }

@@ -4,7 +4,8 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Result, Store};
+use crate::webhooks::insert_delivery;
+use crate::{NewWebhookDelivery, Result, Store};
 
 /// One stored inbound message: for one tenant, with the recipients of its that got it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,18 +19,30 @@ pub struct InboundMessage {
     /// The exact bytes as accepted; empty in listings (see [`Store::list_inbound`]).
     pub raw: Vec<u8>,
     pub received_at: i64,
+    /// JSON: the SPF, DKIM, DMARC and ARC verdicts; `None` when the checks were off.
+    pub verdicts: Option<String>,
 }
 
-const SUMMARY: &str = "id, tenant_id, mail_from, recipients, size, received_at";
+const SUMMARY: &str = "id, tenant_id, mail_from, recipients, size, received_at, verdicts";
 
 impl Store {
     /// Stores `messages` (one per tenant of a transaction) in one transaction: all or none.
     pub async fn store_inbound(&self, messages: &[InboundMessage]) -> Result<()> {
+        self.store_inbound_with_webhooks(messages, &[]).await
+    }
+
+    /// As [`Store::store_inbound`], with the webhook deliveries of the messages in the same
+    /// transaction: once the MX answers 250, the hand-offs are as durable as the mail.
+    pub async fn store_inbound_with_webhooks(
+        &self,
+        messages: &[InboundMessage],
+        deliveries: &[NewWebhookDelivery],
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for m in messages {
             sqlx::query(
                 "INSERT INTO inbound_messages (id, tenant_id, mail_from, recipients, size, raw, \
-                 received_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                 received_at, verdicts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&m.id)
             .bind(&m.tenant_id)
@@ -38,8 +51,12 @@ impl Store {
             .bind(m.size as i64)
             .bind(m.raw.as_slice())
             .bind(m.received_at)
+            .bind(m.verdicts.as_deref())
             .execute(&mut *tx)
             .await?;
+        }
+        for delivery in deliveries {
+            insert_delivery(&mut tx, delivery).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -129,5 +146,6 @@ fn message_from_row(row: &AnyRow, with_raw: bool) -> Result<InboundMessage> {
             Vec::new()
         },
         received_at: row.try_get("received_at")?,
+        verdicts: row.try_get("verdicts")?,
     })
 }

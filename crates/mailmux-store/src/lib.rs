@@ -20,6 +20,7 @@ mod stats;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
 mod tenants;
+mod webhooks;
 
 use std::path::Path;
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub use queue::QUOTA_WINDOW_MS;
 pub use return_paths::{ReturnPath, ReturnPathCheck};
 pub use stats::TenantCounters;
 pub use tenants::TenantDeletion;
+pub use webhooks::{DeliveryOutcome, NewWebhookDelivery, Webhook, WebhookAttempt, WebhookDelivery};
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -55,6 +57,9 @@ pub enum StoreError {
     /// A tenant limit (max_users, max_domains) would be exceeded; the text says which.
     #[error("{0}")]
     LimitReached(String),
+    /// The row is still referred to (an endpoint a receipt rule uses); the text says by what.
+    #[error("{0}")]
+    InUse(String),
     #[error("cannot prepare database location {path}: {source}")]
     Location {
         path: String,

@@ -10,7 +10,7 @@ use crate::audit::{commit_if_changed, commit_with_audit};
 use crate::{AuditEntry, Result, Store, StoreError};
 
 const COLUMNS: &str =
-    "id, tenant_id, domain, local_part, action, reject_text, created_at, updated_at";
+    "id, tenant_id, domain, local_part, action, reject_text, created_at, updated_at, webhook_id";
 
 impl Store {
     /// Adds a rule; `Conflict` when the address (or the domain's catch-all) already has one.
@@ -21,7 +21,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO receipt_rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO receipt_rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
         ))
         .bind(&rule.id)
         .bind(&rule.tenant_id)
@@ -31,6 +31,7 @@ impl Store {
         .bind(rule.reject_text.as_deref())
         .bind(rule.created_at)
         .bind(rule.updated_at)
+        .bind(rule.webhook_id.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("rule for {}", rule.address())))?;
@@ -47,7 +48,7 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE receipt_rules SET domain = $3, local_part = $4, action = $5, \
-             reject_text = $6, updated_at = $7 WHERE tenant_id = $1 AND id = $2",
+             reject_text = $6, updated_at = $7, webhook_id = $8 WHERE tenant_id = $1 AND id = $2",
         )
         .bind(&rule.tenant_id)
         .bind(&rule.id)
@@ -56,6 +57,7 @@ impl Store {
         .bind(rule.action.as_str())
         .bind(rule.reject_text.as_deref())
         .bind(rule.updated_at)
+        .bind(rule.webhook_id.as_deref())
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("rule for {}", rule.address())))?;
@@ -140,6 +142,7 @@ fn rule_from_row(row: &AnyRow) -> Result<ReceiptRule> {
         action: RuleAction::from_name(&action)
             .ok_or_else(|| StoreError::Corrupt(format!("receipt rule action {action:?}")))?,
         reject_text: row.try_get("reject_text")?,
+        webhook_id: row.try_get("webhook_id")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

@@ -28,6 +28,7 @@ impl Fixture {
                     local_part: local.into(),
                     action,
                     reject_text: text.map(str::to_string),
+                    webhook_id: None,
                     created_at: now_ms(),
                     updated_at: now_ms(),
                 },
@@ -177,6 +178,7 @@ async fn over_the_storage_limit_store_rules_get_452() {
         size: 1024 * 1024,
         raw: vec![b'x'; 16],
         received_at: now_ms(),
+        verdicts: None,
     };
     f.store.store_inbound(&[big]).await.unwrap();
     c.cmd("MAIL FROM:<someone@example.org>")

@@ -4,9 +4,9 @@
 //! storage, expired by age.
 
 use mailmux_core::credential::random_id;
-use mailmux_core::{Domain, ReceiptRule, RuleAction, Tier};
+use mailmux_core::{ReceiptRule, RuleAction, Tier};
 
-use super::new_tenant;
+use super::{inbound_domain, new_tenant};
 use crate::{InboundMessage, Store, StoreError};
 
 fn rule(tenant_id: &str, domain: &str, local: &str, action: RuleAction) -> ReceiptRule {
@@ -17,6 +17,7 @@ fn rule(tenant_id: &str, domain: &str, local: &str, action: RuleAction) -> Recei
         local_part: local.into(),
         action,
         reject_text: None,
+        webhook_id: None,
         created_at: 1,
         updated_at: 1,
     }
@@ -27,16 +28,7 @@ pub(super) async fn receipt_rules_and_inbound_mail(store: &Store) {
     store.create_tenant(&tenant, None).await.unwrap();
     let name = format!("{}.inbound.test", random_id("d", 8));
     store
-        .add_domain(&Domain {
-            name: name.clone(),
-            tenant_id: tenant.id.clone(),
-            verified: true,
-            verified_by: Some("operator".into()),
-            verification_token: "tok".into(),
-            created_at: 1,
-            inbound: true,
-            dmarc_reject: false,
-        })
+        .add_domain(&inbound_domain(&tenant.id, &name))
         .await
         .unwrap();
     let sales = rule(&tenant.id, &name, "sales", RuleAction::Store);
@@ -95,6 +87,7 @@ pub(super) async fn receipt_rules_and_inbound_mail(store: &Store) {
         size: 10,
         raw: b"Subject: \xc3\xa9\r\n\r\nx\0y\r\n".to_vec(),
         received_at: at,
+        verdicts: None,
     };
     let older = format!("{}-1", random_id("m", 8));
     let newer = format!("{older}-2");

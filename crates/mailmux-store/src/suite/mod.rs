@@ -1,7 +1,7 @@
 //! The storage test suite: one body of checks, run against every backend (SQLite in a temp
 //! dir by this crate's tests, Postgres by the root `tests/store.rs`). Compiled only for tests
 //! and for the `test-suite` feature so the root package can call it. The checks are grouped by
-//! what they cover: `tenants.rs`, `dkim.rs`, `queue.rs`, `policy.rs`, `inbound.rs`; the fixtures they share
+//! what they cover: `tenants.rs`, `dkim.rs`, `queue.rs`, `policy.rs`, `inbound.rs`, `webhooks.rs`; the fixtures they share
 //! are here.
 
 mod dkim;
@@ -9,12 +9,13 @@ mod inbound;
 mod policy;
 mod queue;
 mod tenants;
+mod webhooks;
 
 use std::sync::Arc;
 
 use mailmux_core::credential::{hash_secret, random_id};
 use mailmux_core::queued::NewMessage;
-use mailmux_core::{BodyFlags, Credential, Envelope, QueueId, Tenant, Tier};
+use mailmux_core::{BodyFlags, Credential, Domain, Envelope, QueueId, Tenant, Tier};
 use sqlx::Executor;
 
 use crate::{Backend, DkimKey, DkimKeyStatus, Store};
@@ -32,6 +33,7 @@ pub async fn run_all(store: &Store) {
     tenants::user_and_domain_limits_hold_under_concurrency(store).await;
     tenants::audit_entries_commit_with_their_change(store).await;
     inbound::receipt_rules_and_inbound_mail(store).await;
+    webhooks::webhooks_and_deliveries(store).await;
 }
 
 /// From now on the database refuses audit entries whose action is `action`, as a full disk or
@@ -76,6 +78,20 @@ pub async fn accept_audit_entries(store: &Store) {
 
 fn new_tenant(tier: Tier) -> Tenant {
     Tenant::new(random_id("t_", 16), "acme".into(), tier, 1_000)
+}
+
+/// A verified inbound domain of `tenant_id`.
+fn inbound_domain(tenant_id: &str, name: &str) -> Domain {
+    Domain {
+        name: name.to_string(),
+        tenant_id: tenant_id.to_string(),
+        verified: true,
+        verified_by: Some("operator".into()),
+        verification_token: "tok".into(),
+        created_at: 1,
+        inbound: true,
+        dmarc_reject: false,
+    }
 }
 
 fn new_credential(tenant_id: &str) -> Credential {

@@ -1,31 +1,35 @@
-//! Which addresses direct MX delivery may connect to.
+//! Which addresses mailmux may connect to when someone else's DNS or URL names the destination:
+//! direct MX delivery (`delivery.allowed_networks`) and webhook endpoints
+//! (`webhooks.allowed_networks`). One rule for both, so the two can never disagree on what
+//! "private" means.
 //!
 //! DNS is the sender's to choose: anyone can publish an MX (or, with no MX, an A record) that
 //! points at `127.0.0.1`, at `10.0.0.1` or at the cloud metadata service `169.254.169.254`,
 //! and a relay that connects wherever DNS points then speaks SMTP into the operator's own
 //! network. So only public addresses are reached, unless the operator lists a network in
 //! `delivery.allowed_networks` (a test rig on loopback, an internal MX on purpose). The
-//! smarthost is the operator's own setting and is not filtered.
+//! smarthost is the operator's own setting and is not filtered. A webhook URL is the tenant's to
+//! choose, so the same holds for it, with `webhooks.allowed_networks`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-/// The rule, built once from `delivery.allowed_networks`.
+/// The rule, built once from an `allowed_networks` list.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AddressPolicy {
+pub struct AddressPolicy {
     allowed: Vec<IpNet>,
 }
 
 impl AddressPolicy {
-    pub(crate) fn new(allowed: &[IpNet]) -> AddressPolicy {
+    pub fn new(allowed: &[IpNet]) -> AddressPolicy {
         AddressPolicy {
             allowed: allowed.to_vec(),
         }
     }
 
     /// Why `ip` must not be connected to (`"loopback"`, `"private"`, …), or `None` when it may.
-    pub(crate) fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
+    pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
         let ip = ip.to_canonical();
         let kind = non_public_kind(ip)?;
         if self.allowed.iter().any(|net| net.contains(&ip)) {
