@@ -36,10 +36,13 @@ struct Fixture {
     message: String,
     rule: String,
     inbound: String,
+    webhook: String,
 }
 
 async fn fixture(h: &Harness, name: &str, n: u8) -> Fixture {
-    let tenant = h.tenant(name, "starter").await;
+    // Professional: the tier with `webhooks`, so another tenant's endpoint is a 404, not the
+    // feature's 403.
+    let tenant = h.tenant(name, "professional").await;
     let domain = format!("{}.example", name.to_lowercase());
     h.op(
         Method::POST,
@@ -113,8 +116,21 @@ async fn fixture(h: &Harness, name: &str, n: u8) -> Fixture {
         }])
         .await
         .unwrap();
+    // A public IP literal: accepted without allowed_networks and without a DNS lookup.
+    let webhook = h
+        .op(
+            Method::POST,
+            &format!("/api/tenants/{tenant}/webhooks"),
+            Some(json!({"url": "https://192.0.2.10/in", "kind": "inbound"})),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     Fixture {
         tenant,
+        webhook,
         key: created["key"].as_str().unwrap().to_string(),
         domain,
         credential,
@@ -134,6 +150,8 @@ fn fill(template: &str, id: &str, of: &Fixture) -> String {
         .replace("{queue_id}", &of.message)
         .replace("{rule_id}", &of.rule)
         .replace("{message_id}", &of.inbound)
+        .replace("{webhook_id}", &of.webhook)
+        .replace("{delivery_id}", "msg_000000000000000000000000")
 }
 
 /// A well-formed body for the operations that take one, so a 404 cannot come from the body.
@@ -147,6 +165,10 @@ fn body_for(method: &Method, template: &str) -> Option<Value> {
         }
         ("PUT", "/api/tenants/{id}") => Some(json!({"max_users": 1000})),
         ("POST", "/api/tenants/{id}/api-keys") => Some(json!({"name": "intruder"})),
+        ("POST", "/api/tenants/{id}/webhooks") => {
+            Some(json!({"url": "https://192.0.2.11/in", "kind": "inbound"}))
+        }
+        ("PUT", "/api/tenants/{id}/webhooks/{webhook_id}") => Some(json!({"enabled": false})),
         ("PUT", "/api/tenants/{id}/credentials/{credential_id}") => {
             Some(json!({"rate_per_second": 1}))
         }
@@ -168,6 +190,7 @@ async fn snapshot(h: &Harness, b: &Fixture) -> Vec<Value> {
         format!("/api/tenants/{}/messages", b.tenant),
         format!("/api/tenants/{}/addresses", b.tenant),
         format!("/api/tenants/{}/inbound", b.tenant),
+        format!("/api/tenants/{}/webhooks", b.tenant),
     ] {
         all.push(h.op(Method::GET, &path, None, 200).await);
     }
@@ -187,6 +210,7 @@ async fn tenant_keys_see_only_their_tenant(h: Harness) {
         message: "00000000009999999999".into(),
         rule: "r_0000000000000000".into(),
         inbound: "00000000009999999998".into(),
+        webhook: "wh_0000000000000000".into(),
     };
 
     let mut checked = 0;
@@ -245,6 +269,7 @@ async fn tenant_keys_see_only_their_tenant(h: Harness) {
                     .replace(&of.message, "<x>")
                     .replace(&of.rule, "<x>")
                     .replace(&of.inbound, "<x>")
+                    .replace(&of.webhook, "<x>")
             };
             let (id_a, id_g) = if what == "B's tenant" {
                 (&b.tenant, &nobody.tenant)
@@ -316,5 +341,5 @@ async fn no_route_without_a_token(h: Harness) {
             200,
         )
         .await;
-    assert_eq!(t["limits"]["max_users"], 25);
+    assert_eq!(t["limits"]["max_users"], 100);
 }

@@ -59,6 +59,17 @@ const EXPECTED: &[(&str, &str)] = &[
     ("GET", "/api/tenants/{id}/inbound"),
     ("GET", "/api/tenants/{id}/inbound/{message_id}"),
     ("GET", "/api/tenants/{id}/inbound/{message_id}/raw"),
+    ("GET", "/api/tenants/{id}/webhooks"),
+    ("POST", "/api/tenants/{id}/webhooks"),
+    ("GET", "/api/tenants/{id}/webhooks/{webhook_id}"),
+    ("PUT", "/api/tenants/{id}/webhooks/{webhook_id}"),
+    ("DELETE", "/api/tenants/{id}/webhooks/{webhook_id}"),
+    ("POST", "/api/tenants/{id}/webhooks/{webhook_id}/rotate"),
+    ("GET", "/api/tenants/{id}/webhooks/{webhook_id}/deliveries"),
+    (
+        "POST",
+        "/api/tenants/{id}/webhooks/{webhook_id}/deliveries/{delivery_id}/replay",
+    ),
 ];
 
 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "PATCH"];
@@ -83,6 +94,8 @@ fn concrete(template: &str) -> String {
         .replace("{credential_id}", "c_0")
         .replace("{key_id}", "k_0")
         .replace("{queue_id}", "0")
+        .replace("{webhook_id}", "wh_0")
+        .replace("{delivery_id}", "msg_0")
 }
 
 #[tokio::test]
@@ -155,7 +168,7 @@ async fn document_lists_the_routes_the_router_serves() {
         }
     }
     // Paths outside the document are not served.
-    for path in ["/api", "/api/tenants/t_1/webhooks", "/admin"] {
+    for path in ["/api", "/api/tenants/t_1/events", "/admin"] {
         let (status, value) = h.call(Method::GET, path, Some(OPERATOR_TOKEN), None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(value["error"]["code"], "no_route", "{path}: {value}");
