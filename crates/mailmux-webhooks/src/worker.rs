@@ -121,11 +121,16 @@ impl Worker {
                     });
                 }
                 // More of this endpoint's deliveries were due than it has slots: the rest wait
-                // for a later poll, unleased, holding nothing.
+                // for a later poll, unleased, holding nothing. (If giving one back fails, its
+                // lease runs out instead; the other deliveries still start.)
                 Err(_) => {
-                    self.store
+                    if let Err(error) = self
+                        .store
                         .release_webhook_delivery(&delivery.id, &self.owner)
-                        .await?
+                        .await
+                    {
+                        warn!(%error, id = delivery.id, "cannot give a webhook lease back");
+                    }
                 }
             }
         }

@@ -34,6 +34,7 @@ pub async fn run_all(store: &Store) {
     tenants::audit_entries_commit_with_their_change(store).await;
     inbound::receipt_rules_and_inbound_mail(store).await;
     webhooks::webhooks_and_deliveries(store).await;
+    webhooks::concurrent_delivery_claims_never_overlap(store).await;
 }
 
 /// From now on the database refuses audit entries whose action is `action`, as a full disk or

@@ -316,3 +316,67 @@ pub(super) async fn webhooks_and_deliveries(store: &Store) {
     assert!(store.delete_tenant(&tenant.id, None).await.unwrap());
     assert_eq!(store.get_webhook(&tenant.id, &a.id).await.unwrap(), None);
 }
+
+/// Several nodes claiming at once (Postgres: `SKIP LOCKED`) each get different deliveries, and
+/// together all of them.
+pub(super) async fn concurrent_delivery_claims_never_overlap(store: &Store) {
+    let tenant = new_tenant(Tier::Professional);
+    store.create_tenant(&tenant, None).await.unwrap();
+    let endpoint = webhook(&tenant.id);
+    store.create_webhook(&endpoint, None).await.unwrap();
+    let now = mailmux_core::now_ms();
+    let message = InboundMessage {
+        id: random_id("m", 12),
+        tenant_id: tenant.id.clone(),
+        mail_from: "ann@example.org".into(),
+        recipients: "[]".into(),
+        size: 3,
+        raw: b"x\r\n".to_vec(),
+        received_at: now,
+        verdicts: None,
+    };
+    let batch: Vec<NewWebhookDelivery> = (0..40)
+        .map(|_| delivery(&endpoint, &message.id, now))
+        .collect();
+    store
+        .store_inbound_with_webhooks(std::slice::from_ref(&message), &batch)
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for node in 0..4 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let claimed = store
+                    .claim_webhook_deliveries(
+                        &format!("node-{node}"),
+                        now + 5,
+                        now + 600_000,
+                        3,
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                if claimed.is_empty() {
+                    return got;
+                }
+                got.extend(claimed.into_iter().map(|d| d.id));
+            }
+        }));
+    }
+    let mut ours = Vec::new();
+    for task in tasks {
+        ours.extend(
+            task.await
+                .unwrap()
+                .into_iter()
+                .filter(|id| batch.iter().any(|d| &d.id == id)),
+        );
+    }
+    let mut unique = ours.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(ours.len(), 40, "every delivery claimed");
+    assert_eq!(unique.len(), 40, "no delivery claimed twice");
+}
