@@ -230,11 +230,15 @@ impl Deliverer {
         let mut report = self.report_of(&message, &lease, &outcomes);
         log_results(&message, &report, &outcomes);
         report.bounce = self.bounce(&message, &report, &outcomes).await;
-        let bounce = report.bounce.as_ref().map(|b| b.id.clone());
+        // The DSN's recipient: the sender, or for forwarded mail the original sender.
+        let bounce = report
+            .bounce
+            .as_ref()
+            .map(|b| (b.id.clone(), b.envelope.rcpt_to.join(", ")));
         match self.queue.report(report, lease).await {
             Ok(Recorded::Yes) => {
-                if let Some(dsn) = bounce {
-                    info!(%dsn, to = %message.mail_from, "bounce queued");
+                if let Some((dsn, to)) = bounce {
+                    info!(%dsn, to, "bounce queued");
                 }
             }
             Ok(Recorded::LeaseLost) => warn!(
