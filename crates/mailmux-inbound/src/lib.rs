@@ -4,7 +4,8 @@
 //! looked up), `rules.rs` picks the receipt rule a recipient falls under (individual, then its
 //! `+tag` base, then the domain's catch-all), `auth.rs` gives the SPF, DKIM, ARC and DMARC
 //! verdicts, and [`Inbound`] ties them to the store: [`Inbound::spf`] judges MAIL FROM,
-//! [`Inbound::recipient`] answers RCPT, [`Inbound::accept`] checks the complete message and
+//! [`Inbound::rcpt`] answers RCPT (SRS addresses in forward.rs, every other address by the
+//! rules in [`Inbound::recipient`]), [`Inbound::accept`] checks the complete message and
 //! makes it durable before the session may answer 250, and `parsed.rs` shows a stored message
 //! as JSON. `forward.rs` carries out `forward` and `list` rules and relays bounces that come
 //! back to SRS addresses, through the outbound queue; `postmaster.rs` takes the bare
