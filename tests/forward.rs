@@ -20,12 +20,17 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// DNS: the inbound domain's SPF covers the relay (127.0.0.1), so SRS senders on it pass; the
 /// forwarding destinations (example.net) and the original sender's domain (sender.test, for
-/// bounces) have their MX at the sink.
+/// bounces) have their MX at the sink; `relay.inbound.test` (the relay's `smtp.hostname` where a
+/// test sets it, named by return-path records) is 127.0.0.1.
 fn dns() -> DnsServer {
     DnsServer::start(json!({
         "zones": ["example.org", "example.net", "sender.test", "inbound.test", "org", "net",
                   "test"],
         "records": [
+            {"name": "relay.inbound.test", "type": "A", "value": "127.0.0.1"},
+            {"name": "bounce.inbound.test", "type": "MX", "value": "10 relay.inbound.test"},
+            {"name": "bounce.inbound.test", "type": "TXT",
+             "value": "v=spf1 a:relay.inbound.test ~all"},
             {"name": "sender.test", "type": "TXT", "value": "v=spf1 ip4:127.0.0.1 -all"},
             {"name": "sender.test", "type": "MX", "value": "10 mx.example.net"},
             {"name": "inbound.test", "type": "TXT", "value": "v=spf1 ip4:127.0.0.1 -all"},
@@ -169,19 +174,25 @@ fn field_names(head: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn ready() -> bool {
-    common::require_support() && common::require_python_module("spf")
+/// What every test here needs: the DNS server, the next hop (the sink, with `sink_args`),
+/// mailmux (with `env`) and a professional tenant with `inbound.test` verified and inbound;
+/// `None` when the Python support processes (or pyspf) are missing.
+fn setup(sink_args: &[&str], env: &[(&str, &str)]) -> Option<(DnsServer, Sink, Mailmux, String)> {
+    if !(common::require_support() && common::require_python_module("spf")) {
+        return None;
+    }
+    let dns = dns();
+    let sink = Sink::start(sink_args);
+    let mm = start(&dns, &sink, env);
+    let tenant = inbound_tenant(&mm, "professional", "inbound.test");
+    Some((dns, sink, mm, tenant))
 }
 
 #[test]
 fn forward_rewrites_the_sender_with_srs_and_bounces_find_the_original_sender() {
-    if !ready() {
+    let Some((dns, sink, mm, tenant)) = setup(&["--reject-rcpt", "^nobody@"], &[]) else {
         return;
-    }
-    let dns = dns();
-    let sink = Sink::start(&["--reject-rcpt", "^nobody@"]);
-    let mm = start(&dns, &sink, &[]);
-    let tenant = inbound_tenant(&mm, "professional", "inbound.test");
+    };
 
     // Validation: 422 with the field named.
     for (body, want) in [
@@ -326,14 +337,56 @@ fn forward_rewrites_the_sender_with_srs_and_bounces_find_the_original_sender() {
 }
 
 #[test]
-fn list_rules_reach_every_member_and_need_mailing_lists() {
-    if !ready() {
+fn the_verified_return_path_domain_is_the_srs_domain() {
+    let Some((dns, sink, mm, tenant)) =
+        setup(&[], &[("MAILMUX_SMTP__HOSTNAME", "relay.inbound.test")])
+    else {
         return;
-    }
-    let dns = dns();
-    let sink = Sink::start(&[]);
-    let mm = start(&dns, &sink, &[]);
-    let tenant = inbound_tenant(&mm, "professional", "inbound.test");
+    };
+    let path = format!("/api/tenants/{tenant}/domains/inbound.test/return-path");
+    let (status, body) = mm.api(
+        "PUT",
+        &path,
+        Some(json!({"return_path": "bounce.inbound.test"})),
+    );
+    assert!(status == 200 || status == 201, "{status} {body}");
+    let (status, body) = mm.api("POST", &format!("{path}/verify"), None);
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = rule(
+        &mm,
+        &tenant,
+        json!({"address": "info@inbound.test", "action": "forward",
+               "forward_to": ["bob@example.net"]}),
+    );
+    assert_eq!(status, 201);
+    let sent = send(
+        mm.mx(),
+        "alice@sender.test",
+        &["info@inbound.test"],
+        &message("rp"),
+    );
+    assert_eq!(sent.data.as_ref().unwrap().0, 250, "{sent:?}");
+    let copy = wait_for(&sink, 1, |m| m.text().contains("Subject: rp")).remove(0);
+    assert!(
+        copy.mail_from
+            .ends_with("=sender.test=alice@bounce.inbound.test"),
+        "{}",
+        copy.mail_from
+    );
+    assert_eq!(spf_at_next_hop(&dns, &copy.mail_from), "pass");
+    // Its bounces come back to the MX on the return-path domain and are relayed on.
+    let bounce = b"From: MAILER-DAEMON@example.net\r\nSubject: rp bounce\r\n\r\nno\r\n";
+    let sent = send(mm.mx(), "", &[copy.mail_from.as_str()], bounce);
+    assert_eq!(sent.data.as_ref().unwrap().0, 250, "{sent:?}");
+    let relayed = wait_for(&sink, 1, |m| m.text().contains("Subject: rp bounce")).remove(0);
+    assert_eq!(relayed.rcpt_tos, ["alice@sender.test"]);
+}
+
+#[test]
+fn list_rules_reach_every_member_and_need_mailing_lists() {
+    let Some((dns, sink, mm, tenant)) = setup(&[], &[]) else {
+        return;
+    };
     let members = ["m1@example.net", "m2@example.net", "m3@example.net"];
     let (status, created) = rule(
         &mm,
@@ -402,17 +455,12 @@ fn list_rules_reach_every_member_and_need_mailing_lists() {
 
 #[test]
 fn bare_postmaster_ends_at_the_configured_postmaster() {
-    if !ready() {
-        return;
-    }
-    let dns = dns();
-    let sink = Sink::start(&[]);
-    let mm = start(
-        &dns,
-        &sink,
+    let Some((dns, sink, mm, tenant)) = setup(
+        &[],
         &[("MAILMUX_INBOUND__POSTMASTER", "postmaster@inbound.test")],
-    );
-    let tenant = inbound_tenant(&mm, "professional", "inbound.test");
+    ) else {
+        return;
+    };
     // Any case, no domain: accepted, and kept for the tenant as postmaster@inbound.test mail.
     let sent = send(
         mm.mx(),
