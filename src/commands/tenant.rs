@@ -113,6 +113,9 @@ pub struct TenantUpdateArgs {
     /// mx, smarthost or ses; `default` goes back to delivery.transport.
     #[arg(long)]
     pub transport: Option<String>,
+    /// SES reputation policy: standard, strict or none.
+    #[arg(long)]
+    pub reputation_policy: Option<String>,
     /// A feature flag, e.g. `--feature webhooks=true`; repeatable.
     #[arg(long = "feature", value_name = "NAME=BOOL")]
     pub features: Vec<String>,
@@ -168,6 +171,7 @@ impl TenantUpdateArgs {
             status_reason: self.status_reason,
             features,
             transport,
+            reputation_policy: self.reputation_policy,
             // The API's round-trip fields: a command says what to change, nothing more.
             ..UpdateTenant::default()
         })

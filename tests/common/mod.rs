@@ -3,6 +3,8 @@
 //!
 //! - [`DnsServer`]: an authoritative DNS server (tests/support/dns_server.py) serving MX/A/TXT
 //!   records for test domains; records can be changed while it runs.
+//! - [`SesRecorder`]: SES v2 on loopback (tests/support/ses_recorder.py): FakeSES, or a
+//!   recording proxy in front of ministack.
 //! - [`Sink`]: a receiving SMTP server (tests/support/smtp_sink.py): the remote MTA, the
 //!   smarthost, the bench sink. Every accepted message is kept byte for byte.
 //! - [`Mailmux`]: the real `mailmux serve` binary on `127.0.0.1:0` listeners, with its data dir
@@ -36,6 +38,7 @@ mod http;
 mod mailmux;
 mod postgres;
 mod process;
+mod ses;
 mod sink;
 mod tools;
 
@@ -48,6 +51,7 @@ pub use http::{http, http_with_headers};
 pub use mailmux::{Listeners, Mailmux, TestTenant};
 pub use postgres::{postgres_url, psql};
 pub use process::{TestDir, terminate, unique_suffix, wait_until};
+pub use ses::SesRecorder;
 pub use sink::{Received, Sink, header};
 pub use tools::{
     find_tool, mailmux_bin, pg_bindir, python, repo_root, require_python_module, require_tool,

@@ -53,6 +53,8 @@ pub struct TenantView {
     pub enabled: bool,
     /// `mx`, `smarthost` or `ses`; the configured default (`delivery.transport`) when null.
     pub transport: Option<String>,
+    /// SES reputation policy of the tenant's SES tenant: `standard`, `strict` or `none`.
+    pub reputation_policy: String,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds of the last change.
@@ -77,6 +79,7 @@ impl TenantView {
             status_reason: t.status_reason.clone(),
             enabled: t.enabled,
             transport: t.transport.map(|t| t.as_str().to_string()),
+            reputation_policy: t.reputation_policy.as_str().to_string(),
             created_at: t.created_at,
             updated_at: t.updated_at,
         }

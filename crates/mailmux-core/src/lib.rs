@@ -12,6 +12,7 @@ pub mod message_bytes;
 pub mod metrics;
 pub mod queued;
 pub mod reply;
+pub mod ses_config;
 pub mod sync;
 pub mod tenant;
 
@@ -24,4 +25,6 @@ pub use domain::{
 pub use envelope::{BodyFlags, Envelope, QueueId, QueueIdGenerator, address_domain, now_ms};
 pub use error::Permanence;
 pub use metrics::MetricSource;
-pub use tenant::{Feature, Features, Limits, Tenant, TenantId, TenantStatus, Tier};
+pub use tenant::{
+    Feature, Features, Limits, ReputationPolicy, Tenant, TenantId, TenantStatus, Tier,
+};

@@ -23,7 +23,8 @@
 //! destinations that are down, `client.rs` holds one SMTP conversation, `pool.rs` keeps
 //! connections between messages, `smarthost.rs` is the relay transport, `attempt.rs` delivers
 //! one message to one next hop, `dsn.rs` writes bounces, `hold.rs` keeps a paused tenant's mail
-//! back, `return_path.rs` puts custom MAIL FROM domains on the wire.
+//! back, `return_path.rs` puts custom MAIL FROM domains on the wire, `ses.rs` relays through
+//! the tenant's AWS SES v2 tenant.
 
 mod address_policy;
 mod attempt;
@@ -37,6 +38,7 @@ mod mx;
 mod pool;
 mod return_path;
 mod route;
+mod ses;
 mod smarthost;
 
 use std::collections::BTreeMap;
@@ -63,6 +65,7 @@ use crate::host_health::HostHealth;
 use crate::mx::MxResolver;
 use crate::pool::Pool;
 use crate::route::{Route, Router};
+use crate::ses::Attempted;
 use crate::smarthost::Smarthost;
 
 pub use error::{DeliveryError, Result};
@@ -85,12 +88,23 @@ pub struct Deliverer {
     address_policy: AddressPolicy,
     /// Destinations that failed recently, and until when they are left alone.
     host_health: HostHealth,
+    /// The SES v2 client for tenants on the `ses` transport (built once by `serve`).
+    ses: Option<Arc<mailmux_ses::Ses>>,
 }
 
 impl Deliverer {
     /// Builds the resolver (from `delivery.dns_servers`, or the system configuration) and
     /// checks the smarthost settings; fails only on configuration that cannot work.
     pub fn new(config: Arc<Config>, queue: Arc<Queue>) -> Result<Arc<Deliverer>> {
+        Deliverer::with_ses(config, queue, None)
+    }
+
+    /// [`Deliverer::new`] with the SES client that tenants on the `ses` transport send through.
+    pub fn with_ses(
+        config: Arc<Config>,
+        queue: Arc<Queue>,
+        ses: Option<Arc<mailmux_ses::Ses>>,
+    ) -> Result<Arc<Deliverer>> {
         let delivery = &config.delivery;
         let mx_policy = SessionPolicy {
             helo: ClientId::Domain(config.helo_name().to_string()),
@@ -122,6 +136,7 @@ impl Deliverer {
             smarthost,
             address_policy: AddressPolicy::new(&delivery.allowed_networks),
             host_health: HostHealth::new(Duration::from_secs(delivery.host_down_secs)),
+            ses,
             queue,
             config,
         }))
@@ -209,7 +224,10 @@ impl Deliverer {
                 Some(reply) => everyone(&message, reply),
                 None => {
                     let sender = self.wire_sender(&message, &route).await;
-                    self.attempt(&message, &route, &sender).await
+                    match self.attempt(&message, &route, &sender).await {
+                        Attempted::Sent(outcomes) => outcomes,
+                        Attempted::Held => return self.hold(lease).await,
+                    }
                 }
             },
             Err(error) => everyone(
@@ -273,6 +291,7 @@ impl Deliverer {
                 idx: outcome.idx,
                 status: outcome.reply.recipient_status(),
                 reply: outcome.reply.to_string(),
+                remote_id: outcome.remote_id.clone(),
             })
             .collect();
         let mut report = self.queue.retry.finish(message, lease, results, now_ms());
@@ -307,15 +326,15 @@ impl Deliverer {
     }
 
     /// Signs the message if its route says so and delivers it, as sent by `sender` (the
-    /// envelope sender on the wire), to each of its next hops.
-    async fn attempt(&self, message: &QueuedMessage, route: &Route, sender: &str) -> Vec<Outcome> {
-        let everyone = |reply: Reply| everyone(message, reply);
+    /// envelope sender on the wire), to each of its next hops. `Held` only from SES, when it
+    /// stopped the tenant's sending.
+    async fn attempt(&self, message: &QueuedMessage, route: &Route, sender: &str) -> Attempted {
+        let everyone = |reply: Reply| Attempted::Sent(everyone(message, reply));
         match route.transport {
-            TransportKind::Ses => {
+            TransportKind::Ses if self.ses.is_none() => {
                 return everyone(Reply::parse(
                     451,
-                    "4.3.5 the SES transport is not available in this version; the message waits \
-                     until the tenant's transport is changed",
+                    "4.3.5 the tenant's transport is ses but no SES client is configured",
                 ));
             }
             TransportKind::Smarthost if self.smarthost.is_none() => {
@@ -362,7 +381,10 @@ impl Deliverer {
             None
         };
         let body: &[u8] = signed.as_deref().unwrap_or(&message.body);
-        match (route.transport, &self.smarthost) {
+        if let (TransportKind::Ses, Some(ses)) = (route.transport, &self.ses) {
+            return self.deliver_ses(ses, message, sender, body).await;
+        }
+        Attempted::Sent(match (route.transport, &self.smarthost) {
             (TransportKind::Smarthost, Some(smarthost)) => {
                 let recipients: Vec<&QueuedRecipient> = message.recipients.iter().collect();
                 self.deliver_to_hop(message, sender, body, &recipients, smarthost.hop())
@@ -396,7 +418,7 @@ impl Deliverer {
                 .flatten()
                 .collect()
             }
-        }
+        })
     }
 
     /// The DSN to the sender listing every recipient bounced in this attempt, if any: it is
@@ -507,6 +529,7 @@ fn everyone(message: &QueuedMessage, reply: Reply) -> Vec<Outcome> {
             reply: reply.clone(),
             remote: None,
             not_before: None,
+            remote_id: None,
         })
         .collect()
 }

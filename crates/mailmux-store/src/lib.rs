@@ -14,6 +14,7 @@ mod history;
 mod key_vault;
 mod queue;
 mod return_paths;
+mod ses;
 mod stats;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
@@ -32,6 +33,7 @@ pub use history::{AttemptView, MessageFilter, MessageState, MessageView, Recipie
 pub use key_vault::{KeyVaultError, MasterKey, sync_dir};
 pub use queue::QUOTA_WINDOW_MS;
 pub use return_paths::{ReturnPath, ReturnPathCheck};
+pub use ses::{SesIdentity, SesStep, SesTenantRecord};
 pub use stats::TenantCounters;
 pub use tenants::TenantDeletion;
 
