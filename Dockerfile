@@ -13,6 +13,7 @@ COPY crates/mailmux-queue/Cargo.toml crates/mailmux-queue/
 COPY crates/mailmux-policy/Cargo.toml crates/mailmux-policy/
 COPY crates/mailmux-smtp/Cargo.toml crates/mailmux-smtp/
 COPY crates/mailmux-delivery/Cargo.toml crates/mailmux-delivery/
+COPY crates/mailmux-inbound/Cargo.toml crates/mailmux-inbound/
 COPY crates/mailmux-admin/Cargo.toml crates/mailmux-admin/
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \

@@ -161,6 +161,22 @@ enum DomainCommand {
         /// DKIM key type: rsa (2048 bits, default) or ed25519.
         #[arg(long, default_value = "rsa", value_parser = parse_key_type)]
         key_type: KeyType,
+        /// Make mailmux the domain's MX (receipt rules apply; the records include the MX).
+        #[arg(long)]
+        inbound: bool,
+    },
+    /// Change a domain: `--inbound true|false` turns mailmux as its MX on or off,
+    /// `--dmarc-reject true|false` refuses inbound mail failing DMARC under p=reject.
+    Update {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        domain: String,
+        #[arg(long, action = clap::ArgAction::Set)]
+        inbound: Option<bool>,
+        /// Refuse inbound mail failing DMARC under the sender domain's p=reject (550 5.7.1).
+        #[arg(long, action = clap::ArgAction::Set)]
+        dmarc_reject: Option<bool>,
     },
     /// List a tenant's domains with their records.
     List {
@@ -364,7 +380,14 @@ async fn domain(context: &Context, command: DomainCommand) -> anyhow::Result<out
             domain,
             verified,
             key_type,
-        } => commands::domain::add(context, &tenant, &domain, verified, key_type).await,
+            inbound,
+        } => commands::domain::add(context, &tenant, &domain, verified, key_type, inbound).await,
+        DomainCommand::Update {
+            tenant,
+            domain,
+            inbound,
+            dmarc_reject,
+        } => commands::domain::update(context, &tenant, &domain, inbound, dmarc_reject).await,
         DomainCommand::List { tenant } => commands::domain::list(context, &tenant).await,
         DomainCommand::Show { tenant, domain } => {
             commands::domain::show(context, &tenant, &domain).await

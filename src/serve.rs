@@ -97,6 +97,19 @@ pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
         let state = admin_state.clone();
         move || mailmux_admin::domain_rechecks(state.clone(), DOMAIN_RECHECK_INTERVAL)
     }));
+    // Stored inbound mail older than inbound.retention_days is deleted, checked hourly.
+    tokio::spawn(supervise(health.component("inbound_retention"), {
+        let inbound = smtp.inbound().clone();
+        let days = config.inbound.retention_days;
+        move || {
+            let inbound = inbound.clone();
+            async move {
+                inbound
+                    .expire(days, std::time::Duration::from_secs(3600))
+                    .await
+            }
+        }
+    }));
     // DKIM rotations: pending keys' records looked up (a found one switches signing), retired
     // keys dropped at the end of their grace period.
     let rotation_interval = std::time::Duration::from_secs(config.dkim.rotation_check_secs);

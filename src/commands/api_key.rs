@@ -1,9 +1,8 @@
 //! `mailmux api-key …`: tenant API keys, created (the key shown once), listed, revoked.
 
-use mailmux_admin::pagination::{MAX_LIMIT, PageQuery};
 use mailmux_admin::{Actor, api_keys};
 
-use super::{Context, with_store};
+use super::{Context, all_pages, with_store};
 use crate::output::Shown;
 
 const API_KEY_COLUMNS: &[&str] = &["id", "name", "created_at", "revoked_at"];
@@ -22,19 +21,11 @@ pub async fn create(
 
 pub async fn list(context: &Context, tenant_id: &str) -> anyhow::Result<Shown> {
     let all = with_store(context, async |store| {
-        let mut all = Vec::new();
-        let mut page = PageQuery {
-            limit: Some(MAX_LIMIT),
-            cursor: None,
-        };
-        loop {
-            let list = api_keys::list(store, tenant_id, &page).await?;
-            all.extend(list.api_keys);
-            match list.next_cursor {
-                Some(cursor) => page.cursor = Some(cursor),
-                None => break Ok(all),
-            }
-        }
+        all_pages(async |page| {
+            let list = api_keys::list(store, tenant_id, page).await?;
+            Ok((list.api_keys, list.next_cursor))
+        })
+        .await
     })
     .await?;
     Shown::list(

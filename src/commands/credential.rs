@@ -1,9 +1,8 @@
 //! `mailmux credential …`: SMTP credentials, created (the password shown once), listed, revoked by id or username.
 
-use mailmux_admin::pagination::{MAX_LIMIT, PageQuery};
 use mailmux_admin::{Actor, credentials};
 
-use super::{Context, with_store};
+use super::{Context, all_pages, with_store};
 use crate::output::Shown;
 
 const CREDENTIAL_COLUMNS: &[&str] = &[
@@ -25,19 +24,11 @@ pub async fn create(context: &Context, tenant_id: &str) -> anyhow::Result<Shown>
 
 pub async fn list(context: &Context, tenant_id: &str) -> anyhow::Result<Shown> {
     let all = with_store(context, async |store| {
-        let mut all = Vec::new();
-        let mut page = PageQuery {
-            limit: Some(MAX_LIMIT),
-            cursor: None,
-        };
-        loop {
-            let list = credentials::list(store, tenant_id, &page).await?;
-            all.extend(list.credentials);
-            match list.next_cursor {
-                Some(cursor) => page.cursor = Some(cursor),
-                None => break Ok(all),
-            }
-        }
+        all_pages(async |page| {
+            let list = credentials::list(store, tenant_id, page).await?;
+            Ok((list.credentials, list.next_cursor))
+        })
+        .await
     })
     .await?;
     Shown::list(

@@ -1,16 +1,17 @@
-//! `mailmux domain …`: add (or mark verified), list, show, verify, delete, rotate the DKIM key.
+//! `mailmux domain …`: add (or mark verified), update (inbound on/off), list, show, verify,
+//! delete, rotate the DKIM key.
 
 use mailmux_admin::dkim::KeyType;
-use mailmux_admin::pagination::{MAX_LIMIT, PageQuery};
 use mailmux_admin::{Actor, domains, provision};
 
-use super::{Context, with_store};
+use super::{Context, all_pages, with_store};
 use crate::output::Shown;
 
 const DOMAIN_COLUMNS: &[&str] = &[
     "domain",
     "verified",
     "verified_by",
+    "inbound",
     "dkim.selector",
     "dkim_signing",
     "checked_at",
@@ -23,6 +24,7 @@ pub async fn add(
     domain: &str,
     verified: bool,
     key_type: KeyType,
+    inbound: bool,
 ) -> anyhow::Result<Shown> {
     let config = &context.config;
     let added = with_store(context, async |store| {
@@ -34,6 +36,7 @@ pub async fn add(
             domain,
             key_type,
             verified,
+            inbound,
         )
         .await
     })
@@ -41,22 +44,33 @@ pub async fn add(
     Shown::object(added)
 }
 
+pub async fn update(
+    context: &Context,
+    tenant_id: &str,
+    domain: &str,
+    inbound: Option<bool>,
+    dmarc_reject: Option<bool>,
+) -> anyhow::Result<Shown> {
+    let config = &context.config;
+    let request = domains::UpdateDomain {
+        inbound,
+        dmarc_reject,
+    };
+    let updated = with_store(context, async |store| {
+        domains::update(store, config, &Actor::cli(), tenant_id, domain, &request).await
+    })
+    .await?;
+    Shown::object(updated)
+}
+
 pub async fn list(context: &Context, tenant_id: &str) -> anyhow::Result<Shown> {
     let config = &context.config;
     let all = with_store(context, async |store| {
-        let mut all = Vec::new();
-        let mut page = PageQuery {
-            limit: Some(MAX_LIMIT),
-            cursor: None,
-        };
-        loop {
-            let list = domains::list(store, config, tenant_id, &page).await?;
-            all.extend(list.domains);
-            match list.next_cursor {
-                Some(cursor) => page.cursor = Some(cursor),
-                None => break Ok(all),
-            }
-        }
+        all_pages(async |page| {
+            let list = domains::list(store, config, tenant_id, page).await?;
+            Ok((list.domains, list.next_cursor))
+        })
+        .await
     })
     .await?;
     Shown::list(

@@ -22,6 +22,8 @@ pub mod tenant;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use mailmux_admin::AdminError;
+use mailmux_admin::pagination::{MAX_LIMIT, PageQuery};
 use mailmux_core::Config;
 use mailmux_store::Store;
 
@@ -183,10 +185,30 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Every item of a paged listing, page after page at the largest page size: `fetch` answers
+/// one page's items and the cursor of the next.
+async fn all_pages<T>(
+    mut fetch: impl AsyncFnMut(&PageQuery) -> Result<(Vec<T>, Option<String>), AdminError>,
+) -> Result<Vec<T>, AdminError> {
+    let mut all = Vec::new();
+    let mut page = PageQuery {
+        limit: Some(MAX_LIMIT),
+        cursor: None,
+    };
+    loop {
+        let (items, next) = fetch(&page).await?;
+        all.extend(items);
+        match next {
+            Some(cursor) => page.cursor = Some(cursor),
+            None => return Ok(all),
+        }
+    }
+}
+
 /// Runs `operation` on the store named by `context`, closing it afterwards either way.
 async fn with_store<T, F>(context: &Context, operation: F) -> anyhow::Result<T>
 where
-    F: AsyncFnOnce(&Store) -> Result<T, mailmux_admin::AdminError>,
+    F: AsyncFnOnce(&Store) -> Result<T, AdminError>,
 {
     let store = open_store(context).await?;
     let result = operation(&store).await;

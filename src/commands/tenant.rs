@@ -1,13 +1,12 @@
 //! `mailmux tenant …`: create, list, show, update, delete.
 
 use anyhow::Context as _;
-use mailmux_admin::pagination::{MAX_LIMIT, PageQuery};
 use mailmux_admin::tenants::{CreateTenant, FeatureUpdate, UpdateTenant};
 use mailmux_admin::views::StatusName;
 use mailmux_admin::{Actor, lookup, tenants, usage};
 use mailmux_core::Tier;
 
-use super::{Context, with_store};
+use super::{Context, all_pages, with_store};
 use crate::output::Shown;
 
 const TENANT_COLUMNS: &[&str] = &[
@@ -37,19 +36,11 @@ pub async fn create(context: &Context, name: &str, tier: Tier) -> anyhow::Result
 
 pub async fn list(context: &Context) -> anyhow::Result<Shown> {
     let all = with_store(context, async |store| {
-        let mut all = Vec::new();
-        let mut page = PageQuery {
-            limit: Some(MAX_LIMIT),
-            cursor: None,
-        };
-        loop {
-            let list = tenants::list(store, &page, None).await?;
-            all.extend(list.tenants);
-            match list.next_cursor {
-                Some(cursor) => page.cursor = Some(cursor),
-                None => break Ok(all),
-            }
-        }
+        all_pages(async |page| {
+            let list = tenants::list(store, page, None).await?;
+            Ok((list.tenants, list.next_cursor))
+        })
+        .await
     })
     .await?;
     Shown::list(

@@ -1,4 +1,5 @@
-//! `/api/tenants/{id}/domains[/{domain}[/verify]]`: a tenant's sending domains. Adding one
+//! `/api/tenants/{id}/domains[/{domain}[/verify]]`: a tenant's sending domains, and (with
+//! `"inbound": true` on POST, or a `PUT` with the partial body `{"inbound": …}`) its inbound ones. Adding one
 //! generates its DKIM key and verification token and answers with every DNS record to publish
 //! (`provision.rs`); verifying looks them up and records a status per record (`dns/sending.rs`).
 //! A domain sends once its verification TXT and DKIM record are found (or the operator said so).
@@ -39,6 +40,21 @@ pub struct AddDomain {
     /// Operator only: mark verified without a DNS check.
     #[serde(default)]
     pub verified: bool,
+    /// Make mailmux the domain's MX (receipt rules apply; the records list the MX).
+    #[serde(default)]
+    pub inbound: bool,
+}
+
+/// `PUT /api/tenants/{id}/domains/{domain}`: a partial body; what is absent stays as it is.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDomain {
+    /// Turn inbound mail (mailmux as the domain's MX) on or off.
+    #[serde(default)]
+    pub inbound: Option<bool>,
+    /// Refuse inbound mail failing DMARC under the sender domain's `p=reject` (550 5.7.1).
+    #[serde(default)]
+    pub dmarc_reject: Option<bool>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -111,6 +127,28 @@ pub async fn delete(
     Ok(())
 }
 
+/// Applies a partial update to a domain the tenant holds; answers with the domain as it is now.
+pub async fn update(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    tenant_id: &str,
+    raw: &str,
+    request: &UpdateDomain,
+) -> Result<DomainView> {
+    lookup::tenant(store, tenant_id).await?;
+    let mut domain = lookup::domain(store, tenant_id, raw).await?;
+    let mut view = sending::load_view(store, config, &domain).await?;
+    if let Some(inbound) = request.inbound {
+        view = provision::set_inbound(store, config, actor, domain.clone(), inbound).await?;
+        domain.inbound = inbound;
+    }
+    if let Some(dmarc_reject) = request.dmarc_reject {
+        view = provision::set_dmarc_reject(store, config, actor, domain, dmarc_reject).await?;
+    }
+    Ok(view)
+}
+
 /// Checks a domain's records now and stores the per-record status (see
 /// [`sending::check_and_store`]).
 pub async fn verify(
@@ -161,6 +199,7 @@ pub async fn add_domain(
         &request.domain,
         request.key_type.unwrap_or_default(),
         request.verified,
+        request.inbound,
     )
     .await?;
     Ok((StatusCode::CREATED, Json(view)))
@@ -200,6 +239,42 @@ pub async fn show_domain(
 ) -> Result<Json<DomainView>> {
     principal.scope(&id)?;
     Ok(Json(show(&state.store, &state.config, &id, &domain).await?))
+}
+
+/// Changes a domain: `{"inbound": true}` makes mailmux its MX, `{"dmarc_reject": true}` refuses
+/// inbound mail failing DMARC under `p=reject` (partial body: absent fields stay).
+#[utoipa::path(
+    put, path = "/api/tenants/{id}/domains/{domain}", tag = "domains",
+    params(
+        ("id" = String, Path, description = "Tenant id"),
+        ("domain" = String, Path, description = "Domain name"),
+    ),
+    request_body = UpdateDomain,
+    responses(
+        (status = 200, body = DomainView),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update_domain(
+    State(state): State<AdminState>,
+    principal: Principal,
+    Path((id, domain)): Path<(String, String)>,
+    ApiJson(request): ApiJson<UpdateDomain>,
+) -> Result<Json<DomainView>> {
+    principal.scope(&id)?;
+    Ok(Json(
+        update(
+            &state.store,
+            &state.config,
+            &principal.actor(),
+            &id,
+            &domain,
+            &request,
+        )
+        .await?,
+    ))
 }
 
 /// Removes a domain and its DKIM key; mail from it is refused from then on.

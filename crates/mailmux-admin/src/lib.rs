@@ -1,6 +1,7 @@
 //! mailmux-admin: the control plane. The REST API (axum) over the store: tenants, domains with
 //! their DKIM keys (and their rotation) and DNS verification, SMTP credentials, tenant API keys, the queue as seen
-//! by a tenant, usage, the audit log, `/metrics`, `/healthz` and `/openapi.json`.
+//! by a tenant, receipt rules and stored inbound mail, usage, the audit log, `/metrics`,
+//! `/healthz` and `/openapi.json`.
 //!
 //! Every resource module holds its operations as plain functions over the store (the CLI calls
 //! the same ones) and the thin handlers that put HTTP around them. Errors become HTTP in one
@@ -11,6 +12,7 @@
 //! (writing the audit log), `provision.rs` (adding a domain with its key), `dns/` (the
 //! DNS-record pipeline) and `jobs.rs` (background work).
 
+pub mod addresses;
 pub mod api_keys;
 pub mod audit;
 pub mod audit_log;
@@ -25,6 +27,7 @@ pub mod error;
 mod extract;
 pub mod features;
 mod health;
+pub mod inbound;
 pub mod jobs;
 pub mod lookup;
 pub mod messages;
@@ -68,7 +71,11 @@ fn routes() -> (OpenApiRouter<AdminState>, OpenApiRouter<AdminState>) {
         ))
         .routes(routes!(usage::tenant_usage))
         .routes(routes!(domains::list_domains, domains::add_domain))
-        .routes(routes!(domains::show_domain, domains::delete_domain))
+        .routes(routes!(
+            domains::show_domain,
+            domains::update_domain,
+            domains::delete_domain
+        ))
         .routes(routes!(domains::verify_domain))
         .routes(routes!(
             return_path::show_return_path,
@@ -86,6 +93,18 @@ fn routes() -> (OpenApiRouter<AdminState>, OpenApiRouter<AdminState>) {
             credentials::update_credential,
             credentials::revoke_credential
         ))
+        .routes(routes!(
+            addresses::list_addresses,
+            addresses::create_address
+        ))
+        .routes(routes!(
+            addresses::show_address,
+            addresses::update_address,
+            addresses::delete_address
+        ))
+        .routes(routes!(inbound::list_inbound))
+        .routes(routes!(inbound::show_inbound))
+        .routes(routes!(inbound::raw_inbound))
         .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
         .routes(routes!(api_keys::revoke_api_key))
         .routes(routes!(send::send))

@@ -28,6 +28,7 @@ use crate::error::ErrorBody;
         (name = "credentials", description = "SMTP credentials"),
         (name = "api-keys", description = "Tenant-scoped REST API keys"),
         (name = "messages", description = "The queue and delivery history"),
+        (name = "inbound", description = "Receipt rules (addresses) and stored inbound mail"),
         (name = "send", description = "The HTTP send API (a tenant API key)"),
         (name = "audit", description = "Who changed what"),
         (name = "operations", description = "Health, metrics and this document"),

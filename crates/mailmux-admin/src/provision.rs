@@ -15,9 +15,11 @@ use crate::lookup;
 
 /// Adds `raw` to the tenant with a new DKIM key. `operator_verified` is the operator's
 /// override that skips DNS verification; given for a domain this tenant already has, it marks
-/// that domain verified and keeps its DKIM key (see [`mark_verified`]). 422 for a malformed
-/// name or over `max_domains`, 409 when another tenant (or, without the override, this one)
-/// holds it.
+/// that domain verified and keeps its DKIM key (see [`mark_verified`]). `inbound` makes
+/// mailmux the domain's MX from the start (its records then include the MX). 422 for a
+/// malformed name or over `max_domains`, 409 when another tenant (or, without the override,
+/// this one) holds it.
+#[allow(clippy::too_many_arguments)]
 pub async fn add_domain(
     store: &Store,
     config: &Config,
@@ -26,10 +28,16 @@ pub async fn add_domain(
     raw: &str,
     key_type: KeyType,
     operator_verified: bool,
+    inbound: bool,
 ) -> Result<DomainView> {
     let tenant = lookup::tenant(store, tenant_id).await?;
     if operator_verified && let Ok(existing) = lookup::domain(store, &tenant.id, raw).await {
-        return mark_verified(store, config, actor, existing).await;
+        let view = mark_verified(store, config, actor, existing).await?;
+        if inbound && !view.inbound {
+            let domain = lookup::domain(store, &tenant.id, raw).await?;
+            return set_inbound(store, config, actor, domain, true).await;
+        }
+        return Ok(view);
     }
     let name = lookup::available_domain(store, raw).await?;
     let max = tenant.limits.max_domains;
@@ -59,6 +67,8 @@ pub async fn add_domain(
         verified_by: operator_verified.then(|| "operator".to_string()),
         verification_token: random_id("", 32),
         created_at: now,
+        inbound,
+        dmarc_reject: false,
     };
     let view = sending::view(
         &domain,
@@ -123,5 +133,94 @@ async fn mark_verified(
     store
         .set_domain_verified(&domain.name, Some("operator"), Some(&audit))
         .await?;
+    Ok(after)
+}
+
+/// Turns inbound mail on or off for a domain the tenant holds (`PUT` on the domain with
+/// `{"inbound": …}`, `mailmux domain update --inbound`): on, the MX listener accepts mail for
+/// the addresses its receipt rules match and the records list the MX. Unchanged: no audit entry.
+pub async fn set_inbound(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    domain: Domain,
+    inbound: bool,
+) -> Result<DomainView> {
+    set_flag(store, config, actor, domain, Flag::Inbound, inbound).await
+}
+
+/// Whether DMARC `p=reject` failures are refused on this inbound domain (`PUT` on the domain
+/// with `{"dmarc_reject": …}`, `mailmux domain update --dmarc-reject`).
+pub async fn set_dmarc_reject(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    domain: Domain,
+    dmarc_reject: bool,
+) -> Result<DomainView> {
+    set_flag(
+        store,
+        config,
+        actor,
+        domain,
+        Flag::DmarcReject,
+        dmarc_reject,
+    )
+    .await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Flag {
+    Inbound,
+    DmarcReject,
+}
+
+async fn set_flag(
+    store: &Store,
+    config: &Config,
+    actor: &Actor,
+    mut domain: Domain,
+    flag: Flag,
+    value: bool,
+) -> Result<DomainView> {
+    let before = sending::load_view(store, config, &domain).await?;
+    let (field, name) = match flag {
+        Flag::Inbound => (&mut domain.inbound, "inbound"),
+        Flag::DmarcReject => (&mut domain.dmarc_reject, "dmarc_reject"),
+    };
+    if *field == value {
+        return Ok(before);
+    }
+    *field = value;
+    let keys = store.list_dkim_keys(&domain.name).await?;
+    let check = store.get_domain_check(&domain.name).await?;
+    let after = sending::view(
+        &domain,
+        &keys,
+        check.as_ref(),
+        &config.smtp.hostname,
+        before.dkim_signing,
+    );
+    let action = format!("domain.{name}_{}", if value { "on" } else { "off" });
+    let audit = crate::audit_log::entry(
+        actor,
+        Some(&domain.tenant_id),
+        &action,
+        &domain.name,
+        Some(sending::audit_json(&before)),
+        Some(sending::audit_json(&after)),
+    );
+    match flag {
+        Flag::Inbound => {
+            store
+                .set_domain_inbound(&domain.tenant_id, &domain.name, value, Some(&audit))
+                .await?
+        }
+        Flag::DmarcReject => {
+            store
+                .set_domain_dmarc_reject(&domain.tenant_id, &domain.name, value, Some(&audit))
+                .await?
+        }
+    }
     Ok(after)
 }

@@ -199,9 +199,17 @@ pub async fn create(
     let domain = match &request.domain {
         None => None,
         Some(raw) => {
-            let added =
-                provision::add_domain(store, config, actor, &tenant.id, raw, KeyType::Rsa, false)
-                    .await;
+            let added = provision::add_domain(
+                store,
+                config,
+                actor,
+                &tenant.id,
+                raw,
+                KeyType::Rsa,
+                false,
+                false,
+            )
+            .await;
             match added {
                 Ok(view) => Some(view),
                 Err(error) => {

@@ -43,7 +43,8 @@ pub struct Usage {
 pub async fn usage(store: &Store, tenant_id: &str) -> Result<Usage> {
     let tenant = crate::lookup::tenant(store, tenant_id).await?;
     let now = now_ms();
-    let bytes = store.stored_bytes(tenant_id).await?;
+    // Queued mail and stored inbound mail both count towards max_storage_mb.
+    let bytes = store.stored_bytes(tenant_id).await? + store.inbound_bytes(tenant_id).await?;
     Ok(Usage {
         tenant_id: tenant.id.clone(),
         usage: UsageCounts {

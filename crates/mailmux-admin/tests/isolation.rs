@@ -34,6 +34,8 @@ struct Fixture {
     credential: String,
     api_key_id: String,
     message: String,
+    rule: String,
+    inbound: String,
 }
 
 async fn fixture(h: &Harness, name: &str, n: u8) -> Fixture {
@@ -86,6 +88,30 @@ async fn fixture(h: &Harness, name: &str, n: u8) -> Fixture {
         )
         .await
         .unwrap();
+    let rule = h
+        .op(
+            Method::POST,
+            &format!("/api/tenants/{tenant}/addresses"),
+            Some(json!({"address": format!("*@{domain}"), "action": "store"})),
+            201,
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inbound = format!("00000000006000000{n:02}0");
+    h.store
+        .store_inbound(&[mailmux_store::InboundMessage {
+            id: inbound.clone(),
+            tenant_id: tenant.clone(),
+            mail_from: "x@example.org".into(),
+            recipients: "[]".into(),
+            size: 3,
+            raw: b"x\r\n".to_vec(),
+            received_at: mailmux_core::now_ms(),
+        }])
+        .await
+        .unwrap();
     Fixture {
         tenant,
         key: created["key"].as_str().unwrap().to_string(),
@@ -93,6 +119,8 @@ async fn fixture(h: &Harness, name: &str, n: u8) -> Fixture {
         credential,
         api_key_id: created["id"].as_str().unwrap().to_string(),
         message,
+        rule,
+        inbound,
     }
 }
 
@@ -103,12 +131,19 @@ fn fill(template: &str, id: &str, of: &Fixture) -> String {
         .replace("{credential_id}", &of.credential)
         .replace("{key_id}", &of.api_key_id)
         .replace("{queue_id}", &of.message)
+        .replace("{rule_id}", &of.rule)
+        .replace("{message_id}", &of.inbound)
 }
 
 /// A well-formed body for the operations that take one, so a 404 cannot come from the body.
 fn body_for(method: &Method, template: &str) -> Option<Value> {
     match (method.as_str(), template) {
         ("POST", "/api/tenants/{id}/domains") => Some(json!({"domain": "fresh-a.example"})),
+        ("PUT", "/api/tenants/{id}/domains/{domain}") => Some(json!({"inbound": true})),
+        ("POST", "/api/tenants/{id}/addresses")
+        | ("PUT", "/api/tenants/{id}/addresses/{rule_id}") => {
+            Some(json!({"address": "x@alpha.example", "action": "store"}))
+        }
         ("PUT", "/api/tenants/{id}") => Some(json!({"max_users": 1000})),
         ("POST", "/api/tenants/{id}/api-keys") => Some(json!({"name": "intruder"})),
         ("PUT", "/api/tenants/{id}/credentials/{credential_id}") => {
@@ -130,6 +165,8 @@ async fn snapshot(h: &Harness, b: &Fixture) -> Vec<Value> {
         format!("/api/tenants/{}/credentials", b.tenant),
         format!("/api/tenants/{}/api-keys", b.tenant),
         format!("/api/tenants/{}/messages", b.tenant),
+        format!("/api/tenants/{}/addresses", b.tenant),
+        format!("/api/tenants/{}/inbound", b.tenant),
     ] {
         all.push(h.op(Method::GET, &path, None, 200).await);
     }
@@ -147,6 +184,8 @@ async fn tenant_keys_see_only_their_tenant(h: Harness) {
         credential: "c_0000000000000000".into(),
         api_key_id: "k_0000000000000000".into(),
         message: "00000000009999999999".into(),
+        rule: "r_0000000000000000".into(),
+        inbound: "00000000009999999998".into(),
     };
 
     let mut checked = 0;
@@ -203,6 +242,8 @@ async fn tenant_keys_see_only_their_tenant(h: Harness) {
                     .replace(&of.credential, "<x>")
                     .replace(&of.api_key_id, "<x>")
                     .replace(&of.message, "<x>")
+                    .replace(&of.rule, "<x>")
+                    .replace(&of.inbound, "<x>")
             };
             let (id_a, id_g) = if what == "B's tenant" {
                 (&b.tenant, &nobody.tenant)

@@ -47,6 +47,7 @@ pub struct Config {
     pub queue: QueueConfig,
     pub ses: SesConfig,
     pub dkim: DkimConfig,
+    pub inbound: InboundConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +76,8 @@ pub struct SmtpConfig {
     pub max_connections: usize,
     /// Concurrent sessions from one client IP.
     pub max_connections_per_ip: usize,
+    /// MX: messages (MAIL commands) one client IP may start per minute; 0 = unlimited.
+    pub mx_rate_per_minute: u64,
     /// Seconds to wait for the next command line (RFC 5321 §4.5.3.2 suggests 5 minutes).
     pub command_timeout_secs: u64,
     /// Seconds to wait for each chunk of DATA / BDAT.
@@ -246,6 +249,19 @@ pub struct QueueConfig {
     pub poll_interval_ms: u64,
     /// Days a finished message's record (envelope, per-recipient outcome, attempt history;
     /// the body is dropped at once) is kept for the messages API; 0 keeps them forever.
+    pub retention_days: u64,
+}
+
+/// The MX side after acceptance (`mailmux-inbound`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    /// Check SPF (at MAIL FROM), DKIM, DMARC and ARC (at end of DATA) on mail the MX accepts,
+    /// and prepend their Authentication-Results header. Off only behind a gateway that already
+    /// checked them: mail is then stored without verdicts, and DMARC is never enforced.
+    pub verify_auth: bool,
+    /// Days stored inbound mail (`store` rules, postmaster mail, return-path bounces) is kept;
+    /// 0 keeps it until deleted.
     pub retention_days: u64,
 }
 

@@ -16,6 +16,14 @@ pub struct Domain {
     /// Published by the tenant as a TXT record to prove it controls the domain.
     pub verification_token: String,
     pub created_at: i64,
+    /// Whether mailmux is this domain's MX: the MX listener accepts mail for the addresses its
+    /// receipt rules match, and the records to publish include the MX.
+    #[serde(default)]
+    pub inbound: bool,
+    /// Inbound mail failing DMARC under its sender domain's `p=reject` is refused (550 5.7.1)
+    /// rather than accepted with the failure in its Authentication-Results header.
+    #[serde(default)]
+    pub dmarc_reject: bool,
 }
 
 /// A DNS record a tenant must publish for a domain.
@@ -34,8 +42,9 @@ pub fn verification_record_name(domain: &str) -> String {
     format!("_mailmux.{domain}")
 }
 
-/// The records to publish for a sending domain: the verification TXT, SPF and DMARC.
-/// `relay_hostname` is this relay's public name (SPF authorises its addresses).
+/// The records to publish for a sending domain: the verification TXT, SPF and DMARC, and for
+/// an inbound domain the MX naming this relay. `relay_hostname` is this relay's public name
+/// (SPF authorises its addresses; the MX points at it).
 pub fn sending_dns_records(domain: &Domain, relay_hostname: &str) -> Vec<DnsRecord> {
     let status = if domain.verified {
         "verified"
@@ -48,7 +57,7 @@ pub fn sending_dns_records(domain: &Domain, relay_hostname: &str) -> Vec<DnsReco
         value,
         status: status.to_string(),
     };
-    vec![
+    let mut records = vec![
         record(
             "TXT",
             verification_record_name(&domain.name),
@@ -60,7 +69,23 @@ pub fn sending_dns_records(domain: &Domain, relay_hostname: &str) -> Vec<DnsReco
             format!("_dmarc.{}", domain.name),
             "v=DMARC1; p=none".to_string(),
         ),
-    ]
+    ];
+    if domain.inbound {
+        // Not a condition of verification (the domain may send before its MX moves here),
+        // so it starts `pending` like the others until a check finds it.
+        records.push(DnsRecord {
+            record_type: "MX".to_string(),
+            name: domain.name.clone(),
+            value: mx_value(relay_hostname),
+            status: "pending".to_string(),
+        });
+    }
+    records
+}
+
+/// The MX value an inbound domain publishes: this relay, preference 10.
+pub fn mx_value(relay_hostname: &str) -> String {
+    format!("10 {relay_hostname}")
 }
 
 /// The SPF policy a domain that sends through this relay publishes: the relay's addresses.
@@ -75,7 +100,7 @@ pub fn return_path_dns_records(return_path: &str, relay_hostname: &str) -> Vec<D
         DnsRecord {
             record_type: "MX".into(),
             name: return_path.to_string(),
-            value: format!("10 {relay_hostname}"),
+            value: mx_value(relay_hostname),
             status: "pending".into(),
         },
         DnsRecord {

@@ -11,6 +11,7 @@ pub mod health;
 pub mod message_bytes;
 pub mod metrics;
 pub mod queued;
+pub mod receipt_rule;
 pub mod reply;
 pub mod ses_config;
 pub mod sync;
@@ -25,6 +26,7 @@ pub use domain::{
 pub use envelope::{BodyFlags, Envelope, QueueId, QueueIdGenerator, address_domain, now_ms};
 pub use error::Permanence;
 pub use metrics::MetricSource;
+pub use receipt_rule::{ReceiptRule, RuleAction};
 pub use tenant::{
     Feature, Features, Limits, ReputationPolicy, Tenant, TenantId, TenantStatus, Tier,
 };

@@ -46,7 +46,11 @@ pub struct Scan {
 
 /// [`scan`], with a problem as the refusal it is answered with (`554 5.6.0`).
 pub fn check(body: &[u8]) -> Result<Scan, Refusal> {
-    let scan = scan(body);
+    verdict(scan(body))
+}
+
+/// A scan's problem as the refusal it is answered with (`554 5.6.0`).
+pub fn verdict(scan: Scan) -> Result<Scan, Refusal> {
     match scan.problem {
         Some(problem) => Err(Refusal::new(RejectReason::Content, problem.reply())),
         None => Ok(scan),

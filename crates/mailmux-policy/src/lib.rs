@@ -236,8 +236,9 @@ impl Policy {
         // The limit is on what the client sent: what completion adds must not tip a message
         // the client could see was within it.
         rules::message_size(message.len() as u64, limits.max_size).into_result()?;
-        let message = submission::complete(message, stamp)?;
-        let scan = self.check_completed(tenant, &message).await?;
+        let (message, scan) = submission::complete(message, stamp)?;
+        let scan = content::verdict(scan)?;
+        self.check_senders_and_hooks(tenant, &message).await?;
         Ok((message, scan))
     }
 
@@ -251,19 +252,19 @@ impl Policy {
         message: &[u8],
     ) -> Result<content::Scan, Refusal> {
         rules::message_size(message.len() as u64, limits.max_size).into_result()?;
-        self.check_completed(tenant, message).await
+        let scan = content::check(message)?;
+        self.check_senders_and_hooks(tenant, message).await?;
+        Ok(scan)
     }
 
-    /// Content (line endings, NUL, line length), the senders in its headers, the content hooks.
-    async fn check_completed(
+    /// The senders in the message's headers, then the content hooks.
+    async fn check_senders_and_hooks(
         &self,
         tenant: &Tenant,
         message: &[u8],
-    ) -> Result<content::Scan, Refusal> {
-        let scan = content::check(message)?;
+    ) -> Result<(), Refusal> {
         self.check_header_senders(&tenant.id, message).await?;
-        self.check_content(tenant, message).into_result()?;
-        Ok(scan)
+        self.check_content(tenant, message).into_result()
     }
 
     /// Every From:/Sender: address of the complete message must be in a verified domain of

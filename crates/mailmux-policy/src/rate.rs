@@ -29,6 +29,8 @@ use crate::rules::RateWindow;
 pub enum RateKey {
     Tenant(String),
     Credential(String),
+    /// A client of the MX listener (no tenant sends there): its address.
+    Client(std::net::IpAddr),
 }
 
 /// A refused check: which limit, its value, and how long until a message would pass.

@@ -326,6 +326,8 @@ mod tests {
             verified_by: None,
             verification_token: "x".into(),
             created_at: 0,
+            inbound: false,
+            dmarc_reject: false,
         }
     }
 

@@ -14,7 +14,7 @@ use mailmux_core::QueueId;
 use mailmux_core::credential::random_id;
 use mailmux_core::message_bytes::{count_fields, header_section_len};
 
-use crate::content::{self, Problem};
+use crate::content::{self, Problem, Scan};
 use crate::long_lines;
 use crate::verdict::Refusal;
 
@@ -31,15 +31,22 @@ pub struct Stamp<'a> {
 /// The message as it is accepted: long body lines re-encoded, Date: and Message-ID: added when
 /// missing. Other problems of the content (bare CR or LF, NUL) are left for
 /// [`content::check`] to refuse: nothing is repaired that could hide a smuggling attempt.
-pub fn complete(message: Vec<u8>, stamp: &Stamp<'_>) -> Result<Vec<u8>, Refusal> {
-    let message = if content::scan(&message).problem == Some(Problem::LongLine) {
-        long_lines::reencode(&message)
+///
+/// Answers the content scan of the result with it, so the message is scanned once on the way
+/// to its 250 (twice only when it was re-encoded). The fields added are short ASCII lines
+/// ending in CRLF: they change nothing a scan finds.
+pub fn complete(message: Vec<u8>, stamp: &Stamp<'_>) -> Result<(Vec<u8>, Scan), Refusal> {
+    let scan = content::scan(&message);
+    let (message, scan) = if scan.problem == Some(Problem::LongLine) {
+        let reencoded = long_lines::reencode(&message)
             .map_err(|unfixable| unfixable.refusal())?
-            .into_owned()
+            .into_owned();
+        let rescan = content::scan(&reencoded);
+        (reencoded, rescan)
     } else {
-        message
+        (message, scan)
     };
-    Ok(add_missing_fields(message, stamp))
+    Ok((add_missing_fields(message, stamp), scan))
 }
 
 /// `Date:` and `Message-ID:` added at the end of the header section when missing.
@@ -125,12 +132,17 @@ mod tests {
     fn complete_reencodes_long_lines_and_refuses_long_headers() {
         let id = QueueId("0123456789abcdef0123".into());
         let long = "z".repeat(2000);
-        let out = complete(
+        let (out, scan) = complete(
             format!("Subject: s\r\n\r\n{long}\r\n").into_bytes(),
             &stamp(&id),
         )
         .unwrap();
         assert_eq!(content::scan(&out).problem, None);
+        assert_eq!(
+            scan,
+            content::scan(&out),
+            "the scan answered is the result's"
+        );
         assert_eq!(count_fields(&out, "date"), 1);
         let refused = complete(
             format!("Subject: {long}\r\n\r\nb\r\n").into_bytes(),
@@ -140,7 +152,12 @@ mod tests {
         assert_eq!(refused.reply.code(), 554);
         // Smuggling material is not touched here: the content check refuses it later.
         let bare_lf = format!("Subject: s\r\n\r\na\nb{long}\r\n");
-        let out = complete(bare_lf.clone().into_bytes(), &stamp(&id)).unwrap();
+        let (out, scan) = complete(bare_lf.clone().into_bytes(), &stamp(&id)).unwrap();
+        assert_eq!(
+            scan,
+            content::scan(&out),
+            "the scan answered is the result's"
+        );
         assert!(out.ends_with(bare_lf.split("\r\n\r\n").nth(1).unwrap().as_bytes()));
     }
 }

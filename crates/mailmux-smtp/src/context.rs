@@ -8,7 +8,8 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use mailmux_core::Config;
-use mailmux_policy::Policy;
+use mailmux_inbound::Inbound;
+use mailmux_policy::{Policy, RateLimits};
 use mailmux_queue::Queue;
 use mailmux_store::Store;
 use tokio::sync::{Semaphore, watch};
@@ -22,6 +23,10 @@ pub struct Server {
     pub(crate) config: Arc<Config>,
     pub(crate) store: Store,
     pub(crate) queue: Arc<Queue>,
+    /// The MX side: receipt rules and stored inbound mail.
+    pub(crate) inbound: Inbound,
+    /// MX: messages per client IP (`smtp.mx_rate_per_minute`), on tokio's clock.
+    pub(crate) mx_rates: RateLimits,
     /// The submission policy, with the rate limiters it keeps; built here, once, and shared
     /// with the HTTP send API through [`Server::policy`].
     pub(crate) policy: Arc<Policy>,
@@ -63,6 +68,8 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             shutdown: watch::Sender::new(false),
             next_session: AtomicU64::new(1),
+            inbound: Inbound::new(store.clone(), &config),
+            mx_rates: RateLimits::default(),
             config,
             store,
             queue,
@@ -77,6 +84,11 @@ impl Server {
     /// tenant has one allowance in this process, whichever way its mail comes in.
     pub fn policy(&self) -> &Arc<Policy> {
         &self.policy
+    }
+
+    /// The MX side (receipt rules, stored mail): `serve` runs its retention job.
+    pub fn inbound(&self) -> &Inbound {
+        &self.inbound
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {

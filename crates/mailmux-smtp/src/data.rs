@@ -1,8 +1,9 @@
 //! DATA and BDAT (RFC 5321 §4.1.1.4, RFC 3030), and what happens when a message is complete:
 //! on submission, what the policy adds or repairs (Date:, Message-ID:, long body lines) and
 //! its message checks (size, content, header senders, content hooks), on MX the content checks
-//! alone; then the Received: header, and the durable enqueue that must succeed before the
-//! client hears 250 (and that re-checks the daily quota inside its commit).
+//! alone; then the Received: header, and the durable step that must succeed before the client
+//! hears 250: the queue's enqueue on submission (which re-checks the daily quota inside its
+//! commit), the inbound crate's commit of the stored message on MX.
 
 use mailmux_core::Envelope;
 use mailmux_policy::received::{self, Trace};
@@ -16,7 +17,7 @@ use crate::data_decoder::DataDecoder;
 use crate::metrics::{Metrics, RejectReason};
 use crate::policy::{self, Refusal};
 use crate::reply::Reply;
-use crate::session::{Body, Flow, Session, State};
+use crate::session::{Body, Flow, Session, State, Transaction};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(crate) fn handle_data(&mut self) -> Flow {
@@ -87,14 +88,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(tx) = self.tx.take() else {
             return self.reply(Reply::new(503, "5.5.1", "No transaction"));
         };
-        let Some(tenant_record) = tx.tenant else {
-            // MX transactions never get a recipient yet (policy::mx_recipient), so they
-            // never reach here; once they do, inbound delivery decides.
-            return self.reject(
-                RejectReason::Relay,
-                Reply::new(554, "5.7.1", "No inbound delivery for these recipients"),
-            );
-        };
         let mut flags = tx.flags;
         flags.eight_bit |= scan.eight_bit;
         let helo = self.helo.as_ref();
@@ -115,6 +108,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             },
             timestamp: mailmux_core::now_ms() / 1000,
         });
+        if tx.tenant.is_none() {
+            // MX: no tenant sent this; the receipt rules of its recipients decide, after the
+            // authentication checks (which read the message as it came, without our headers).
+            if self.flush().await.is_err() {
+                return Flow::Close;
+            }
+            return self.finish_inbound(tx, &header, &body).await;
+        }
         let mut message = Vec::with_capacity(header.len() + body.len());
         message.extend_from_slice(header.as_bytes());
         message.extend_from_slice(&body);
@@ -127,6 +128,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if self.flush().await.is_err() {
             return Flow::Close;
         }
+        let Some(tenant_record) = tx.tenant else {
+            return self.reply(Reply::new(503, "5.5.1", "No transaction"));
+        };
         let submission = Submission {
             id: tx.queue_id,
             tenant_id: tenant_record.id,
@@ -163,6 +167,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 warn!(queue_id, tenant, %error, "enqueue failed");
                 self.refuse(policy::storage_failed())
             }
+        }
+    }
+
+    /// MX: checks DKIM, ARC and DMARC (with the SPF verdict of MAIL FROM), makes the message
+    /// durable for the tenants its recipients belong to (stored mail, the verdicts' header and
+    /// `received` on top), and only then answers 250, exactly as submission does after the
+    /// queue's commit.
+    async fn finish_inbound(&mut self, tx: Transaction, received: &str, body: &[u8]) -> Flow {
+        let id = tx.queue_id.to_string();
+        let arrival = mailmux_inbound::Arrival {
+            id: &id,
+            ip: self.conn.peer.ip(),
+            mail_from: &tx.mail_from,
+            spf: tx.spf.as_ref(),
+            recipients: &tx.inbound,
+        };
+        match self.server.inbound.accept(&arrival, received, body).await {
+            Ok(ids) => {
+                Metrics::add(&self.server.metrics().messages_accepted);
+                info!(queue_id = %id, stored = ?ids, size = body.len(), "inbound accepted");
+                self.reset_idle();
+                self.reply(Reply::new(250, "2.0.0", format!("Ok: queued as {id}")))
+            }
+            Err(refusal) => self.refuse(refusal),
         }
     }
 

@@ -3,8 +3,8 @@
 //! limit bites on the next message: [`mailmux_policy::Policy::open_transaction`] (status,
 //! declared size, sender-domain rights, rate, daily quota), the same checks the HTTP send API
 //! makes. The session's credential is checked here too (through the credential cache): one
-//! revoked since AUTH ends the session within a second. On MX anyone may send; the recipients
-//! decide (rcpt.rs). On every listener the sender's syntax is checked first (address.rs).
+//! revoked since AUTH ends the session within a second. On MX anyone may send (SPF's verdict on
+//! the sender is taken here, for the end of DATA); the recipients decide (rcpt.rs). On every listener the sender's syntax is checked first (address.rs).
 
 use std::borrow::Cow;
 
@@ -110,6 +110,44 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Err(refusal) => return self.refuse(refusal),
             }
         };
+        // MX: SPF is checked here, on the MAIL FROM identity (RFC 7208 §2.4); a DNS temporary
+        // failure is answered now rather than taken for a verdict.
+        if self.conn.listener == Listener::Mx {
+            let ip = self.conn.peer.ip();
+            let per_minute = self.server.config.smtp.mx_rate_per_minute;
+            if let Err(exceeded) =
+                self.server
+                    .mx_rates
+                    .check(&mailmux_policy::RateKey::Client(ip), 0, per_minute)
+            {
+                return self.reject(
+                    RejectReason::Rate,
+                    Reply::new(
+                        451,
+                        "4.7.1",
+                        format!(
+                            "Too many messages from {ip} (at most {per_minute} per minute), \
+                             try again in {} s",
+                            exceeded.retry_after.as_secs().max(1)
+                        ),
+                    ),
+                );
+            }
+        }
+        let spf = if self.conn.listener == Listener::Mx {
+            let helo = self.helo.as_ref().map_or("", |h| h.name.as_str());
+            match self
+                .server
+                .inbound
+                .spf(self.conn.peer.ip(), helo, &address)
+                .await
+            {
+                Ok(spf) => spf,
+                Err(refusal) => return self.refuse(refusal),
+            }
+        } else {
+            None
+        };
         let queue_id = self.server.queue.next_id();
         debug!(
             queue_id = %queue_id,
@@ -132,6 +170,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             priority,
             mail_from: address,
             rcpt_to: Vec::new(),
+            inbound: Vec::new(),
+            spf,
             flags,
             bdat: false,
         });

@@ -1,14 +1,13 @@
 //! RCPT TO: adds a recipient to the transaction. Submission relays to anywhere for its
 //! tenant, up to the tenant's `max_recipients_per_message` (under `smtp.max_recipients`); MX
-//! accepts only what the MX policy accepts (today: nothing, see
-//! [`crate::policy::mx_recipient`]).
+//! accepts only addresses of verified inbound domains that a receipt rule matches, and their
+//! postmaster ([`mailmux_inbound::Inbound::recipient`]). On MX the relay tricks are judged
+//! before the syntax, so that every one of them gets the relay refusal (`550 5.7.1`).
 
 use std::borrow::Cow;
 
-use mailmux_policy::ascii_domain;
 use smtp_proto::RcptTo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::warn;
 
 use crate::address;
 use crate::context::Listener;
@@ -19,6 +18,7 @@ use crate::session::{Flow, Session};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     pub(crate) async fn handle_rcpt(&mut self, to: RcptTo<Cow<'_, str>>) -> Flow {
+        let mx = self.conn.listener == Listener::Mx;
         let Some(tx) = &self.tx else {
             return self.reject(
                 RejectReason::Protocol,
@@ -40,6 +40,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Reply::new(553, "5.6.7", "Non-ASCII address requires SMTPUTF8"),
             );
         }
+        if mx && let Err(trick) = mailmux_inbound::address::parse(&address) {
+            return self.reject(
+                RejectReason::Relay,
+                Reply::new(
+                    550,
+                    "5.7.1",
+                    format!("Relaying denied: {} is not accepted here", trick.as_str()),
+                ),
+            );
+        }
         if let Err(bad) = address::check(&address) {
             return self.reject(
                 RejectReason::Protocol,
@@ -54,23 +64,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         if let Verdict::Refuse(refusal) = policy::recipient_count(tx.rcpt_to.len(), max) {
             return self.refuse(refusal);
         }
-        if self.conn.listener == Listener::Mx {
-            let domain = ascii_domain(&address);
-            let record = match self.server.store.get_domain(&domain).await {
-                Ok(record) => record,
-                Err(error) => {
-                    warn!(%error, domain, "domain lookup failed");
-                    return self.refuse(policy::lookup_failed());
-                }
-            };
-            if let Verdict::Refuse(refusal) = policy::mx_recipient(&domain, record.as_ref()) {
-                return self.refuse(refusal);
+        let accepted = if mx {
+            match self.server.inbound.recipient(&address).await {
+                Ok(accepted) => Some(accepted),
+                Err(refusal) => return self.refuse(refusal),
             }
-        }
+        } else {
+            None
+        };
         if let Some(tx) = &mut self.tx
             && !tx.rcpt_to.contains(&address)
         {
             tx.rcpt_to.push(address);
+            tx.inbound.extend(accepted);
         }
         self.reply(Reply::new(250, "2.1.5", "Recipient OK"))
     }

@@ -131,6 +131,10 @@ pub(crate) struct Transaction {
     pub priority: i64,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
+    /// MX: what each accepted recipient is delivered under (receipt rule, tenant, tag).
+    pub inbound: Vec<mailmux_inbound::Accepted>,
+    /// MX: SPF's verdict on MAIL FROM (`None` when the checks are off).
+    pub spf: Option<mailmux_inbound::auth::SpfVerdict>,
     pub flags: BodyFlags,
     /// BDAT was used: DATA may not follow (RFC 3030 §2).
     pub bdat: bool,
@@ -309,6 +313,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
+            // MX: routing syntax smtp-proto cannot even parse (a bang path with no `@`, an
+            // address literal) is a relay attempt before it is bad syntax; it gets the relay
+            // refusal like every other trick.
+            Err(smtp_proto::Error::InvalidRecipientAddress)
+                if self.conn.listener == Listener::Mx
+                    && line
+                        .iter()
+                        .skip_while(|b| **b != b'<')
+                        .any(|b| matches!(b, b'!' | b'%' | b'[' | b':' | b'"')) =>
+            {
+                return self.reject(
+                    RejectReason::Relay,
+                    Reply::new(550, "5.7.1", "Relaying denied: routing by address syntax"),
+                );
+            }
             Err(error) => return self.idle(syntax_reply(error)),
         };
         match request {

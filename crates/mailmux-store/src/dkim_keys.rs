@@ -254,8 +254,8 @@ impl Store {
     /// background rotation check walks.
     pub async fn list_domains_with_pending_dkim(&self) -> Result<Vec<Domain>> {
         let rows = sqlx::query(
-            "SELECT name, tenant_id, verified, verified_by, verification_token, created_at \
-             FROM domains WHERE name IN \
+            "SELECT name, tenant_id, verified, verified_by, verification_token, created_at, \
+             inbound, dmarc_reject FROM domains WHERE name IN \
              (SELECT domain FROM dkim_keys WHERE status = 'pending') ORDER BY name",
         )
         .fetch_all(&self.pool)

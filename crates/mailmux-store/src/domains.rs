@@ -9,7 +9,8 @@ use sqlx::any::AnyRow;
 use crate::audit::{commit_if_changed, commit_with_audit};
 use crate::{AuditEntry, Result, Store, StoreError, bool_to_i64};
 
-const COLUMNS: &str = "name, tenant_id, verified, verified_by, verification_token, created_at";
+const COLUMNS: &str =
+    "name, tenant_id, verified, verified_by, verification_token, created_at, inbound, dmarc_reject";
 
 impl Store {
     /// Adds a domain; `Conflict` if any tenant already holds it.
@@ -51,6 +52,55 @@ impl Store {
                 .bind(by)
                 .execute(&mut *tx)
                 .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("domain {name}")));
+        }
+        commit_with_audit(tx, audit).await
+    }
+
+    /// Turns inbound mail (mailmux as the domain's MX) on or off, with its audit entry in the
+    /// same transaction. `NotFound` when the tenant has no such domain.
+    pub async fn set_domain_inbound(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        inbound: bool,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        self.set_domain_flag(tenant_id, name, "inbound", inbound, audit)
+            .await
+    }
+
+    /// Sets whether DMARC `p=reject` failures are refused on this inbound domain.
+    pub async fn set_domain_dmarc_reject(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        dmarc_reject: bool,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        self.set_domain_flag(tenant_id, name, "dmarc_reject", dmarc_reject, audit)
+            .await
+    }
+
+    /// `column` is one of the two literals above, never input.
+    async fn set_domain_flag(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        column: &'static str,
+        value: bool,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(&format!(
+            "UPDATE domains SET {column} = $3 WHERE tenant_id = $1 AND name = $2"
+        ))
+        .bind(tenant_id)
+        .bind(name)
+        .bind(bool_to_i64(value))
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("domain {name}")));
         }
@@ -151,7 +201,7 @@ pub(crate) async fn insert_domain<'e>(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO domains (name, tenant_id, verified, verified_by, verification_token, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+         created_at, inbound, dmarc_reject) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&domain.name)
     .bind(&domain.tenant_id)
@@ -159,6 +209,8 @@ pub(crate) async fn insert_domain<'e>(
     .bind(domain.verified_by.as_deref())
     .bind(&domain.verification_token)
     .bind(domain.created_at)
+    .bind(bool_to_i64(domain.inbound))
+    .bind(bool_to_i64(domain.dmarc_reject))
     .execute(executor)
     .await
     .map_err(|e| StoreError::conflict_or(e, format!("domain {}", domain.name)))?;
@@ -173,5 +225,7 @@ pub(crate) fn domain_from_row(row: &AnyRow) -> Result<Domain> {
         verified_by: row.try_get("verified_by")?,
         verification_token: row.try_get("verification_token")?,
         created_at: row.try_get("created_at")?,
+        inbound: row.try_get::<i64, _>("inbound")? != 0,
+        dmarc_reject: row.try_get::<i64, _>("dmarc_reject")? != 0,
     })
 }

@@ -105,6 +105,18 @@ impl Store {
         row.as_ref().map(from_row).transpose()
     }
 
+    /// The sending domain whose return path is `return_path` (the MX accepts bounces for it);
+    /// `None` when no domain uses it.
+    pub async fn return_path_owner(&self, return_path: &str) -> Result<Option<ReturnPath>> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM domains WHERE return_path = $1 ORDER BY name LIMIT 1"
+        ))
+        .bind(return_path)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(from_row).transpose()
+    }
+
     /// Records a check of `return_path`. Returns false (and writes nothing) when the domain's
     /// return path is no longer `return_path`: it was changed while the lookups ran, and a
     /// verdict about the old name must not verify the new one.

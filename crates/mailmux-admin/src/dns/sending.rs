@@ -20,7 +20,7 @@ use crate::error::Result;
 /// A DNS record the tenant must publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct DnsRecordView {
-    /// `TXT` (and `MX` once inbound mail exists).
+    /// `TXT`, or `MX` for an inbound domain's MX record.
     #[serde(rename = "type")]
     pub record_type: String,
     pub name: String,
@@ -28,7 +28,7 @@ pub struct DnsRecordView {
     /// `pending` (not checked yet), `verified`, `missing`, `mismatch` (something else is
     /// published there) or `error` (the lookup failed).
     pub status: String,
-    /// `verification`, `dkim`, `spf` or `dmarc`.
+    /// `verification`, `dkim`, `spf`, `dmarc` or `mx`.
     pub purpose: String,
     /// Whether the domain may send only once this record is found. A DKIM record is required
     /// only while the tenant signs (`features.dkim_signing`); otherwise it is listed for when
@@ -63,6 +63,10 @@ pub struct DomainView {
     pub verified: bool,
     /// `dns` or `operator`, once verified.
     pub verified_by: Option<String>,
+    /// Whether mailmux is the domain's MX (receipt rules apply; the records list the MX).
+    pub inbound: bool,
+    /// Inbound mail failing DMARC under the sender domain's `p=reject` is refused (550 5.7.1).
+    pub dmarc_reject: bool,
     pub records: Vec<DnsRecordView>,
     pub dkim: Option<DkimView>,
     /// Whether the tenant's mail is DKIM-signed (its tier or `features.dkim_signing`). When
@@ -119,7 +123,7 @@ pub fn pending_status_key(selector: &str) -> String {
 }
 
 /// Every record of `domain`, in the order shown: verification, DKIM (active, pending,
-/// retiring), SPF, DMARC. Retiring keys whose grace period ended by `now` are left out.
+/// retiring), SPF, DMARC, and the MX of an inbound domain. Retiring keys whose grace period ended by `now` are left out.
 pub fn expected_records(
     domain: &Domain,
     keys: &[DkimKey],
@@ -129,7 +133,9 @@ pub fn expected_records(
     let mut out = Vec::new();
     // Verification, SPF and DMARC values come from core (one definition for CLI and API).
     for record in sending_dns_records(domain, relay_hostname) {
-        let kind = if record.name == verification_record_name(&domain.name) {
+        let kind = if record.record_type == "MX" {
+            RecordKind::Mx
+        } else if record.name == verification_record_name(&domain.name) {
             RecordKind::Verification
         } else if record.name.starts_with("_dmarc.") {
             RecordKind::Dmarc
@@ -216,6 +222,8 @@ pub fn view(
         tenant_id: domain.tenant_id.clone(),
         verified: domain.verified,
         verified_by: domain.verified_by.clone(),
+        inbound: domain.inbound,
+        dmarc_reject: domain.dmarc_reject,
         records,
         dkim: active.map(|k| DkimView {
             selector: k.selector.clone(),
@@ -257,6 +265,8 @@ pub fn audit_json(view: &DomainView) -> serde_json::Value {
         "domain": view.domain,
         "verified": view.verified,
         "verified_by": view.verified_by,
+        "inbound": view.inbound,
+        "dmarc_reject": view.dmarc_reject,
         "statuses": view.records.iter()
             .map(|r| match (&r.selector, r.key_status.as_deref()) {
                 (Some(selector), Some("pending" | "retiring")) => {

@@ -355,6 +355,8 @@ mod tests {
                 verified_by: verified.then(|| "operator".into()),
                 verification_token: "t".into(),
                 created_at: 1,
+                inbound: false,
+                dmarc_reject: false,
             };
             let key = self.key(domain, "s1", mailmux_store::DkimKeyStatus::Active);
             self.store

@@ -2,6 +2,7 @@
 //! listeners on 127.0.0.1:0, a real SQLite store in a temp dir, the real group-commit queue,
 //! real TLS with a generated certificate.
 
+mod mx;
 mod policy;
 mod session;
 mod submission;

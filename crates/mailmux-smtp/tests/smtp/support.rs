@@ -63,6 +63,9 @@ pub fn test_config(tenant_id: &str) -> Config {
     config.smtp.auth_failure_window_secs = 60;
     config.smtp.trusted_networks = vec!["10.0.0.0/8".parse().unwrap()];
     config.smtp.default_tenant = Some(tenant_id.to_string());
+    // No DNS here: the MX's authentication checks need a resolver, and tests never leave
+    // loopback. tests/inbound.rs checks them against a loopback DNS server.
+    config.inbound.verify_auth = false;
     config
 }
 
@@ -99,6 +102,8 @@ impl Fixture {
                     verified_by: verified.then(|| "operator".into()),
                     verification_token: random_id("", 16),
                     created_at: now,
+                    inbound: false,
+                    dmarc_reject: false,
                 })
                 .await
                 .unwrap();

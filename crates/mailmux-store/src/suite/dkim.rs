@@ -19,6 +19,8 @@ pub(super) async fn dkim_rotation(store: &Store) {
         verified_by: Some("operator".into()),
         verification_token: "tok".into(),
         created_at: 10,
+        inbound: false,
+        dmarc_reject: false,
     };
     let first = dkim_key(&name, "mm202601", DkimKeyStatus::Active, 10);
     store

@@ -1,10 +1,11 @@
 //! The storage test suite: one body of checks, run against every backend (SQLite in a temp
 //! dir by this crate's tests, Postgres by the root `tests/store.rs`). Compiled only for tests
 //! and for the `test-suite` feature so the root package can call it. The checks are grouped by
-//! what they cover: `tenants.rs`, `dkim.rs`, `queue.rs`, `policy.rs`, `ses.rs`; the fixtures they share
-//! are here.
+//! what they cover: `tenants.rs`, `dkim.rs`, `queue.rs`, `policy.rs`, `inbound.rs`, `ses.rs`; the
+//! fixtures they share are here.
 
 mod dkim;
+mod inbound;
 mod policy;
 mod queue;
 mod ses;
@@ -31,6 +32,7 @@ pub async fn run_all(store: &Store) {
     queue::daily_quota_is_decided_in_the_commit(store).await;
     tenants::user_and_domain_limits_hold_under_concurrency(store).await;
     tenants::audit_entries_commit_with_their_change(store).await;
+    inbound::receipt_rules_and_inbound_mail(store).await;
     ses::ses_state(store).await;
 }
 

@@ -62,6 +62,8 @@ pub(super) async fn tenant_policy(store: &Store) {
             verified_by: Some("operator".into()),
             verification_token: "x".into(),
             created_at: 1,
+            inbound: false,
+            dmarc_reject: false,
         })
         .await
         .unwrap();

@@ -94,6 +94,8 @@ pub(super) async fn ses_state(store: &Store) {
             verified_by: Some("operator".into()),
             verification_token: "tok".into(),
             created_at: 1,
+            inbound: false,
+            dmarc_reject: false,
         })
         .await
         .unwrap();

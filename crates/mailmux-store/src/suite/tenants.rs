@@ -57,6 +57,8 @@ pub(super) async fn domains_and_credentials(store: &Store) {
         verified_by: None,
         verification_token: "tok".into(),
         created_at: 1,
+        inbound: false,
+        dmarc_reject: false,
     };
     store.add_domain(&domain).await.unwrap();
     // One owner per domain, whoever asks.
@@ -77,6 +79,22 @@ pub(super) async fn domains_and_credentials(store: &Store) {
     assert_eq!(loaded.verified_by.as_deref(), Some("operator"));
     assert_eq!(store.count_domains(&a.id).await.unwrap(), 1);
     assert_eq!(store.list_domains(&b.id).await.unwrap().len(), 0);
+    // Inbound is off until turned on, and only the owner turns it on.
+    assert!(!loaded.inbound);
+    assert!(matches!(
+        store.set_domain_inbound(&b.id, &name, true, None).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store
+        .set_domain_inbound(&a.id, &name, true, None)
+        .await
+        .unwrap();
+    assert!(store.get_domain(&name).await.unwrap().unwrap().inbound);
+    store
+        .set_domain_dmarc_reject(&a.id, &name, true, None)
+        .await
+        .unwrap();
+    assert!(store.get_domain(&name).await.unwrap().unwrap().dmarc_reject);
     // The primary domain is the first one added, not the first by name.
     let later = Domain {
         name: format!("a{name}"),
@@ -161,6 +179,8 @@ pub(super) async fn user_and_domain_limits_hold_under_concurrency(store: &Store)
                 verified_by: None,
                 verification_token: "tok".into(),
                 created_at: 1,
+                inbound: false,
+                dmarc_reject: false,
             };
             let key = dkim_key(&name, "mm1", DkimKeyStatus::Active, 1);
             let domain = store.add_domain_with_dkim(&domain, &key, 3, None).await;

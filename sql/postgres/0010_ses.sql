@@ -1,4 +1,4 @@
--- SES v2 relaying (issue 12), Postgres flavour. sql/sqlite/0006_ses.sql is the same schema
+-- SES v2 relaying (issue 12), Postgres flavour. sql/sqlite/0010_ses.sql is the same schema
 -- in SQLite types: keep the two in step.
 
 -- How SES judges the tenant's reputation (UpdateReputationEntityPolicy): standard, strict, none.

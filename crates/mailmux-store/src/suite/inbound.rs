@@ -1,0 +1,130 @@
+//! Receipt rules and stored inbound mail: one rule per address (the catch-all included), the
+//! few rules a recipient can match found in one query, rules and mail gone with their domain
+//! or tenant; stored mail byte for byte, listed newest first without its bytes, counted towards
+//! storage, expired by age.
+
+use mailmux_core::credential::random_id;
+use mailmux_core::{Domain, ReceiptRule, RuleAction, Tier};
+
+use super::new_tenant;
+use crate::{InboundMessage, Store, StoreError};
+
+fn rule(tenant_id: &str, domain: &str, local: &str, action: RuleAction) -> ReceiptRule {
+    ReceiptRule {
+        id: random_id("r_", 16),
+        tenant_id: tenant_id.into(),
+        domain: domain.into(),
+        local_part: local.into(),
+        action,
+        reject_text: None,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+pub(super) async fn receipt_rules_and_inbound_mail(store: &Store) {
+    let tenant = new_tenant(Tier::Professional);
+    store.create_tenant(&tenant, None).await.unwrap();
+    let name = format!("{}.inbound.test", random_id("d", 8));
+    store
+        .add_domain(&Domain {
+            name: name.clone(),
+            tenant_id: tenant.id.clone(),
+            verified: true,
+            verified_by: Some("operator".into()),
+            verification_token: "tok".into(),
+            created_at: 1,
+            inbound: true,
+            dmarc_reject: false,
+        })
+        .await
+        .unwrap();
+    let sales = rule(&tenant.id, &name, "sales", RuleAction::Store);
+    let any = rule(&tenant.id, &name, "*", RuleAction::Store);
+    let mut gone = rule(&tenant.id, &name, "gone", RuleAction::Reject);
+    gone.reject_text = Some("moved".into());
+    for r in [&sales, &any, &gone] {
+        store.create_receipt_rule(r, None).await.unwrap();
+    }
+    let twice = rule(&tenant.id, &name, "sales", RuleAction::Reject);
+    assert!(matches!(
+        store.create_receipt_rule(&twice, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let listed: Vec<String> = store
+        .list_receipt_rules(&tenant.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.local_part.clone())
+        .collect();
+    assert_eq!(listed, ["gone", "sales", "*"], "catch-all last");
+    let mut found = store
+        .matching_receipt_rules(&name, &["sales+x", "sales", "*"])
+        .await
+        .unwrap();
+    found.sort_by(|a, b| a.local_part.cmp(&b.local_part));
+    assert_eq!(found, vec![any.clone(), sales.clone()]);
+    let mut changed = gone.clone();
+    changed.local_part = "left".into();
+    changed.updated_at = 2;
+    store.update_receipt_rule(&changed, None).await.unwrap();
+    assert_eq!(
+        store.get_receipt_rule(&tenant.id, &gone.id).await.unwrap(),
+        Some(changed.clone())
+    );
+    assert!(
+        store
+            .delete_receipt_rule(&tenant.id, &gone.id, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_receipt_rule(&tenant.id, &gone.id, None)
+            .await
+            .unwrap()
+    );
+
+    // Stored mail: exact bytes (a NUL and 8-bit included), newest first, counted, expired.
+    let message = |id: &str, at: i64| InboundMessage {
+        id: id.into(),
+        tenant_id: tenant.id.clone(),
+        mail_from: "a@example.org".into(),
+        recipients: "[]".into(),
+        size: 10,
+        raw: b"Subject: \xc3\xa9\r\n\r\nx\0y\r\n".to_vec(),
+        received_at: at,
+    };
+    let older = format!("{}-1", random_id("m", 8));
+    let newer = format!("{older}-2");
+    store
+        .store_inbound(&[message(&older, 100), message(&newer, 200)])
+        .await
+        .unwrap();
+    let list = store.list_inbound(&tenant.id, None, 10).await.unwrap();
+    assert_eq!(
+        list.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [newer.as_str(), older.as_str()]
+    );
+    assert!(list[0].raw.is_empty(), "listings carry no bytes");
+    assert_eq!(
+        store.get_inbound(&tenant.id, &older).await.unwrap(),
+        Some(message(&older, 100))
+    );
+    assert_eq!(store.get_inbound("t_other", &older).await.unwrap(), None);
+    assert_eq!(store.inbound_bytes(&tenant.id).await.unwrap(), 20);
+    assert!(store.delete_inbound_before(150).await.unwrap() >= 1);
+    assert_eq!(store.inbound_bytes(&tenant.id).await.unwrap(), 10);
+
+    // Rules go with their tenant, and so does its mail.
+    assert!(store.delete_tenant(&tenant.id, None).await.unwrap());
+    assert!(
+        store
+            .list_receipt_rules(&tenant.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.inbound_bytes(&tenant.id).await.unwrap(), 0);
+}
