@@ -82,6 +82,21 @@ pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
     let admin_addr = admin_listener.local_addr()?;
+    // SES provisioning: the API's and the CLI's syncs, and the background one (domains just
+    // added, failed steps retried with backoff, SES's sending status mirrored periodically).
+    let provisioner = Arc::new(mailmux_ses::Provisioner::new(
+        ses.clone(),
+        store.clone(),
+        &config.storage.data_dir,
+    ));
+    tokio::spawn(supervise(health.component("ses_sync"), {
+        let provisioner = provisioner.clone();
+        let transport = config.delivery.transport;
+        move || {
+            let provisioner = provisioner.clone();
+            async move { provisioner.run_sync_job(transport).await }
+        }
+    }));
     let admin_state = mailmux_admin::AdminState {
         config: config.clone(),
         store: store.clone(),
@@ -91,6 +106,7 @@ pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
         policy: smtp.policy().clone(),
         queue: queue.clone(),
         health: health.clone(),
+        ses: Some(provisioner),
     };
     // Verified domains whose DNS records disappear are flagged (not unverified) once a day.
     tokio::spawn(supervise(health.component("domain_rechecks"), {

@@ -16,12 +16,13 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// mailmux on `ses`, retrying after a second.
+/// mailmux on `ses`, retrying after a second and syncing SES tenants every second.
 fn start(ses: &SesRecorder) -> Mailmux {
     let env = ses.env();
     let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     all.push(("MAILMUX_DELIVERY__RETRY_INITIAL_SECS", "1"));
     all.push(("MAILMUX_DELIVERY__RETRY_JITTER", "0.0"));
+    all.push(("MAILMUX_SES__SYNC_INTERVAL_SECS", "1"));
     Mailmux::start(&all)
 }
 
@@ -59,16 +60,15 @@ fn submit(mm: &Mailmux, tenant: &TestTenant, to: &[&str], message: &[u8]) -> Str
         .to_string()
 }
 
+/// `GET path` on the admin API as the operator; the body.
+fn get(mm: &Mailmux, path: &str) -> Value {
+    let (status, body) = http(mm.admin(), "GET", path, Some(mm.admin_token()), None);
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
 fn message_view(mm: &Mailmux, tenant: &str, id: &str) -> Value {
-    let (status, shown) = http(
-        mm.admin(),
-        "GET",
-        &format!("/api/tenants/{tenant}/messages/{id}"),
-        Some(mm.admin_token()),
-        None,
-    );
-    assert_eq!(status, 200, "{shown}");
-    shown
+    get(mm, &format!("/api/tenants/{tenant}/messages/{id}"))
 }
 
 fn wait_for_status(mm: &Mailmux, tenant: &str, id: &str, want: &str) -> Value {
@@ -214,13 +214,7 @@ fn throttling_defers_and_the_retry_delivers_once() {
         "throttled once, then delivered: {shown}"
     );
     assert_eq!(ses.sends().len(), 2, "one throttled send, one accepted");
-    let (_, history) = http(
-        mm.admin(),
-        "GET",
-        &format!("/api/tenants/{}/messages/{id}", tenant.id),
-        Some(mm.admin_token()),
-        None,
-    );
+    let history = get(&mm, &format!("/api/tenants/{}/messages/{id}", tenant.id));
     let text = history.to_string();
     assert!(text.contains("TooManyRequestsException"), "{history}");
 }
@@ -282,19 +276,18 @@ fn a_tenant_stopped_by_ses_is_paused_and_its_mail_held() {
     );
 
     let paused = common::wait_until(WAIT, || {
-        let (_, t) = http(
-            mm.admin(),
-            "GET",
-            &format!("/api/tenants/{}", tenant.id),
-            Some(mm.admin_token()),
-            None,
-        );
+        let t = get(&mm, &format!("/api/tenants/{}", tenant.id));
         (t["status"] == "paused").then_some(t)
     })
     .unwrap_or_else(|| panic!("tenant not paused: {}", mm.log_tail(30)));
+    // Paused by whichever saw it first: the send (SendingPausedException, with SES's words)
+    // or the periodic sync (GetTenant's SendingStatus).
     let reason = paused["status_reason"].as_str().unwrap();
-    assert!(reason.contains("SendingPausedException"), "{paused}");
-    assert!(reason.contains("reputation review"), "{paused}");
+    assert!(
+        (reason.contains("SendingPausedException") && reason.contains("reputation review"))
+            || reason.contains("SES disabled the tenant's sending (SendingStatus: DISABLED)"),
+        "{paused}"
+    );
     // Held, not bounced: still queued, no attempt counted.
     common::wait_until(WAIT, || {
         mm.log()
@@ -305,4 +298,58 @@ fn a_tenant_stopped_by_ses_is_paused_and_its_mail_held() {
     let shown = message_view(&mm, &tenant.id, &id);
     assert_eq!(shown["status"], "queued", "{shown}");
     assert_eq!(shown["attempts"], 0, "{shown}");
+
+    // SES enables the tenant again: the sync resumes it and the held mail goes, once.
+    ses.set_tenant_status(&format!("mm-{}", tenant.id), "ENABLED");
+    wait_for_status(&mm, &tenant.id, &id, "delivered");
+    let t = get(&mm, &format!("/api/tenants/{}", tenant.id));
+    assert_eq!(t["status"], "active", "{t}");
+    let accepted: Vec<Value> = ses
+        .sends()
+        .into_iter()
+        .filter(|s| s["TenantName"] == format!("mm-{}", tenant.id))
+        .collect();
+    assert!(!accepted.is_empty());
+}
+
+#[test]
+fn mail_waits_until_ses_verifies_the_domain_for_sending() {
+    if !common::require_support() {
+        return;
+    }
+    let ses = SesRecorder::fake();
+    ses.set_identity_verified(None, false);
+    let mm = start(&ses);
+    let tenant = ses_tenant(&mm, "unverified", "unverified-ses.test");
+    let domain_path = format!("/api/tenants/{}/domains/{}", tenant.id, tenant.domain);
+    common::wait_until(WAIT, || {
+        let d = get(&mm, &domain_path);
+        (d["ses"]["verified_for_sending"] == false).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no SES identity shown: {}", mm.log_tail(30)));
+    let id = submit(
+        &mm,
+        &tenant,
+        &["one@example.net"],
+        &eight_bit_message(&tenant.domain, "v"),
+    );
+    common::wait_until(WAIT, || {
+        let shown = message_view(&mm, &tenant.id, &id);
+        shown
+            .to_string()
+            .contains("SES has not verified unverified-ses.test for sending yet")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("not held for SES: {}", message_view(&mm, &tenant.id, &id)));
+    assert!(
+        ses.sends().is_empty(),
+        "nothing sent before SES verified the domain"
+    );
+
+    // SES verifies it: the next sync says so, and the retry sends it, once.
+    ses.set_identity_verified(Some(&tenant.domain), true);
+    wait_for_status(&mm, &tenant.id, &id, "delivered");
+    assert_eq!(ses.sends().len(), 1);
+    let d = get(&mm, &domain_path);
+    assert_eq!(d["ses"]["dkim_status"], "SUCCESS", "{d}");
 }

@@ -2,7 +2,7 @@
 //! thing and returns what to print (JSON, or a table with `--output table`).
 //!
 //! One file per resource, as in the admin crate: `tenant.rs`, `domain.rs`, `credential.rs`,
-//! `api_key.rs`, `message.rs` (with the audit log); this file finds the configuration and
+//! `api_key.rs`, `message.rs` (with the audit log), `ses.rs`; this file finds the configuration and
 //! opens the store.
 //!
 //! Every command calls the same admin-crate operation as the matching REST handler, as the
@@ -17,6 +17,7 @@ pub mod api_key;
 pub mod credential;
 pub mod domain;
 pub mod message;
+pub mod ses;
 pub mod tenant;
 
 use std::path::{Path, PathBuf};

@@ -182,7 +182,8 @@ pub async fn update(context: &Context, args: TenantUpdateArgs) -> anyhow::Result
 
 pub async fn delete(context: &Context, tenant_id: &str, force: bool) -> anyhow::Result<Shown> {
     with_store(context, async |store| {
-        tenants::delete(store, &Actor::cli(), tenant_id, force).await
+        let ses = super::ses::provisioner(context, store).await;
+        tenants::delete(store, Some(&ses), &Actor::cli(), tenant_id, force).await
     })
     .await?;
     Shown::object(serde_json::json!({"success": true, "id": tenant_id}))

@@ -50,6 +50,25 @@ impl SesRecorder {
         ]
     }
 
+    /// What the upstream does not emulate (proxy mode; the probe's findings), answered by
+    /// FakeSES instead.
+    pub fn not_emulated(&self) -> Vec<String> {
+        self.process.first["not_emulated"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Forgets the requests recorded so far and the failures not yet used.
+    pub fn reset(&self) {
+        let (status, body) = http(self.addr(), "POST", "/_test/reset", None, None);
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// Every request so far (`method`, `path`, `json`).
     pub fn requests(&self) -> Vec<Value> {
         let (status, body) = http(self.addr(), "GET", "/_test/requests", None, None);
@@ -72,6 +91,17 @@ impl SesRecorder {
                           "times": times});
         let (status, reply) = http(self.addr(), "POST", "/_test/fail", None, Some(&body));
         assert_eq!(status, 200, "{reply}");
+    }
+
+    /// FakeSES: marks `domain`'s identity verified for sending (DKIM SUCCESS) or not; with
+    /// `None`, whether identities created from now on are.
+    pub fn set_identity_verified(&self, domain: Option<&str>, verified: bool) {
+        let mut body = json!({"VerifiedForSendingStatus": verified});
+        if let Some(domain) = domain {
+            body["EmailIdentity"] = json!(domain);
+        }
+        let (code, reply) = http(self.addr(), "POST", "/_test/identity", None, Some(&body));
+        assert_eq!(code, 200, "{reply}");
     }
 
     /// FakeSES: sets an SES tenant's SendingStatus (creating the tenant if needed).

@@ -2,7 +2,9 @@
 //! signs), handed to SES v2 with the tenant's `TenantName` and configuration set, in sends of
 //! at most 50 envelope recipients (SES's limit).
 //!
-//! Per send, every recipient of the send gets the same outcome:
+//! A message from a domain whose SES identity the last sync found not yet verified for sending
+//! waits (451) until SES verifies it. Per send, every recipient of the send gets the same
+//! outcome:
 //! - accepted → delivered, with SES's MessageId kept on the recipient;
 //! - throttling, a server error, the network, or anything SES refused that is not a verdict
 //!   on the message (a missing SES tenant, a permission) → deferred: the queue's backoff
@@ -12,8 +14,8 @@
 //!   by SES) → the tenant is paused locally with SES's cause and its mail is held, untried,
 //!   until it is active again; no later send of this attempt is made.
 
-use mailmux_core::now_ms;
 use mailmux_core::reply::Reply;
+use mailmux_core::{address_domain, now_ms};
 use mailmux_queue::{QueuedMessage, QueuedRecipient};
 use mailmux_ses::{MAX_RECIPIENTS_PER_SEND, RawSend, Ses, SesError, SesErrorKind};
 use mailmux_store::AuditEntry;
@@ -42,6 +44,9 @@ impl Deliverer {
         sender: &str,
         body: &[u8],
     ) -> Attempted {
+        if let Some(reply) = self.not_verified_by_ses(message).await {
+            return Attempted::Sent(all(&message.recipients, reply, None));
+        }
         let tenant_name = ses.config().tenant_name(&message.tenant_id);
         let configuration_set = ses.config().configuration_set(&message.tenant_id);
         let mut outcomes = Vec::with_capacity(message.recipients.len());
@@ -82,6 +87,31 @@ impl Deliverer {
             }
         }
         Attempted::Sent(outcomes)
+    }
+
+    /// SES sends from a domain only once it has verified it. While the last sync found the
+    /// sending domain's identity not verified for sending, the message waits (451, retried
+    /// with the queue's backoff) instead of being sent for SES to refuse and bounce. A domain
+    /// whose identity was never read (not provisioned yet) is left to SES's verdict.
+    async fn not_verified_by_ses(&self, message: &QueuedMessage) -> Option<Reply> {
+        let domain = address_domain(&message.mail_from);
+        if domain.is_empty() {
+            return None;
+        }
+        match self.queue.store().get_ses_identity(&domain).await {
+            Ok(Some(identity))
+                if identity.tenant_id == message.tenant_id && !identity.verified_for_sending =>
+            {
+                Some(Reply::parse(
+                    451,
+                    format!(
+                        "4.7.1 SES has not verified {domain} for sending yet (DKIM {})",
+                        identity.dkim_status.as_deref().unwrap_or("not started")
+                    ),
+                ))
+            }
+            _ => None,
+        }
     }
 
     /// Pauses the tenant with SES's cause (only an active one: an operator's status stays).

@@ -78,6 +78,14 @@ impl Ses {
         }
     }
 
+    /// The region requests go to (the ARNs of SES's managed policies name it).
+    pub fn region(&self) -> String {
+        self.client
+            .config()
+            .region()
+            .map_or_else(|| DEFAULT_REGION.to_string(), |r| r.to_string())
+    }
+
     pub fn config(&self) -> &SesConfig {
         &self.config
     }

@@ -100,13 +100,25 @@ impl Store {
         Ok(())
     }
 
-    /// Asks for a sync of `tenant_id` at `at` (no earlier than one already asked for).
-    pub async fn schedule_ses_sync(&self, tenant_id: &str, at: i64) -> Result<()> {
+    /// Asks for a sync of `tenant_id` now: the record is created (due at `now`) if the
+    /// tenant has none yet, or made due at `now` if its next sync was later. A domain added to
+    /// an `ses` tenant, `POST …/ses/sync` and `mailmux domain add` come through here, so the
+    /// background sync starts on it at once instead of at the next interval.
+    pub async fn request_ses_sync(
+        &self,
+        tenant_id: &str,
+        tenant_name: &str,
+        now: i64,
+    ) -> Result<()> {
         sqlx::query(
-            "UPDATE ses_tenants SET next_sync_at = $2 WHERE tenant_id = $1 AND next_sync_at > $2",
+            "INSERT INTO ses_tenants (tenant_id, tenant_name, next_sync_at, updated_at) \
+             VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (tenant_id) DO UPDATE SET tenant_name = $2, next_sync_at = \
+             CASE WHEN ses_tenants.next_sync_at > $3 THEN $3 ELSE ses_tenants.next_sync_at END",
         )
         .bind(tenant_id)
-        .bind(at)
+        .bind(tenant_name)
+        .bind(now)
         .execute(&self.pool)
         .await?;
         Ok(())

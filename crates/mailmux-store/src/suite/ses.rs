@@ -39,11 +39,29 @@ pub(super) async fn ses_state(store: &Store) {
         .map(|r| r.tenant_id)
         .collect();
     assert!(due.contains(&tenant.id));
-    // Asking for an earlier sync moves it forward, never back.
-    store.schedule_ses_sync(&tenant.id, 2_000).await.unwrap();
-    store.schedule_ses_sync(&tenant.id, 9_000).await.unwrap();
+    // Asking for a sync moves it forward, never back, and keeps the rest of the record.
+    let name = record.tenant_name.clone();
+    store
+        .request_ses_sync(&tenant.id, &name, 2_000)
+        .await
+        .unwrap();
+    store
+        .request_ses_sync(&tenant.id, &name, 9_000)
+        .await
+        .unwrap();
     let next = store.get_ses_tenant(&tenant.id).await.unwrap().unwrap();
     assert_eq!(next.next_sync_at, 2_000);
+    assert_eq!(next.aws_tenant_id, record.aws_tenant_id);
+    // A tenant with no record yet gets one, due at once.
+    let other = new_tenant(Tier::Starter);
+    store.create_tenant(&other, None).await.unwrap();
+    store
+        .request_ses_sync(&other.id, "mm-other", 3_000)
+        .await
+        .unwrap();
+    let created = store.get_ses_tenant(&other.id).await.unwrap().unwrap();
+    assert_eq!((created.next_sync_at, created.synced_at), (3_000, None));
+    assert_eq!(created.aws_tenant_id, None);
 
     // Steps: an error is dated when it happens; a step done again keeps its first date.
     store
