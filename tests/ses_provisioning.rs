@@ -425,6 +425,20 @@ fn reputation_policy_mail_from_and_sending_status_against_fake_ses() {
         Some(&json!({"return_path": format!("bounce.{domain}")})),
     );
     assert_eq!(status, 200, "{body}");
+    // Its records are those SES's custom MAIL FROM needs: SES's feedback MX and SPF.
+    let records = body["records"].as_array().unwrap();
+    assert!(
+        records.iter().any(|r| r["type"] == "MX"
+            && r["name"] == format!("bounce.{domain}")
+            && r["value"] == "10 feedback-smtp.us-east-1.amazonses.com"),
+        "{body}"
+    );
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "TXT" && r["value"] == "v=spf1 include:amazonses.com ~all"),
+        "{body}"
+    );
     let (code, state) = api(&mm, "POST", &format!("/api/tenants/{id}/ses/sync"), None);
     assert_eq!(code, 200, "{state}");
     assert_eq!(state["status"], "synced", "{state}");

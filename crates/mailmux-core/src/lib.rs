@@ -21,7 +21,7 @@ pub use config::{Config, ConfigError, SmarthostTls, TransportKind};
 pub use credential::Credential;
 pub use domain::{
     DnsRecord, Domain, DomainNameError, is_subdomain_of, normalize_domain, return_path_dns_records,
-    sending_dns_records, spf_value,
+    sending_dns_records, ses_mail_from_dns_records, spf_value,
 };
 pub use envelope::{BodyFlags, Envelope, QueueId, QueueIdGenerator, address_domain, now_ms};
 pub use error::Permanence;
