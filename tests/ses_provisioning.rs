@@ -350,6 +350,9 @@ fn the_cli_syncs_one_tenant_and_backfills_existing_ones() {
     );
     assert_eq!(status, 200, "{body}");
     mm.add_verified_domain(&id, &domain);
+    // Not on SES: nothing to sync.
+    let (status, body) = api(&mm, "POST", &format!("/api/tenants/{id}/ses/sync"), None);
+    assert_eq!(status, 422, "{body}");
     let (status, body) = mm_put_transport_without_sync(&mm, &id);
     assert_eq!(status, 200, "{body}");
 
@@ -527,4 +530,37 @@ fn reputation_policy_mail_from_and_sending_status_against_fake_ses() {
         .expect("the periodic sync ran again");
     let (_, t) = api(&mm, "GET", &format!("/api/tenants/{id}"), None);
     assert_eq!(t["status"], "paused", "{t}");
+
+    // A domain removed locally: its association, then its identity, are taken away in SES.
+    let (status, body) = api(
+        &mm,
+        "DELETE",
+        &format!("/api/tenants/{id}/domains/{domain}"),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let identity = format!("DELETE /v2/email/identities/{domain}");
+    let order = wait_until(WAIT, || {
+        let order = writes(&ses.requests());
+        order.contains(&identity).then_some(order)
+    })
+    .expect("the identity is deleted in SES");
+    let disassociated = order
+        .iter()
+        .position(|w| w == "POST /v2/email/tenants/resources/delete")
+        .expect("disassociated first");
+    assert!(disassociated < order.iter().position(|w| *w == identity).unwrap());
+    let gone = [
+        format!("identity:{domain}"),
+        format!("association:identity:{domain}"),
+    ];
+    wait_until(WAIT, || {
+        let state = ses_state(&mm, &id);
+        let steps = state["steps"].as_array().unwrap();
+        steps
+            .iter()
+            .all(|s| !gone.iter().any(|g| s["step"] == g.as_str()))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("the domain's steps stay: {}", ses_state(&mm, &id)));
 }

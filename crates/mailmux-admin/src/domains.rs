@@ -127,6 +127,9 @@ pub async fn delete(
     {
         return Err(lookup::domain_not_found(&domain.name));
     }
+    // On SES, the next sync takes the domain's identity away from the tenant.
+    let tenant = lookup::tenant(store, tenant_id).await?;
+    provision::request_ses_sync(store, config, &tenant, mailmux_core::now_ms()).await;
     Ok(())
 }
 

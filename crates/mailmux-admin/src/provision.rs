@@ -99,11 +99,11 @@ pub async fn add_domain(
     Ok(view)
 }
 
-/// For a tenant on the `ses` transport, makes its SES sync due now, so provisioning the new
-/// domain's identity starts at once (the background job, or the caller, runs it). Never fails
-/// the domain: the domain exists already, and a sync that cannot be scheduled now still runs
-/// at the tenant's next periodic sync.
-async fn request_ses_sync(store: &Store, config: &Config, tenant: &Tenant, now: i64) {
+/// For a tenant on the `ses` transport, makes its SES sync due now, so provisioning a new
+/// domain's identity (or releasing a deleted one's) starts at once (the background job, or the
+/// caller, runs it). Never fails the domain change: it is made already, and a sync that cannot
+/// be scheduled now still runs at the tenant's next periodic sync.
+pub(crate) async fn request_ses_sync(store: &Store, config: &Config, tenant: &Tenant, now: i64) {
     if tenant.transport.unwrap_or(config.delivery.transport) != TransportKind::Ses {
         return;
     }

@@ -5,6 +5,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use mailmux_core::Config;
+use mailmux_core::config::TransportKind;
 use mailmux_ses::{Provisioner, SyncReport};
 use mailmux_store::Store;
 use serde::Serialize;
@@ -95,13 +96,22 @@ pub async fn show(store: &Store, config: &Config, tenant_id: &str) -> Result<Ses
 }
 
 /// Syncs the tenant now and answers with its state after the run (a failed step shows as
-/// `error` and is retried in the background).
+/// `error` and is retried in the background). 422 for a tenant not on the `ses` transport:
+/// creating SES resources for mail that does not go through SES is a mistake to point out.
 pub async fn sync(
     provisioner: &Provisioner,
     config: &Config,
     tenant_id: &str,
 ) -> Result<(SyncReport, SesView)> {
     let tenant = lookup::tenant(&provisioner.store, tenant_id).await?;
+    let transport = tenant.transport.unwrap_or(config.delivery.transport);
+    if transport != TransportKind::Ses {
+        return Err(AdminError::Invalid(format!(
+            "tenant {} sends through {}, not ses; set \"transport\": \"ses\" first",
+            tenant.id,
+            transport.as_str()
+        )));
+    }
     let report = provisioner.sync(&tenant.id, false).await?;
     Ok((report, show(&provisioner.store, config, &tenant.id).await?))
 }
@@ -138,6 +148,7 @@ pub async fn show_ses(
     responses(
         (status = 200, description = "Synced, or `status: error` with the failed step", body = SesView),
         (status = 404, body = ErrorBody),
+        (status = 422, description = "The tenant is not on the ses transport", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
