@@ -553,6 +553,8 @@ fn reputation_policy_mail_from_and_sending_status_against_fake_ses() {
     let gone = [
         format!("identity:{domain}"),
         format!("association:identity:{domain}"),
+        format!("mail_from:{domain}"),
+        format!("release:identity:{domain}"),
     ];
     wait_until(WAIT, || {
         let state = ses_state(&mm, &id);

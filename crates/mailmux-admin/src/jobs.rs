@@ -21,11 +21,16 @@ pub async fn run_requested_ses_sync(state: &AdminState, tenant_id: &str, wait: D
     let Some(provisioner) = state.ses.clone() else {
         return false;
     };
+    let on_ses = matches!(
+        state.store.get_tenant(tenant_id).await,
+        Ok(Some(tenant)) if tenant.transport.unwrap_or(state.config.delivery.transport)
+            == mailmux_core::TransportKind::Ses
+    );
     let due = matches!(
         state.store.get_ses_tenant(tenant_id).await,
         Ok(Some(record)) if record.next_sync_at <= now_ms()
     );
-    if !due {
+    if !on_ses || !due {
         return false;
     }
     let id = tenant_id.to_string();

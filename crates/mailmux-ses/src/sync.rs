@@ -254,10 +254,18 @@ impl Provisioner {
                 continue;
             }
             let change = self.release_identity(&name, arn, domain, dry).await;
-            run.record(format!("release:identity:{domain}"), change)
+            let released = run
+                .record(format!("release:identity:{domain}"), change)
                 .await?;
-            if !dry {
-                for step in ["identity", "association:identity", "mail_from"] {
+            // Once released, nothing of the domain is left to show; a failed release stays
+            // visible (and is retried) until it succeeds.
+            if released && !dry {
+                for step in [
+                    "identity",
+                    "association:identity",
+                    "mail_from",
+                    "release:identity",
+                ] {
                     let stale = format!("{step}:{domain}");
                     self.store.delete_ses_step(&tenant.id, &stale).await?;
                 }
