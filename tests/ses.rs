@@ -187,26 +187,35 @@ fn ses_sends_the_exact_bytes_with_tenant_name_and_configuration_set() {
     );
 }
 
+/// FakeSES answering the first SendEmail with SES error `code` (400, `message`), mailmux, a
+/// tenant `name` on `ses` (domain `NAME-ses.test`), and the queue id of one message it sent.
+fn first_send_fails(
+    code: &str,
+    message: &str,
+    name: &str,
+) -> (SesRecorder, Mailmux, TestTenant, String) {
+    let ses = SesRecorder::fake();
+    ses.fail("/v2/email/outbound-emails", 400, code, message, 1);
+    let mm = start(&ses);
+    let tenant = ses_tenant(&mm, name, &format!("{name}-ses.test"));
+    let id = submit(
+        &mm,
+        &tenant,
+        &["one@example.net"],
+        &eight_bit_message(&tenant.domain, name),
+    );
+    (ses, mm, tenant, id)
+}
+
 #[test]
 fn throttling_defers_and_the_retry_delivers_once() {
     if !common::require_support() {
         return;
     }
-    let ses = SesRecorder::fake();
-    ses.fail(
-        "/v2/email/outbound-emails",
-        400,
+    let (ses, mm, tenant, id) = first_send_fails(
         "TooManyRequestsException",
         "Maximum sending rate exceeded.",
-        1,
-    );
-    let mm = start(&ses);
-    let tenant = ses_tenant(&mm, "busy", "busy-ses.test");
-    let id = submit(
-        &mm,
-        &tenant,
-        &["one@example.net"],
-        &eight_bit_message(&tenant.domain, "t"),
+        "busy",
     );
     let shown = wait_for_status(&mm, &tenant.id, &id, "delivered");
     assert_eq!(
@@ -224,21 +233,10 @@ fn message_rejected_bounces_with_the_reason_in_the_dsn() {
     if !common::require_support() {
         return;
     }
-    let ses = SesRecorder::fake();
-    ses.fail(
-        "/v2/email/outbound-emails",
-        400,
+    let (ses, mm, tenant, id) = first_send_fails(
         "MessageRejected",
         "Email address is not verified: nobody@acme",
-        1,
-    );
-    let mm = start(&ses);
-    let tenant = ses_tenant(&mm, "rejected", "rejected-ses.test");
-    let id = submit(
-        &mm,
-        &tenant,
-        &["one@example.net"],
-        &eight_bit_message(&tenant.domain, "r"),
+        "rejected",
     );
     let shown = wait_for_status(&mm, &tenant.id, &id, "bounced");
     let reply = shown["recipients"][0]["last_reply"]
