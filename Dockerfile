@@ -14,6 +14,7 @@ COPY crates/mailmux-policy/Cargo.toml crates/mailmux-policy/
 COPY crates/mailmux-smtp/Cargo.toml crates/mailmux-smtp/
 COPY crates/mailmux-delivery/Cargo.toml crates/mailmux-delivery/
 COPY crates/mailmux-inbound/Cargo.toml crates/mailmux-inbound/
+COPY crates/mailmux-ses/Cargo.toml crates/mailmux-ses/
 COPY crates/mailmux-admin/Cargo.toml crates/mailmux-admin/
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \

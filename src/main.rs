@@ -90,6 +90,28 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// AWS SES tenants of tenants on the `ses` transport.
+    Ses {
+        #[command(subcommand)]
+        command: SesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SesCommand {
+    /// Provision the tenant's SES side now (idempotent); prints its SES state.
+    Sync {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Create SES tenants for existing tenants on the `ses` transport and associate their
+    /// domains; per tenant what it did, a progress line on stderr. Safe to re-run and to
+    /// interrupt.
+    Backfill {
+        /// Only say what would be done.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -329,6 +351,12 @@ fn main() -> ExitCode {
             Command::Address { command } => commands::address::run(&context, command).await,
             Command::Message { command } => message(&context, command).await,
             Command::Audit { command } => audit(&context, command).await,
+            Command::Ses { command } => match command {
+                SesCommand::Sync { tenant } => commands::ses::sync(&context, &tenant).await,
+                SesCommand::Backfill { dry_run } => {
+                    commands::ses::backfill(&context, dry_run).await
+                }
+            },
         }?;
         output::print(&shown, format)?;
         Ok(())

@@ -107,6 +107,9 @@ pub struct TenantUpdateArgs {
     /// Days the tenant's stored inbound mail is kept; 0 = the relay's inbound.retention_days.
     #[arg(long)]
     pub inbound_retention_days: Option<u64>,
+    /// SES reputation policy: standard, strict or none.
+    #[arg(long)]
+    pub reputation_policy: Option<String>,
     /// A feature flag, e.g. `--feature webhooks=true`; repeatable.
     #[arg(long = "feature", value_name = "NAME=BOOL")]
     pub features: Vec<String>,
@@ -163,6 +166,7 @@ impl TenantUpdateArgs {
             features,
             transport,
             inbound_retention_days: self.inbound_retention_days,
+            reputation_policy: self.reputation_policy,
             // The API's round-trip fields: a command says what to change, nothing more.
             ..UpdateTenant::default()
         })
@@ -182,7 +186,8 @@ pub async fn update(context: &Context, args: TenantUpdateArgs) -> anyhow::Result
 
 pub async fn delete(context: &Context, tenant_id: &str, force: bool) -> anyhow::Result<Shown> {
     with_store(context, async |store| {
-        tenants::delete(store, &Actor::cli(), tenant_id, force).await
+        let ses = super::ses::provisioner(context, store).await;
+        tenants::delete(store, Some(&ses), &Actor::cli(), tenant_id, force).await
     })
     .await?;
     Shown::object(serde_json::json!({"success": true, "id": tenant_id}))

@@ -15,6 +15,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::ses_config::SesConfig;
+
 /// The embedded default configuration, shipped as `config/mailmux.toml`; it documents every key.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/mailmux.toml");
 
@@ -282,16 +284,6 @@ pub struct DkimConfig {
     pub rotation_check_secs: u64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SesConfig {
-    /// SES v2 endpoint override (tests point it at a local emulator).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-}
-
 impl Default for Config {
     fn default() -> Self {
         // The embedded file is part of the binary and covered by a unit test.
@@ -385,12 +377,8 @@ impl Config {
                 "must be set when delivery.transport = \"smarthost\"",
             );
         }
-        if self.delivery.transport == TransportKind::Ses {
-            // Refused rather than accepted and silently failing every message later.
-            return invalid(
-                "delivery.transport",
-                "\"ses\" is not available in this version; use \"mx\" or \"smarthost\"",
-            );
+        if let Err((key, message)) = self.ses.check() {
+            return invalid(key, &message);
         }
         if let Some(host) = &self.delivery.smarthost
             && parse_host_port(host).is_none()

@@ -24,7 +24,8 @@
 //! connections between messages, `smarthost.rs` is the relay transport, `attempt.rs` delivers
 //! one message to one next hop, `dsn.rs` writes bounces, `forwarded.rs` sends the bounces of
 //! forwarded (SRS) mail to the original sender, `hold.rs` keeps a paused tenant's mail
-//! back, `return_path.rs` puts custom MAIL FROM domains on the wire.
+//! back, `return_path.rs` puts custom MAIL FROM domains on the wire, `ses.rs` relays through
+//! the tenant's AWS SES v2 tenant.
 
 mod address_policy;
 mod attempt;
@@ -39,6 +40,7 @@ mod mx;
 mod pool;
 mod return_path;
 mod route;
+mod ses;
 mod smarthost;
 
 use std::collections::BTreeMap;
@@ -65,6 +67,7 @@ use crate::host_health::HostHealth;
 use crate::mx::MxResolver;
 use crate::pool::Pool;
 use crate::route::{Route, Router};
+use crate::ses::Attempted;
 use crate::smarthost::Smarthost;
 
 pub use error::{DeliveryError, Result};
@@ -90,12 +93,23 @@ pub struct Deliverer {
     /// Reverses the SRS senders of forwarded mail for its bounces (forwarded.rs); loaded from
     /// the store the first time one is needed.
     srs: tokio::sync::OnceCell<mailmux_core::srs::Srs>,
+    /// The SES v2 client for tenants on the `ses` transport (built once by `serve`).
+    ses: Option<Arc<mailmux_ses::Ses>>,
 }
 
 impl Deliverer {
     /// Builds the resolver (from `delivery.dns_servers`, or the system configuration) and
     /// checks the smarthost settings; fails only on configuration that cannot work.
     pub fn new(config: Arc<Config>, queue: Arc<Queue>) -> Result<Arc<Deliverer>> {
+        Deliverer::with_ses(config, queue, None)
+    }
+
+    /// [`Deliverer::new`] with the SES client that tenants on the `ses` transport send through.
+    pub fn with_ses(
+        config: Arc<Config>,
+        queue: Arc<Queue>,
+        ses: Option<Arc<mailmux_ses::Ses>>,
+    ) -> Result<Arc<Deliverer>> {
         let delivery = &config.delivery;
         let mx_policy = SessionPolicy {
             helo: ClientId::Domain(config.helo_name().to_string()),
@@ -128,6 +142,7 @@ impl Deliverer {
             address_policy: AddressPolicy::new(&delivery.allowed_networks),
             host_health: HostHealth::new(Duration::from_secs(delivery.host_down_secs)),
             srs: tokio::sync::OnceCell::new(),
+            ses,
             queue,
             config,
         }))
@@ -215,7 +230,10 @@ impl Deliverer {
                 Some(reply) => everyone(&message, reply),
                 None => {
                     let sender = self.wire_sender(&message, &route).await;
-                    self.attempt(&message, &route, &sender).await
+                    match self.attempt(&message, &route, &sender).await {
+                        Attempted::Sent(outcomes) => outcomes,
+                        Attempted::Held => return self.hold(lease).await,
+                    }
                 }
             },
             Err(error) => everyone(
@@ -283,6 +301,7 @@ impl Deliverer {
                 idx: outcome.idx,
                 status: outcome.reply.recipient_status(),
                 reply: outcome.reply.to_string(),
+                remote_id: outcome.remote_id.clone(),
             })
             .collect();
         let mut report = self.queue.retry.finish(message, lease, results, now_ms());
@@ -317,15 +336,15 @@ impl Deliverer {
     }
 
     /// Signs the message if its route says so and delivers it, as sent by `sender` (the
-    /// envelope sender on the wire), to each of its next hops.
-    async fn attempt(&self, message: &QueuedMessage, route: &Route, sender: &str) -> Vec<Outcome> {
-        let everyone = |reply: Reply| everyone(message, reply);
+    /// envelope sender on the wire), to each of its next hops. `Held` only from SES, when it
+    /// stopped the tenant's sending.
+    async fn attempt(&self, message: &QueuedMessage, route: &Route, sender: &str) -> Attempted {
+        let everyone = |reply: Reply| Attempted::Sent(everyone(message, reply));
         match route.transport {
-            TransportKind::Ses => {
+            TransportKind::Ses if self.ses.is_none() => {
                 return everyone(Reply::parse(
                     451,
-                    "4.3.5 the SES transport is not available in this version; the message waits \
-                     until the tenant's transport is changed",
+                    "4.3.5 the tenant's transport is ses but no SES client is configured",
                 ));
             }
             TransportKind::Smarthost if self.smarthost.is_none() => {
@@ -372,7 +391,10 @@ impl Deliverer {
             None
         };
         let body: &[u8] = signed.as_deref().unwrap_or(&message.body);
-        match (route.transport, &self.smarthost) {
+        if let (TransportKind::Ses, Some(ses)) = (route.transport, &self.ses) {
+            return self.deliver_ses(ses, message, sender, body).await;
+        }
+        Attempted::Sent(match (route.transport, &self.smarthost) {
             (TransportKind::Smarthost, Some(smarthost)) => {
                 let recipients: Vec<&QueuedRecipient> = message.recipients.iter().collect();
                 self.deliver_to_hop(message, sender, body, &recipients, smarthost.hop())
@@ -406,7 +428,7 @@ impl Deliverer {
                 .flatten()
                 .collect()
             }
-        }
+        })
     }
 
     /// The DSN to the sender listing every recipient bounced in this attempt, if any: it is
@@ -518,6 +540,7 @@ fn everyone(message: &QueuedMessage, reply: Reply) -> Vec<Outcome> {
             reply: reply.clone(),
             remote: None,
             not_before: None,
+            remote_id: None,
         })
         .collect()
 }

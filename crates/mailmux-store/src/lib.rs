@@ -17,6 +17,7 @@ mod queue;
 mod receipt_rules;
 mod return_paths;
 mod srs_secret;
+mod ses;
 mod stats;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
@@ -36,6 +37,7 @@ pub use inbound::InboundMessage;
 pub use key_vault::{KeyVaultError, MasterKey, sync_dir};
 pub use queue::QUOTA_WINDOW_MS;
 pub use return_paths::{ReturnPath, ReturnPathCheck};
+pub use ses::{SesIdentity, SesStep, SesTenantRecord};
 pub use stats::TenantCounters;
 pub use tenants::TenantDeletion;
 

@@ -3,7 +3,7 @@
 //! but for the fields given beside it; a status back to `active` clears its reason) are the
 //! part worth table-testing.
 
-use mailmux_core::{Tenant, TenantStatus, Tier, TransportKind};
+use mailmux_core::{ReputationPolicy, Tenant, TenantStatus, Tier, TransportKind};
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
@@ -48,6 +48,8 @@ pub struct UpdateTenant {
     /// Days the tenant's stored inbound mail is kept; 0 goes back to the relay's
     /// `inbound.retention_days`.
     pub inbound_retention_days: Option<u64>,
+    /// SES reputation policy: `standard`, `strict` or `none`.
+    pub reputation_policy: Option<String>,
     /// The limits as `GET` shows them; any subset.
     pub limits: Option<LimitsUpdate>,
     /// Read-only; accepted when unchanged.
@@ -250,6 +252,13 @@ pub fn apply_update(tenant: &Tenant, update: &UpdateTenant) -> Result<Tenant> {
             ));
         }
         next.inbound_retention_days = days;
+    }
+    if let Some(policy) = &update.reputation_policy {
+        next.reputation_policy = ReputationPolicy::parse(policy).ok_or_else(|| {
+            AdminError::Invalid(format!(
+                "reputation_policy: unknown value {policy:?} (standard, strict or none)"
+            ))
+        })?;
     }
     if let Some(status) = update.status {
         next.status = status.into();
