@@ -15,6 +15,7 @@ COPY crates/mailmux-smtp/Cargo.toml crates/mailmux-smtp/
 COPY crates/mailmux-delivery/Cargo.toml crates/mailmux-delivery/
 COPY crates/mailmux-inbound/Cargo.toml crates/mailmux-inbound/
 COPY crates/mailmux-webhooks/Cargo.toml crates/mailmux-webhooks/
+COPY crates/mailmux-ses/Cargo.toml crates/mailmux-ses/
 COPY crates/mailmux-admin/Cargo.toml crates/mailmux-admin/
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \

@@ -74,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Manage receipt rules: what the MX does with mail for an address (store, reject,
+    /// forward, list).
+    Address {
+        #[command(subcommand)]
+        command: commands::address::AddressCommand,
+    },
     /// Look at a tenant's messages: per-recipient status, attempts, last reply.
     Message {
         #[command(subcommand)]
@@ -88,6 +94,28 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// AWS SES tenants of tenants on the `ses` transport.
+    Ses {
+        #[command(subcommand)]
+        command: SesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SesCommand {
+    /// Provision the tenant's SES side now (idempotent); prints its SES state.
+    Sync {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Create SES tenants for existing tenants on the `ses` transport and associate their
+    /// domains; per tenant what it did, a progress line on stderr. Safe to re-run and to
+    /// interrupt.
+    Backfill {
+        /// Only say what would be done.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -325,9 +353,16 @@ fn main() -> ExitCode {
             Command::Credential { command } => credential(&context, command).await,
             Command::Domain { command } => domain(&context, command).await,
             Command::ApiKey { command } => api_key(&context, command).await,
+            Command::Address { command } => commands::address::run(&context, command).await,
             Command::Message { command } => message(&context, command).await,
             Command::Audit { command } => audit(&context, command).await,
             Command::Webhook { command } => commands::webhook::run(&context, command).await,
+            Command::Ses { command } => match command {
+                SesCommand::Sync { tenant } => commands::ses::sync(&context, &tenant).await,
+                SesCommand::Backfill { dry_run } => {
+                    commands::ses::backfill(&context, dry_run).await
+                }
+            },
         }?;
         output::print(&shown, format)?;
         Ok(())

@@ -57,7 +57,15 @@ pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
 
     // Set once at SIGTERM/SIGINT: listeners stop accepting, delivery stops taking jobs.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let deliverer = mailmux_delivery::Deliverer::new(config.clone(), queue.clone())?;
+    // One SES client for the process (delivery and the admin side share it, and with it the
+    // account's send-rate limiter). Building it makes no request; the probe below does.
+    let ses = Arc::new(mailmux_ses::Ses::connect(&config.ses).await);
+    if uses_ses(&config, &store).await {
+        probe_ses(&ses).await;
+    }
+
+    let deliverer =
+        mailmux_delivery::Deliverer::with_ses(config.clone(), queue.clone(), Some(ses.clone()))?;
     let jobs = Arc::new(tokio::sync::Mutex::new(jobs));
     let delivery_task = tokio::spawn(supervise(health.component("delivery"), {
         let stop = stop_rx.clone();
@@ -97,6 +105,21 @@ pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
         "cannot bind the SMTP listeners (smtp.submission, smtp.submission_tls, smtp.mx)",
     )?;
 
+    // SES provisioning: the API's and the CLI's syncs, and the background one (domains just
+    // added, failed steps retried with backoff, SES's sending status mirrored periodically).
+    let provisioner = Arc::new(mailmux_ses::Provisioner::new(
+        ses.clone(),
+        store.clone(),
+        &config.storage.data_dir,
+    ));
+    tokio::spawn(supervise(health.component("ses_sync"), {
+        let provisioner = provisioner.clone();
+        let transport = config.delivery.transport;
+        move || {
+            let provisioner = provisioner.clone();
+            async move { provisioner.run_sync_job(transport).await }
+        }
+    }));
     let admin_state = mailmux_admin::AdminState {
         config: config.clone(),
         store: store.clone(),
@@ -106,13 +129,21 @@ pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
         policy: smtp.policy().clone(),
         queue: queue.clone(),
         health: health.clone(),
+        ses: Some(provisioner),
     };
     // Verified domains whose DNS records disappear are flagged (not unverified) once a day.
     tokio::spawn(supervise(health.component("domain_rechecks"), {
         let state = admin_state.clone();
         move || mailmux_admin::domain_rechecks(state.clone(), DOMAIN_RECHECK_INTERVAL)
     }));
-    // Stored inbound mail older than inbound.retention_days is deleted, checked hourly.
+    // Stored inbound mail past its tenant's inbound_retention_days (else the relay's
+    // inbound.retention_days) is deleted, checked hourly.
+    if config.inbound.postmaster.is_none() {
+        warn!(
+            "inbound.postmaster is not set: mail to the bare <postmaster> is refused (550); \
+             RFC 5321 §4.5.1 asks for it to be accepted"
+        );
+    }
     tokio::spawn(supervise(health.component("inbound_retention"), {
         let inbound = smtp.inbound().clone();
         let days = config.inbound.retention_days;
@@ -309,4 +340,32 @@ pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> anyhow::Result<(
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     mailmux_store::sync_dir(path).with_context(|| format!("cannot sync {}", path.display()))?;
     Ok(())
+}
+
+/// Whether SES is in use: the default transport, or any tenant's.
+async fn uses_ses(config: &Config, store: &mailmux_store::Store) -> bool {
+    use mailmux_core::TransportKind;
+    config.delivery.transport == TransportKind::Ses
+        || store.list_tenants().await.is_ok_and(|tenants| {
+            tenants
+                .iter()
+                .any(|t| t.transport == Some(TransportKind::Ses))
+        })
+}
+
+/// `GetAccount` once at start-up: says in the log whether the endpoint and the credentials
+/// work, and sets the shared send rate to the account's MaxSendRate. A failure is logged, not
+/// fatal: SES mail waits (deferred) until SES answers, other mail is not held up.
+async fn probe_ses(ses: &mailmux_ses::Ses) {
+    match ses.account().await {
+        Ok(account) => info!(
+            max_send_rate = account.max_send_rate,
+            max_24_hour_send = account.max_24_hour_send,
+            sending_enabled = account.sending_enabled,
+            "SES account reachable"
+        ),
+        Err(error) => {
+            warn!(%error, "SES probe (GetAccount) failed; SES mail is deferred until it answers")
+        }
+    }
 }

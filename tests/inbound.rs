@@ -189,21 +189,20 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
         json!({"address": "Sales@inbound.test", "action": "store"}),
     );
     assert_eq!(sales["address"], "sales@inbound.test");
-    // Not built yet: refused with a clear 422, never accepted and dropped.
+    // An action that does not exist: refused with a clear 422 naming the ones that do.
     let (status, error) = api(
         &mm,
         "POST",
         &format!("/api/tenants/{tenant}/addresses"),
-        Some(
-            json!({"address": "fwd@inbound.test", "action": "forward", "forward_to": ["a@example.org"]}),
-        ),
+        Some(json!({"address": "fwd@inbound.test", "action": "bounce"})),
     );
     assert_eq!(status, 422, "{error}");
     assert!(
         error["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("not available")
+            .contains("expected store, reject, webhook, forward or list"),
+        "{error}"
     );
     for (body, want) in [
         (

@@ -104,6 +104,12 @@ pub struct TenantUpdateArgs {
     /// mx, smarthost or ses; `default` goes back to delivery.transport.
     #[arg(long)]
     pub transport: Option<String>,
+    /// Days the tenant's stored inbound mail is kept; 0 = the relay's inbound.retention_days.
+    #[arg(long)]
+    pub inbound_retention_days: Option<u64>,
+    /// SES reputation policy: standard, strict or none.
+    #[arg(long)]
+    pub reputation_policy: Option<String>,
     /// A feature flag, e.g. `--feature webhooks=true`; repeatable.
     #[arg(long = "feature", value_name = "NAME=BOOL")]
     pub features: Vec<String>,
@@ -159,6 +165,8 @@ impl TenantUpdateArgs {
             status_reason: self.status_reason,
             features,
             transport,
+            inbound_retention_days: self.inbound_retention_days,
+            reputation_policy: self.reputation_policy,
             // The API's round-trip fields: a command says what to change, nothing more.
             ..UpdateTenant::default()
         })
@@ -178,7 +186,8 @@ pub async fn update(context: &Context, args: TenantUpdateArgs) -> anyhow::Result
 
 pub async fn delete(context: &Context, tenant_id: &str, force: bool) -> anyhow::Result<Shown> {
     with_store(context, async |store| {
-        tenants::delete(store, &Actor::cli(), tenant_id, force).await
+        let ses = super::ses::provisioner(context, store).await;
+        tenants::delete(store, Some(&ses), &Actor::cli(), tenant_id, force).await
     })
     .await?;
     Shown::object(serde_json::json!({"success": true, "id": tenant_id}))

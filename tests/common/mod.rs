@@ -3,6 +3,9 @@
 //!
 //! - [`DnsServer`]: an authoritative DNS server (tests/support/dns_server.py) serving MX/A/TXT
 //!   records for test domains; records can be changed while it runs.
+//! - [`SesRecorder`]: SES v2 on loopback (tests/support/ses_recorder.py): FakeSES, or a
+//!   recording proxy in front of ministack.
+//! - [`Ministack`]: the ministack SES v2 emulator, one per test binary, reset for each test.
 //! - [`Sink`]: a receiving SMTP server (tests/support/smtp_sink.py): the remote MTA, the
 //!   smarthost, the bench sink. Every accepted message is kept byte for byte.
 //! - [`Mailmux`]: the real `mailmux serve` binary on `127.0.0.1:0` listeners, with its data dir
@@ -21,7 +24,8 @@
 //! fails the test instead, so CI can never pass by skipping.
 //!
 //! One file per part: `tools.rs`, `process.rs`, `dns.rs`, `sink.rs`, `mailmux.rs`,
-//! `postgres.rs`, `clients.rs`, `http.rs`, `webhooks.rs`; this file names what tests use.
+//! `postgres.rs`, `clients.rs`, `http.rs`, `ses.rs`, `ministack.rs`, `webhooks.rs`; this file
+//! names what tests use.
 //!
 //! Every child process is killed when its guard is dropped (also while a failing test unwinds).
 //! The DNS server and the sink also exit when their stdin closes, so they die with the test
@@ -36,8 +40,10 @@ mod clients;
 mod dns;
 mod http;
 mod mailmux;
+mod ministack;
 mod postgres;
 mod process;
+mod ses;
 mod sink;
 mod tools;
 mod webhooks;
@@ -49,8 +55,10 @@ pub use clients::{
 pub use dns::DnsServer;
 pub use http::{http, http_with_headers};
 pub use mailmux::{Listeners, Mailmux, TestTenant};
+pub use ministack::Ministack;
 pub use postgres::{postgres_url, psql};
 pub use process::{TestDir, terminate, unique_suffix, wait_until};
+pub use ses::SesRecorder;
 pub use sink::{Received, Sink, header};
 pub use tools::{
     find_tool, mailmux_bin, pg_bindir, python, repo_root, require_python_module, require_tool,

@@ -73,6 +73,8 @@ pub(super) struct SupportProcess {
     _stdin: Option<ChildStdin>,
     pub(super) lines: Arc<Mutex<Vec<String>>>,
     pub(super) port: u16,
+    /// The first line, parsed (`{"port": N, …}`): what else the process reported at start.
+    pub(super) first: Value,
 }
 
 impl SupportProcess {
@@ -116,9 +118,9 @@ impl SupportProcess {
                 );
             }
         };
-        let port = serde_json::from_str::<Value>(&line)
-            .ok()
-            .and_then(|v| v["port"].as_u64())
+        let first = serde_json::from_str::<Value>(&line).unwrap_or(Value::Null);
+        let port = first["port"]
+            .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .unwrap_or_else(|| panic!("{what}: expected {{\"port\": N}}, got {line:?}"));
         SupportProcess {
@@ -126,6 +128,7 @@ impl SupportProcess {
             _stdin: stdin,
             lines,
             port,
+            first,
         }
     }
 }

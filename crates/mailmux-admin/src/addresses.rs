@@ -5,10 +5,10 @@
 //! the domain has `"inbound": true` and is verified.
 //!
 //! Actions in this build: `store` (kept for `…/inbound`), `reject` (550 with the rule's
-//! text) and `webhook` (handed to one of the tenant's `inbound` webhook endpoints, named by
-//! `webhook_id`; the tenant needs the `webhooks` feature). `forward` and `list` are part of the
-//! interface but not built yet: a rule asking for one is refused with 422 saying so, never
-//! accepted and silently dropped.
+//! text), `webhook` (handed to one of the tenant's `inbound` webhook endpoints, named by
+//! `webhook_id`; the tenant needs the `webhooks` feature), `forward` (to `forward_to`, sender
+//! rewritten with SRS) and `list` (to `members`, feature `mailing_lists`); forward and list
+//! destinations are checked in `rule_targets.rs`.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -24,6 +24,7 @@ use crate::auth::{Actor, Principal};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::ApiJson;
 use crate::lookup;
+use crate::rule_targets::{self, valid_local};
 use crate::state::AdminState;
 use crate::views::Success;
 
@@ -33,7 +34,7 @@ use crate::views::Success;
 pub struct RuleRequest {
     /// `user@domain`, or `*@domain` for the catch-all. The domain must be the tenant's.
     pub address: String,
-    /// `store`, `reject` or `webhook` (`forward`, `list`: not available in this build).
+    /// `store`, `reject`, `webhook`, `forward` or `list`.
     pub action: String,
     /// `reject`: the text of the 550 (default "Mail to this address is refused").
     #[serde(default)]
@@ -41,10 +42,10 @@ pub struct RuleRequest {
     /// `webhook` rules: the endpoint (one of the tenant's `inbound` webhooks).
     #[serde(default)]
     pub webhook_id: Option<String>,
-    /// `forward` rules (not available in this build).
+    /// `forward` rules: where the mail goes (1 to 10 addresses).
     #[serde(default)]
     pub forward_to: Option<Vec<String>>,
-    /// `list` rules (not available in this build).
+    /// `list` rules (feature `mailing_lists`): the members (1 to 1000 addresses).
     #[serde(default)]
     pub members: Option<Vec<String>>,
 }
@@ -61,6 +62,12 @@ pub struct RuleView {
     pub reject_text: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_id: Option<String>,
+    /// `forward` rules' destinations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forward_to: Vec<String>,
+    /// `list` rules' members.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -75,6 +82,8 @@ impl From<&ReceiptRule> for RuleView {
             action: rule.action.as_str().to_string(),
             reject_text: rule.reject_text.clone(),
             webhook_id: rule.webhook_id.clone(),
+            forward_to: rule.forward_to.clone(),
+            members: rule.members.clone(),
             created_at: rule.created_at,
             updated_at: rule.updated_at,
         }
@@ -99,12 +108,8 @@ async fn checked(
         "store" => RuleAction::Store,
         "reject" => RuleAction::Reject,
         "webhook" => RuleAction::Webhook,
-        "forward" | "list" => {
-            return Err(AdminError::Invalid(format!(
-                "action {:?} is not available in this build (available: store, reject, webhook)",
-                request.action
-            )));
-        }
+        "forward" => RuleAction::Forward,
+        "list" => RuleAction::List,
         other => {
             return Err(AdminError::Invalid(format!(
                 "action {other:?}: expected store, reject, webhook, forward or list"
@@ -196,14 +201,21 @@ async fn webhook_target(
     }
 }
 
-/// A dot-string local part (RFC 5321 §4.1.2): atoms of atext, one dot between them.
-fn valid_local(local: &str) -> bool {
-    let atext =
-        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
-    local.len() <= 64
-        && local
-            .split('.')
-            .all(|atom| !atom.is_empty() && atom.chars().all(atext))
+/// A `forward` or `list` rule's destinations (rule_targets.rs), empty for other actions.
+fn targets(
+    tenant: &mailmux_core::Tenant,
+    action: RuleAction,
+    local_part: &str,
+    domain: &str,
+    request: &RuleRequest,
+) -> Result<(Vec<String>, Vec<String>)> {
+    rule_targets::checked(
+        tenant,
+        action,
+        &format!("{local_part}@{domain}"),
+        request.forward_to.as_deref(),
+        request.members.as_deref(),
+    )
 }
 
 // ---- operations (shared with the CLI) ------------------------------------------------------
@@ -217,6 +229,7 @@ pub async fn create(
     let tenant = lookup::tenant(store, tenant_id).await?;
     let (local_part, domain, action, reject_text) = checked(store, tenant_id, request).await?;
     let webhook_id = webhook_target(store, &tenant, action, request).await?;
+    let (forward_to, members) = targets(&tenant, action, &local_part, &domain, request)?;
     let now = now_ms();
     let rule = ReceiptRule {
         id: random_id("r_", 16),
@@ -226,6 +239,8 @@ pub async fn create(
         action,
         reject_text,
         webhook_id,
+        forward_to,
+        members,
         created_at: now,
         updated_at: now,
     };
@@ -273,12 +288,15 @@ pub async fn update(
     let (local_part, domain, action, reject_text) = checked(store, tenant_id, request).await?;
     let tenant = lookup::tenant(store, tenant_id).await?;
     let webhook_id = webhook_target(store, &tenant, action, request).await?;
+    let (forward_to, members) = targets(&tenant, action, &local_part, &domain, request)?;
     let after = ReceiptRule {
         domain,
         local_part,
         action,
         reject_text,
         webhook_id,
+        forward_to,
+        members,
         updated_at: now_ms().max(before.updated_at + 1),
         ..before.clone()
     };

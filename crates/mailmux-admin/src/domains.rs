@@ -28,6 +28,9 @@ use crate::provision;
 use crate::state::AdminState;
 use crate::views::Success;
 
+/// How long adding a domain waits for the SES sync it starts (a tenant on `ses`).
+const SES_SYNC_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// `POST /api/tenants/{id}/domains`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -124,6 +127,9 @@ pub async fn delete(
     {
         return Err(lookup::domain_not_found(&domain.name));
     }
+    // On SES, the next sync takes the domain's identity away from the tenant.
+    let tenant = lookup::tenant(store, tenant_id).await?;
+    provision::request_ses_sync(store, config, &tenant, mailmux_core::now_ms()).await;
     Ok(())
 }
 
@@ -191,7 +197,7 @@ pub async fn add_domain(
     if request.verified {
         principal.require_operator("marking a domain verified without DNS")?;
     }
-    let view = provision::add_domain(
+    let mut view = provision::add_domain(
         &state.store,
         &state.config,
         &principal.actor(),
@@ -202,6 +208,11 @@ pub async fn add_domain(
         request.inbound,
     )
     .await?;
+    // On the `ses` transport: provisioning starts now; its identity's records (Easy DKIM's
+    // CNAMEs) are in the answer if SES answers in time, else in `GET` on the domain later.
+    if crate::jobs::run_requested_ses_sync(&state, &id, SES_SYNC_WAIT).await {
+        view = show(&state.store, &state.config, &id, &view.domain).await?;
+    }
     Ok((StatusCode::CREATED, Json(view)))
 }
 

@@ -56,6 +56,9 @@ pub enum AdminError {
     /// resolver set-up); the detail goes to the log.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A service mailmux relies on (SES) failed or refused; the message says which call and why.
+    #[error("{0}")]
+    Upstream(String),
 }
 
 /// Body of every error response.
@@ -81,6 +84,17 @@ impl From<StoreError> for AdminError {
             StoreError::LimitReached(why) => AdminError::LimitExceeded(why),
             StoreError::InUse(why) => AdminError::Conflict(why),
             other => AdminError::Storage(other),
+        }
+    }
+}
+
+impl From<mailmux_ses::SyncError> for AdminError {
+    fn from(error: mailmux_ses::SyncError) -> Self {
+        match error {
+            mailmux_ses::SyncError::Store(store) => store.into(),
+            mailmux_ses::SyncError::NoTenant(id) => {
+                AdminError::NotFound(format!("tenant {id} not found"))
+            }
         }
     }
 }
@@ -135,6 +149,7 @@ impl AdminError {
             }
             AdminError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AdminError::Upstream(_) => StatusCode::BAD_GATEWAY,
             AdminError::Refused(refusal) => match refusal.reason {
                 RejectReason::Quota | RejectReason::Rate => StatusCode::TOO_MANY_REQUESTS,
                 RejectReason::Tenant
@@ -167,6 +182,7 @@ impl AdminError {
             AdminError::Invalid(_) => "invalid",
             AdminError::Storage(_) => "storage_unavailable",
             AdminError::Internal(_) => "internal",
+            AdminError::Upstream(_) => "upstream_failed",
             AdminError::Refused(refusal) => match refusal.reason {
                 RejectReason::Quota => "quota_exceeded",
                 RejectReason::Rate => "rate_limited",

@@ -1,6 +1,7 @@
 //! The admin side's background work, supervised by `serve`: the daily DNS re-check of verified
 //! domains and return paths, and the DKIM rotation check (retire keys whose grace period is
-//! over, switch to pending keys whose record appeared). Each run is a plain function the tests
+//! over, switch to pending keys whose record appeared), and starting the SES sync a new domain
+//! asked for. Each run is a plain function the tests
 //! call directly; the loops around them only keep time.
 
 use std::time::Duration;
@@ -12,6 +13,30 @@ use crate::auth::Actor;
 use crate::dns::{self, DnsChecker};
 use crate::error::Result;
 use crate::state::AdminState;
+
+/// Runs the SES sync a domain just added asked for (`provision.rs` made it due), waiting at
+/// most `wait` so the answer can list the new identity's records; a slower SES does not hold
+/// the request longer: the sync carries on in the background. True when it finished in time.
+pub async fn run_requested_ses_sync(state: &AdminState, tenant_id: &str, wait: Duration) -> bool {
+    let Some(provisioner) = state.ses.clone() else {
+        return false;
+    };
+    let on_ses = matches!(
+        state.store.get_tenant(tenant_id).await,
+        Ok(Some(tenant)) if tenant.transport.unwrap_or(state.config.delivery.transport)
+            == mailmux_core::TransportKind::Ses
+    );
+    let due = matches!(
+        state.store.get_ses_tenant(tenant_id).await,
+        Ok(Some(record)) if record.next_sync_at <= now_ms()
+    );
+    if !on_ses || !due {
+        return false;
+    }
+    let id = tenant_id.to_string();
+    let task = tokio::spawn(async move { provisioner.sync(&id, false).await });
+    matches!(tokio::time::timeout(wait, task).await, Ok(Ok(Ok(_))))
+}
 
 /// What a re-check run did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

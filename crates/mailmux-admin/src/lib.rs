@@ -10,7 +10,9 @@
 //! Resource files never import each other; what several share sits below them: `lookup.rs`
 //! (the tenant or domain a request names), `views.rs` (views several show), `audit_log.rs`
 //! (writing the audit log), `provision.rs` (adding a domain with its key), `dns/` (the
-//! DNS-record pipeline) and `jobs.rs` (background work).
+//! DNS-record pipeline), `rule_targets.rs` (forward and list destinations) and `jobs.rs`
+//! (background work). SES provisioning itself is mailmux-ses's; `ses.rs` shows its state and
+//! runs it on request.
 
 pub mod addresses;
 pub mod api_keys;
@@ -36,7 +38,9 @@ mod openapi;
 pub mod pagination;
 pub mod provision;
 pub mod return_path;
+mod rule_targets;
 pub mod send;
+pub mod ses;
 mod state;
 pub mod tenants;
 pub mod usage;
@@ -54,7 +58,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Actor, Principal};
 pub use error::{AdminError, Result};
-pub use jobs::{dkim_rotation_checks, domain_rechecks};
+pub use jobs::{dkim_rotation_checks, domain_rechecks, run_requested_ses_sync};
 pub use state::AdminState;
 
 /// Largest request body accepted (413 beyond): every request here is a small JSON object.
@@ -117,6 +121,8 @@ fn routes() -> (OpenApiRouter<AdminState>, OpenApiRouter<AdminState>) {
         .routes(routes!(webhooks::replay_delivery))
         .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
         .routes(routes!(api_keys::revoke_api_key))
+        .routes(routes!(ses::show_ses))
+        .routes(routes!(ses::sync_ses))
         .routes(routes!(send::send))
         .routes(routes!(messages::list_messages))
         .routes(routes!(messages::show_message))

@@ -36,6 +36,10 @@ pub struct RecipientStatusView {
     /// The remote server's last reply (or our reason, e.g. "no MX for domain").
     pub last_reply: Option<String>,
     pub last_attempt_at: Option<i64>,
+    /// The id the next hop gave the message for this recipient: SES's `MessageId` for mail
+    /// relayed through SES (what SES's own events and bounce notifications name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remote_message_id: Option<String>,
 }
 
 impl From<RecipientView> for RecipientStatusView {
@@ -46,6 +50,7 @@ impl From<RecipientView> for RecipientStatusView {
             attempts: r.attempts,
             last_reply: r.last_reply,
             last_attempt_at: r.last_attempt_at,
+            remote_message_id: r.remote_id,
         }
     }
 }

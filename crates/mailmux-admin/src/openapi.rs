@@ -30,6 +30,7 @@ use crate::error::ErrorBody;
         (name = "messages", description = "The queue and delivery history"),
         (name = "inbound", description = "Receipt rules (addresses) and stored inbound mail"),
         (name = "webhooks", description = "Webhook endpoints (Standard Webhooks), deliveries, replay"),
+        (name = "ses", description = "The tenant's AWS SES tenant and its provisioning"),
         (name = "send", description = "The HTTP send API (a tenant API key)"),
         (name = "audit", description = "Who changed what"),
         (name = "operations", description = "Health, metrics and this document"),

@@ -3,8 +3,9 @@
 //! `POST /api/tenants/{id}/domains` and by tenant creation with a first domain, so both go
 //! through the same checks.
 
+use mailmux_core::config::TransportKind;
 use mailmux_core::credential::random_id;
-use mailmux_core::{Config, Domain, now_ms};
+use mailmux_core::{Config, Domain, Tenant, now_ms};
 use mailmux_store::{DkimKeyStatus, Store};
 
 use crate::auth::Actor;
@@ -94,7 +95,22 @@ pub async fn add_domain(
             AdminError::Conflict(_) => lookup::domain_taken(&name),
             other => other,
         })?;
+    request_ses_sync(store, config, &tenant, now).await;
     Ok(view)
+}
+
+/// For a tenant on the `ses` transport, makes its SES sync due now, so provisioning a new
+/// domain's identity (or releasing a deleted one's) starts at once (the background job, or the
+/// caller, runs it). Never fails the domain change: it is made already, and a sync that cannot
+/// be scheduled now still runs at the tenant's next periodic sync.
+pub(crate) async fn request_ses_sync(store: &Store, config: &Config, tenant: &Tenant, now: i64) {
+    if tenant.transport.unwrap_or(config.delivery.transport) != TransportKind::Ses {
+        return;
+    }
+    let name = config.ses.tenant_name(&tenant.id);
+    if let Err(error) = store.request_ses_sync(&tenant.id, &name, now).await {
+        tracing::warn!(tenant = %tenant.id, %error, "cannot schedule the SES sync; the periodic one will run it");
+    }
 }
 
 /// The operator's override on a domain the tenant already has: verified without DNS, its DKIM

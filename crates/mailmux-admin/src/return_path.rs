@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Actor, Principal};
 use crate::dns::DnsChecker;
-use crate::dns::return_path::{self as records, ReturnPathView};
+use crate::dns::return_path::{self as records, BounceHost, ReturnPathView};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::ApiJson;
 use crate::lookup;
@@ -54,7 +54,7 @@ async fn current(store: &Store, domain: &Domain) -> Result<ReturnPath> {
 
 pub async fn show(
     store: &Store,
-    relay: &str,
+    config: &Config,
     tenant_id: &str,
     raw: &str,
 ) -> Result<ReturnPathView> {
@@ -62,7 +62,7 @@ pub async fn show(
     Ok(records::view(
         &setting,
         tenant.features.custom_domains,
-        relay,
+        &BounceHost::of(config, &tenant),
     ))
 }
 
@@ -71,7 +71,7 @@ pub async fn show(
 /// itself (422), so no tenant can point bounces of a domain it does not hold.
 pub async fn set(
     store: &Store,
-    relay: &str,
+    config: &Config,
     actor: &Actor,
     tenant_id: &str,
     raw: &str,
@@ -119,7 +119,7 @@ pub async fn set(
     Ok(records::view(
         &setting,
         tenant.features.custom_domains,
-        relay,
+        &BounceHost::of(config, &tenant),
     ))
 }
 
@@ -176,7 +176,7 @@ pub async fn verify(
     Ok(records::view(
         &after,
         tenant.features.custom_domains,
-        &config.smtp.hostname,
+        &BounceHost::of(config, &tenant),
     ))
 }
 
@@ -198,8 +198,7 @@ pub async fn show_return_path(
     Path((id, domain)): Path<(String, String)>,
 ) -> Result<Json<ReturnPathView>> {
     principal.scope(&id)?;
-    let relay = &state.config.smtp.hostname;
-    Ok(Json(show(&state.store, relay, &id, &domain).await?))
+    Ok(Json(show(&state.store, &state.config, &id, &domain).await?))
 }
 
 /// Sets the return-path domain (needs `custom_domains`); answers the MX and SPF records to
@@ -227,10 +226,9 @@ pub async fn set_return_path(
     ApiJson(request): ApiJson<SetReturnPath>,
 ) -> Result<Json<ReturnPathView>> {
     principal.scope(&id)?;
-    let relay = &state.config.smtp.hostname;
     let actor = principal.actor();
     Ok(Json(
-        set(&state.store, relay, &actor, &id, &domain, &request).await?,
+        set(&state.store, &state.config, &actor, &id, &domain, &request).await?,
     ))
 }
 

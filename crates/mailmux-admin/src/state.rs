@@ -23,6 +23,9 @@ pub struct AdminState {
     /// In-process counters of the other parts (SMTP sessions, auth failures, deliveries),
     /// rendered by `/metrics` before the numbers counted from the database.
     pub metric_sources: Vec<Arc<dyn MetricSource>>,
+    /// SES provisioning (`/api/tenants/{id}/ses`, domains added to `ses` tenants, tenant
+    /// deletion); `None` where SES is not wired (tests of other parts).
+    pub ses: Option<Arc<mailmux_ses::Provisioner>>,
     /// The process's components, for `/healthz`.
     pub health: mailmux_core::health::Health,
 }

@@ -4,8 +4,10 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use mailmux_core::config::TransportKind;
 use mailmux_core::credential::random_id;
 use mailmux_core::{Config, Tenant, Tier, now_ms};
+use mailmux_ses::Provisioner;
 use mailmux_store::{Store, TenantDeletion};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -53,6 +55,10 @@ pub struct TenantView {
     pub enabled: bool,
     /// `mx`, `smarthost` or `ses`; the configured default (`delivery.transport`) when null.
     pub transport: Option<String>,
+    /// Days the tenant's stored inbound mail is kept; 0: the relay's `inbound.retention_days`.
+    pub inbound_retention_days: u64,
+    /// SES reputation policy of the tenant's SES tenant: `standard`, `strict` or `none`.
+    pub reputation_policy: String,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds of the last change.
@@ -77,6 +83,8 @@ impl TenantView {
             status_reason: t.status_reason.clone(),
             enabled: t.enabled,
             transport: t.transport.map(|t| t.as_str().to_string()),
+            inbound_retention_days: t.inbound_retention_days,
+            reputation_policy: t.reputation_policy.as_str().to_string(),
             created_at: t.created_at,
             updated_at: t.updated_at,
         }
@@ -305,8 +313,40 @@ pub async fn update(
 
 /// Deletes a tenant with its domains, keys, credentials and API keys. With queued mail it is
 /// refused (409) unless `force`, which drops that mail.
-pub async fn delete(store: &Store, actor: &Actor, id: &str, force: bool) -> Result<()> {
+///
+/// A tenant with an SES tenant has its SES side removed first (`ses`: its associations, the
+/// identities only it used, then the SES tenant), so nothing is left behind in SES that
+/// mailmux no longer knows of. If SES fails, the tenant stays (502; try again) unless `force`,
+/// which deletes it anyway and logs what was left in SES.
+pub async fn delete(
+    store: &Store,
+    ses: Option<&Provisioner>,
+    actor: &Actor,
+    id: &str,
+    force: bool,
+) -> Result<()> {
     let before = lookup::tenant(store, id).await?;
+    if let Some(ses) = ses
+        && store.get_ses_tenant(id).await?.is_some()
+    {
+        let queued = store.queue_depth(Some(id)).await?;
+        if !force && queued > 0 {
+            return Err(AdminError::Conflict(format!(
+                "tenant {id} still has {queued} queued message(s); delete with ?force=true to drop them"
+            )));
+        }
+        match ses.teardown(id).await {
+            Ok(steps) => tracing::info!(tenant = %id, removed = steps.len(), "SES side removed"),
+            Err(error) if force => {
+                tracing::warn!(tenant = %id, %error, "SES side not fully removed; tenant deleted (force)")
+            }
+            Err(error) => {
+                return Err(AdminError::Upstream(format!(
+                    "cannot remove the tenant's SES side ({error}); nothing was deleted, try                      again (or ?force=true to delete it here anyway)"
+                )));
+            }
+        }
+    }
     let audit = |dropped: u64| {
         crate::audit_log::entry(
             actor,
@@ -412,7 +452,14 @@ pub async fn update_tenant(
 ) -> Result<Json<Success>> {
     principal.scope(&id)?;
     principal.require_operator("changing a tenant")?;
-    update(&state.store, &principal.actor(), &id, &request).await?;
+    let tenant = update(&state.store, &principal.actor(), &id, &request).await?;
+    // Moved onto SES: its SES tenant and existing domains are provisioned now.
+    if let Some(ses) = &state.ses
+        && tenant.transport.unwrap_or(state.config.delivery.transport) == TransportKind::Ses
+        && !state.store.list_domains(&tenant.id).await?.is_empty()
+    {
+        ses.request(&tenant.id).await?;
+    }
     Ok(Success::json())
 }
 
@@ -436,6 +483,13 @@ pub async fn delete_tenant(
 ) -> Result<Json<Success>> {
     principal.scope(&id)?;
     principal.require_operator("deleting a tenant")?;
-    delete(&state.store, &principal.actor(), &id, query.force).await?;
+    delete(
+        &state.store,
+        state.ses.as_deref(),
+        &principal.actor(),
+        &id,
+        query.force,
+    )
+    .await?;
     Ok(Success::json())
 }

@@ -66,6 +66,7 @@ async fn report(h: &Harness, id: &str, results: &[(u32, RecipientStatus, &str)])
                 idx: *idx,
                 status: *status,
                 reply: reply.to_string(),
+                remote_id: None,
             })
             .collect(),
         next_attempt_at: now_ms() + 60_000,

@@ -57,6 +57,9 @@ const EXPECTED: &[(&str, &str)] = &[
     ("PUT", "/api/tenants/{id}/addresses/{rule_id}"),
     ("DELETE", "/api/tenants/{id}/addresses/{rule_id}"),
     ("GET", "/api/tenants/{id}/inbound"),
+    // Issue 12: the tenant's SES side.
+    ("GET", "/api/tenants/{id}/ses"),
+    ("POST", "/api/tenants/{id}/ses/sync"),
     ("GET", "/api/tenants/{id}/inbound/{message_id}"),
     ("GET", "/api/tenants/{id}/inbound/{message_id}/raw"),
     ("GET", "/api/tenants/{id}/webhooks"),

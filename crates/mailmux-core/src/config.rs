@@ -15,6 +15,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::ses_config::SesConfig;
+
 /// The embedded default configuration, shipped as `config/mailmux.toml`; it documents every key.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/mailmux.toml");
 
@@ -264,8 +266,14 @@ pub struct InboundConfig {
     /// checked them: mail is then stored without verdicts, and DMARC is never enforced.
     pub verify_auth: bool,
     /// Days stored inbound mail (`store` rules, postmaster mail, return-path bounces) is kept;
-    /// 0 keeps it until deleted.
+    /// 0 keeps it until deleted. A tenant's own `inbound_retention_days` wins over it.
     pub retention_days: u64,
+    /// Where mail to the bare `RCPT TO:<postmaster>` (RFC 5321 §4.5.1, no domain) goes: an
+    /// address on a tenant's verified inbound domain, whose receipt rules then apply to it (a
+    /// `forward` rule sends it on to any mailbox). Unset: such mail is refused with 550 rather
+    /// than accepted and lost, since the relay would have nowhere to keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmaster: Option<String>,
 }
 
 /// Webhook delivery (`mailmux-webhooks`): where endpoints may be, how long and how often a
@@ -305,16 +313,6 @@ pub struct DkimConfig {
     /// How often domains with a rotation in progress have the new key's record looked up; once
     /// found, signing switches to it.
     pub rotation_check_secs: u64,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SesConfig {
-    /// SES v2 endpoint override (tests point it at a local emulator).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
 }
 
 impl Default for Config {
@@ -410,12 +408,8 @@ impl Config {
                 "must be set when delivery.transport = \"smarthost\"",
             );
         }
-        if self.delivery.transport == TransportKind::Ses {
-            // Refused rather than accepted and silently failing every message later.
-            return invalid(
-                "delivery.transport",
-                "\"ses\" is not available in this version; use \"mx\" or \"smarthost\"",
-            );
+        if let Err((key, message)) = self.ses.check() {
+            return invalid(key, &message);
         }
         if let Some(host) = &self.delivery.smarthost
             && parse_host_port(host).is_none()
@@ -451,6 +445,14 @@ impl Config {
             return invalid(
                 "delivery.cache_ttl_ms",
                 "must be at most 60000: a paused tenant's mail must stop within a minute",
+            );
+        }
+        if let Some(postmaster) = &self.inbound.postmaster
+            && !postmaster.contains('@')
+        {
+            return invalid(
+                "inbound.postmaster",
+                "must be an address (user@domain) on a tenant's inbound domain",
             );
         }
         if self.dkim.rotation_check_secs == 0 {

@@ -112,6 +112,25 @@ pub fn return_path_dns_records(return_path: &str, relay_hostname: &str) -> Vec<D
     ]
 }
 
+/// The records SES needs for an identity's custom MAIL FROM domain in `region`: an MX naming
+/// SES's feedback endpoint (bounces and complaints go to SES) and SPF authorising SES.
+pub fn ses_mail_from_dns_records(mail_from: &str, region: &str) -> Vec<DnsRecord> {
+    vec![
+        DnsRecord {
+            record_type: "MX".into(),
+            name: mail_from.to_string(),
+            value: mx_value(&format!("feedback-smtp.{region}.amazonses.com")),
+            status: "pending".into(),
+        },
+        DnsRecord {
+            record_type: "TXT".into(),
+            name: mail_from.to_string(),
+            value: "v=spf1 include:amazonses.com ~all".into(),
+            status: "pending".into(),
+        },
+    ]
+}
+
 /// Whether `sub` is a proper subdomain of `parent` (both normalised): `bounce.acme.example`
 /// of `acme.example`, but not `acme.example` itself nor `xacme.example`.
 pub fn is_subdomain_of(sub: &str, parent: &str) -> bool {

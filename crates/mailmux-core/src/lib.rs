@@ -14,6 +14,8 @@ pub mod metrics;
 pub mod queued;
 pub mod receipt_rule;
 pub mod reply;
+pub mod ses_config;
+pub mod srs;
 pub mod sync;
 pub mod tenant;
 
@@ -21,10 +23,12 @@ pub use config::{Config, ConfigError, SmarthostTls, TransportKind};
 pub use credential::Credential;
 pub use domain::{
     DnsRecord, Domain, DomainNameError, is_subdomain_of, normalize_domain, return_path_dns_records,
-    sending_dns_records, spf_value,
+    sending_dns_records, ses_mail_from_dns_records, spf_value,
 };
 pub use envelope::{BodyFlags, Envelope, QueueId, QueueIdGenerator, address_domain, now_ms};
 pub use error::Permanence;
 pub use metrics::MetricSource;
 pub use receipt_rule::{ReceiptRule, RuleAction};
-pub use tenant::{Feature, Features, Limits, Tenant, TenantId, TenantStatus, Tier};
+pub use tenant::{
+    Feature, Features, Limits, ReputationPolicy, Tenant, TenantId, TenantStatus, Tier,
+};

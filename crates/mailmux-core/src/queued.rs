@@ -76,6 +76,9 @@ pub struct RecipientResult {
     pub status: RecipientStatus,
     /// The remote server's reply, or our reason ("no MX for domain …").
     pub reply: String,
+    /// The id the next hop gave the message for this recipient, where it gives one (SES's
+    /// MessageId); shown in the message history.
+    pub remote_id: Option<String>,
 }
 
 /// Outcome of one delivery attempt of one message.

@@ -10,6 +10,13 @@ use crate::tenant::TenantId;
 /// The local part that stands for "every address of the domain".
 pub const CATCH_ALL: &str = "*";
 
+/// Most addresses one `forward` rule sends to: forwarding is to a person's other mailboxes,
+/// not a list (that is what `list` rules, under `mailing_lists`, are for).
+pub const MAX_FORWARD_TO: usize = 10;
+
+/// Most members of one `list` rule: one forwarded copy carries them all as its recipients.
+pub const MAX_MEMBERS: usize = 1000;
+
 /// What happens to mail a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -21,6 +28,12 @@ pub enum RuleAction {
     /// Handed to one of the tenant's `inbound` webhook endpoints ([`ReceiptRule::webhook_id`]),
     /// signed (Standard Webhooks), retried until delivered or dead-lettered.
     Webhook,
+    /// Re-queued through the tenant's outbound path to [`ReceiptRule::forward_to`], the
+    /// envelope sender rewritten with SRS ([`crate::srs`]).
+    Forward,
+    /// A mailing list (feature `mailing_lists`): like `forward`, to [`ReceiptRule::members`],
+    /// with a `List-Id:` header.
+    List,
 }
 
 impl RuleAction {
@@ -29,6 +42,8 @@ impl RuleAction {
             RuleAction::Store => "store",
             RuleAction::Reject => "reject",
             RuleAction::Webhook => "webhook",
+            RuleAction::Forward => "forward",
+            RuleAction::List => "list",
         }
     }
 
@@ -37,6 +52,8 @@ impl RuleAction {
             "store" => Some(RuleAction::Store),
             "reject" => Some(RuleAction::Reject),
             "webhook" => Some(RuleAction::Webhook),
+            "forward" => Some(RuleAction::Forward),
+            "list" => Some(RuleAction::List),
             _ => None,
         }
     }
@@ -56,6 +73,12 @@ pub struct ReceiptRule {
     /// The endpoint a `webhook` rule hands mail to (one of the tenant's `inbound` webhooks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_id: Option<String>,
+    /// `forward`: where the mail goes (at most [`MAX_FORWARD_TO`]); empty for other actions.
+    #[serde(default)]
+    pub forward_to: Vec<String>,
+    /// `list`: the members (at most [`MAX_MEMBERS`]); empty for other actions.
+    #[serde(default)]
+    pub members: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -68,5 +91,14 @@ impl ReceiptRule {
 
     pub fn is_catch_all(&self) -> bool {
         self.local_part == CATCH_ALL
+    }
+
+    /// Where a `forward` or `list` rule sends the mail it matches (empty for other actions).
+    pub fn targets(&self) -> &[String] {
+        match self.action {
+            RuleAction::Forward => &self.forward_to,
+            RuleAction::List => &self.members,
+            RuleAction::Store | RuleAction::Reject | RuleAction::Webhook => &[],
+        }
     }
 }

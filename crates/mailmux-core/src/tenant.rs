@@ -242,6 +242,36 @@ impl TenantStatus {
     }
 }
 
+/// How SES reacts to the reputation of a tenant's SES tenant (`UpdateReputationEntityPolicy`):
+/// `standard` pauses it on AWS's standard thresholds, `strict` on tighter ones, `none` never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReputationPolicy {
+    #[default]
+    Standard,
+    Strict,
+    None,
+}
+
+impl ReputationPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReputationPolicy::Standard => "standard",
+            ReputationPolicy::Strict => "strict",
+            ReputationPolicy::None => "none",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<ReputationPolicy> {
+        match value {
+            "standard" => Some(ReputationPolicy::Standard),
+            "strict" => Some(ReputationPolicy::Strict),
+            "none" => Some(ReputationPolicy::None),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tenant {
     pub id: TenantId,
@@ -257,6 +287,11 @@ pub struct Tenant {
     pub enabled: bool,
     /// Transport for this tenant's mail; `delivery.transport` when unset.
     pub transport: Option<TransportKind>,
+    /// Days this tenant's stored inbound mail is kept; 0: the relay's `inbound.retention_days`.
+    #[serde(default)]
+    pub inbound_retention_days: u64,
+    /// SES reputation policy of the tenant's SES tenant (applied by the SES sync).
+    pub reputation_policy: ReputationPolicy,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds of the last change through the admin API or the CLI (the store sets
@@ -283,6 +318,8 @@ impl Tenant {
             status_reason: None,
             enabled: true,
             transport: None,
+            inbound_retention_days: 0,
+            reputation_policy: ReputationPolicy::Standard,
             created_at: now_ms,
             updated_at: now_ms,
         }

@@ -64,6 +64,8 @@ pub(crate) struct Outcome {
     /// Set when the recipient waits for a destination that is down: its next attempt is not
     /// before this time (Unix ms).
     pub not_before: Option<i64>,
+    /// The next hop's id for the message (SES's MessageId), when it gave one.
+    pub remote_id: Option<String>,
 }
 
 /// How the hosts of a hop are reached.
@@ -114,6 +116,7 @@ impl Deliverer {
                     reply: reply.clone(),
                     remote: remote.map(str::to_string),
                     not_before,
+                    remote_id: None,
                 })
                 .collect::<Vec<_>>()
         };
@@ -320,6 +323,7 @@ impl Deliverer {
                 reply,
                 remote: Some(remote.clone()),
                 not_before: None,
+                remote_id: None,
             })
             .collect()
     }

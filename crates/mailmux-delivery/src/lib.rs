@@ -22,20 +22,24 @@
 //! core's `address_policy.rs` keeps delivery off private networks, `host_health.rs` remembers
 //! destinations that are down, `client.rs` holds one SMTP conversation, `pool.rs` keeps
 //! connections between messages, `smarthost.rs` is the relay transport, `attempt.rs` delivers
-//! one message to one next hop, `dsn.rs` writes bounces, `hold.rs` keeps a paused tenant's mail
-//! back, `return_path.rs` puts custom MAIL FROM domains on the wire.
+//! one message to one next hop, `dsn.rs` writes bounces, `forwarded.rs` sends the bounces of
+//! forwarded (SRS) mail to the original sender, `hold.rs` keeps a paused tenant's mail
+//! back, `return_path.rs` puts custom MAIL FROM domains on the wire, `ses.rs` relays through
+//! the tenant's AWS SES v2 tenant.
 
 mod attempt;
 mod client;
 pub mod dkim;
 mod dsn;
 mod error;
+mod forwarded;
 mod hold;
 mod host_health;
 mod mx;
 mod pool;
 mod return_path;
 mod route;
+mod ses;
 mod smarthost;
 
 use std::collections::BTreeMap;
@@ -61,6 +65,7 @@ use crate::host_health::HostHealth;
 use crate::mx::MxResolver;
 use crate::pool::Pool;
 use crate::route::{Route, Router};
+use crate::ses::Attempted;
 use crate::smarthost::Smarthost;
 use mailmux_core::address_policy::AddressPolicy;
 
@@ -84,12 +89,26 @@ pub struct Deliverer {
     address_policy: AddressPolicy,
     /// Destinations that failed recently, and until when they are left alone.
     host_health: HostHealth,
+    /// Reverses the SRS senders of forwarded mail for its bounces (forwarded.rs); loaded from
+    /// the store the first time one is needed.
+    srs: tokio::sync::OnceCell<mailmux_core::srs::Srs>,
+    /// The SES v2 client for tenants on the `ses` transport (built once by `serve`).
+    ses: Option<Arc<mailmux_ses::Ses>>,
 }
 
 impl Deliverer {
     /// Builds the resolver (from `delivery.dns_servers`, or the system configuration) and
     /// checks the smarthost settings; fails only on configuration that cannot work.
     pub fn new(config: Arc<Config>, queue: Arc<Queue>) -> Result<Arc<Deliverer>> {
+        Deliverer::with_ses(config, queue, None)
+    }
+
+    /// [`Deliverer::new`] with the SES client that tenants on the `ses` transport send through.
+    pub fn with_ses(
+        config: Arc<Config>,
+        queue: Arc<Queue>,
+        ses: Option<Arc<mailmux_ses::Ses>>,
+    ) -> Result<Arc<Deliverer>> {
         let delivery = &config.delivery;
         let mx_policy = SessionPolicy {
             helo: ClientId::Domain(config.helo_name().to_string()),
@@ -121,6 +140,8 @@ impl Deliverer {
             smarthost,
             address_policy: AddressPolicy::new(&delivery.allowed_networks),
             host_health: HostHealth::new(Duration::from_secs(delivery.host_down_secs)),
+            srs: tokio::sync::OnceCell::new(),
+            ses,
             queue,
             config,
         }))
@@ -208,7 +229,10 @@ impl Deliverer {
                 Some(reply) => everyone(&message, reply),
                 None => {
                     let sender = self.wire_sender(&message, &route).await;
-                    self.attempt(&message, &route, &sender).await
+                    match self.attempt(&message, &route, &sender).await {
+                        Attempted::Sent(outcomes) => outcomes,
+                        Attempted::Held => return self.hold(lease).await,
+                    }
                 }
             },
             Err(error) => everyone(
@@ -222,12 +246,16 @@ impl Deliverer {
         self.journal_deliveries(&message, &outcomes);
         let mut report = self.report_of(&message, &lease, &outcomes);
         log_results(&message, &report, &outcomes);
-        report.bounce = self.bounce(&message, &report, &outcomes);
-        let bounce = report.bounce.as_ref().map(|b| b.id.clone());
+        report.bounce = self.bounce(&message, &report, &outcomes).await;
+        // The DSN's recipient: the sender, or for forwarded mail the original sender.
+        let bounce = report
+            .bounce
+            .as_ref()
+            .map(|b| (b.id.clone(), b.envelope.rcpt_to.join(", ")));
         match self.queue.report(report, lease).await {
             Ok(Recorded::Yes) => {
-                if let Some(dsn) = bounce {
-                    info!(%dsn, to = %message.mail_from, "bounce queued");
+                if let Some((dsn, to)) = bounce {
+                    info!(%dsn, to, "bounce queued");
                 }
             }
             Ok(Recorded::LeaseLost) => warn!(
@@ -272,6 +300,7 @@ impl Deliverer {
                 idx: outcome.idx,
                 status: outcome.reply.recipient_status(),
                 reply: outcome.reply.to_string(),
+                remote_id: outcome.remote_id.clone(),
             })
             .collect();
         let mut report = self.queue.retry.finish(message, lease, results, now_ms());
@@ -306,15 +335,15 @@ impl Deliverer {
     }
 
     /// Signs the message if its route says so and delivers it, as sent by `sender` (the
-    /// envelope sender on the wire), to each of its next hops.
-    async fn attempt(&self, message: &QueuedMessage, route: &Route, sender: &str) -> Vec<Outcome> {
-        let everyone = |reply: Reply| everyone(message, reply);
+    /// envelope sender on the wire), to each of its next hops. `Held` only from SES, when it
+    /// stopped the tenant's sending.
+    async fn attempt(&self, message: &QueuedMessage, route: &Route, sender: &str) -> Attempted {
+        let everyone = |reply: Reply| Attempted::Sent(everyone(message, reply));
         match route.transport {
-            TransportKind::Ses => {
+            TransportKind::Ses if self.ses.is_none() => {
                 return everyone(Reply::parse(
                     451,
-                    "4.3.5 the SES transport is not available in this version; the message waits \
-                     until the tenant's transport is changed",
+                    "4.3.5 the tenant's transport is ses but no SES client is configured",
                 ));
             }
             TransportKind::Smarthost if self.smarthost.is_none() => {
@@ -361,7 +390,10 @@ impl Deliverer {
             None
         };
         let body: &[u8] = signed.as_deref().unwrap_or(&message.body);
-        match (route.transport, &self.smarthost) {
+        if let (TransportKind::Ses, Some(ses)) = (route.transport, &self.ses) {
+            return self.deliver_ses(ses, message, sender, body).await;
+        }
+        Attempted::Sent(match (route.transport, &self.smarthost) {
             (TransportKind::Smarthost, Some(smarthost)) => {
                 let recipients: Vec<&QueuedRecipient> = message.recipients.iter().collect();
                 self.deliver_to_hop(message, sender, body, &recipients, smarthost.hop())
@@ -395,12 +427,12 @@ impl Deliverer {
                 .flatten()
                 .collect()
             }
-        }
+        })
     }
 
     /// The DSN to the sender listing every recipient bounced in this attempt, if any: it is
     /// written with the report (so exactly when the bounces are recorded).
-    fn bounce(
+    async fn bounce(
         &self,
         message: &QueuedMessage,
         report: &DeliveryReport,
@@ -436,12 +468,13 @@ impl Deliverer {
             );
             return None;
         }
+        let to = self.dsn_recipient(&message.mail_from).await;
         let dsn_id = self.queue.next_id();
         let dsn = Dsn {
             reporting_mta: &self.config.smtp.hostname,
             queue_id: &message.id.0,
             dsn_id: &dsn_id.0,
-            sender: &message.mail_from,
+            sender: &to,
             original: &message.body,
             smtputf8: message.flags.smtputf8,
             arrival_ms: message.created_at,
@@ -451,14 +484,14 @@ impl Deliverer {
         let body = dsn.render();
         let flags = BodyFlags {
             eight_bit: !body.is_ascii(),
-            smtputf8: message.flags.smtputf8 || !message.mail_from.is_ascii(),
+            smtputf8: message.flags.smtputf8 || !to.is_ascii(),
         };
         let submission = Submission {
             id: dsn_id,
             tenant_id: message.tenant_id.clone(),
             envelope: Envelope {
                 mail_from: String::new(),
-                rcpt_to: vec![message.mail_from.clone()],
+                rcpt_to: vec![to],
                 flags,
             },
             body,
@@ -506,6 +539,7 @@ fn everyone(message: &QueuedMessage, reply: Reply) -> Vec<Outcome> {
             reply: reply.clone(),
             remote: None,
             not_before: None,
+            remote_id: None,
         })
         .collect()
 }

@@ -4,14 +4,21 @@
 //! looked up), `rules.rs` picks the receipt rule a recipient falls under (individual, then its
 //! `+tag` base, then the domain's catch-all), `auth.rs` gives the SPF, DKIM, ARC and DMARC
 //! verdicts, and [`Inbound`] ties them to the store: [`Inbound::spf`] judges MAIL FROM,
-//! [`Inbound::recipient`] answers RCPT, [`Inbound::accept`] checks the complete message and
+//! [`Inbound::rcpt`] answers RCPT (SRS addresses in forward.rs, every other address by the
+//! rules in [`Inbound::recipient`]), [`Inbound::accept`] checks the complete message and
 //! makes it durable before the session may answer 250, and `parsed.rs` shows a stored message
 //! as JSON, `webhook.rs` the deliveries (and payloads) of mail for `webhook` rules.
+//! `forward.rs` carries out `forward` and `list` rules and relays bounces that come back to SRS
+//! addresses, through the outbound queue; `postmaster.rs` takes the bare `<postmaster>`;
+//! `retention.rs` expires stored mail.
 //! Verdicts are values: a refusal carries the SMTP reply the session sends.
 
 pub mod address;
 pub mod auth;
+pub mod forward;
 pub mod parsed;
+mod postmaster;
+mod retention;
 pub mod rules;
 pub mod webhook;
 
@@ -19,15 +26,18 @@ use mailmux_core::reply::Reply;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mailmux_core::{Config, ReceiptRule, RuleAction, TenantStatus, now_ms};
+use mailmux_core::srs::Srs;
+use mailmux_core::{BodyFlags, Config, ReceiptRule, RuleAction, TenantStatus, now_ms};
 use mailmux_policy::rules::{lookup_failed, storage_failed};
 use mailmux_policy::{Refusal, RejectReason};
+use mailmux_queue::Queue;
 use mailmux_store::{InboundMessage, Store};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::address::Recipient;
 use crate::auth::{SpfVerdict, Verifier};
+use crate::forward::Forwarding;
 
 const MB: u64 = 1024 * 1024;
 
@@ -52,6 +62,10 @@ pub struct Accepted {
     /// A `webhook` rule's endpoint: the message is handed to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_id: Option<String>,
+    /// `forward` and `list` rules, bounces to SRS addresses: the copy queued for it (such a
+    /// recipient's mail is not stored).
+    #[serde(skip)]
+    pub forwarding: Option<Forwarding>,
 }
 
 /// A complete message on the MX, as [`Inbound::accept`] needs it.
@@ -63,6 +77,8 @@ pub struct Arrival<'a> {
     /// SPF's verdict from MAIL FROM; `None` when the checks are off.
     pub spf: Option<&'a SpfVerdict>,
     pub recipients: &'a [Accepted],
+    /// MAIL's SMTPUTF8 and the body's 8-bit content: forwarded copies need the same path.
+    pub flags: BodyFlags,
 }
 
 /// Whether the MX checks authentication (`inbound.verify_auth`), and with what.
@@ -80,6 +96,16 @@ pub struct Inbound {
     store: Store,
     checks: Arc<Checks>,
     payloads: Arc<webhook::PayloadSettings>,
+    /// Forwarded copies go out through the tenant's normal outbound path.
+    queue: Arc<Queue>,
+    /// The SRS signer, built on first use from the store's secret (see forward.rs).
+    srs: Arc<tokio::sync::OnceCell<Srs>>,
+    /// Opens the sealed SRS secret.
+    master_key_path: std::path::PathBuf,
+    /// `inbound.postmaster`: where the bare `<postmaster>` goes.
+    postmaster: Option<String>,
+    /// `delivery.max_received_headers`: more hops than this is a loop.
+    max_hops: usize,
 }
 
 fn refuse(reason: RejectReason, code: u16, status: &'static str, text: String) -> Refusal {
@@ -96,7 +122,7 @@ fn not_served(what: &str) -> Refusal {
 }
 
 impl Inbound {
-    pub fn new(store: Store, config: &Config) -> Inbound {
+    pub fn new(store: Store, queue: Arc<Queue>, config: &Config) -> Inbound {
         let checks = if !config.inbound.verify_auth {
             Checks::Off
         } else {
@@ -112,6 +138,11 @@ impl Inbound {
             store,
             checks: Arc::new(checks),
             payloads: Arc::new(webhook::PayloadSettings::from_config(config)),
+            queue,
+            srs: Arc::default(),
+            master_key_path: config.storage.data_dir.join("master.key"),
+            postmaster: config.inbound.postmaster.clone(),
+            max_hops: config.delivery.max_received_headers,
         }
     }
 
@@ -178,6 +209,7 @@ impl Inbound {
         };
         let rule = self.rule(&recipient).await?;
         let mut webhook_id = None;
+        let mut forwarding = None;
         let rule_id = match rule {
             Some(ReceiptRule {
                 id,
@@ -216,6 +248,10 @@ impl Inbound {
                 webhook_id = endpoint;
                 Some(id)
             }
+            Some(rule) => {
+                forwarding = Some(self.forwarding(&tenant, &recipient, &rule).await?);
+                Some(rule.id)
+            }
             // RFC 5321 §4.5.1: postmaster is always accepted; without a rule the tenant keeps it.
             None if recipient.is_postmaster() => None,
             None => {
@@ -237,6 +273,7 @@ impl Inbound {
             bounce: false,
             dmarc_reject: domain.dmarc_reject,
             webhook_id,
+            forwarding,
         })
     }
 
@@ -263,26 +300,8 @@ impl Inbound {
             bounce: true,
             dmarc_reject: false,
             webhook_id: None,
+            forwarding: None,
         })
-    }
-
-    /// Deletes stored inbound mail older than `retention_days`, every `interval`, for ever
-    /// (a background job of `serve`; 0 days: nothing is deleted).
-    pub async fn expire(&self, retention_days: u64, interval: std::time::Duration) {
-        if retention_days == 0 {
-            return;
-        }
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let cutoff = now_ms() - (retention_days as i64).saturating_mul(86_400_000);
-            match self.store.delete_inbound_before(cutoff).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "expired stored inbound mail"),
-                Err(error) => warn!(%error, "expiring stored inbound mail failed"),
-            }
-        }
     }
 
     /// The winning rule.
@@ -339,6 +358,7 @@ impl Inbound {
         received: &str,
         body: &[u8],
     ) -> Result<Vec<String>, Refusal> {
+        forward::hop_check(body, self.max_hops)?;
         let (results, verdicts) = match (self.checks.as_ref(), arrival.spf) {
             (Checks::Off, _) => (String::new(), None),
             (Checks::On(verifier), Some(spf)) => {
@@ -359,8 +379,18 @@ impl Inbound {
         message.extend_from_slice(results.as_bytes());
         message.extend_from_slice(received.as_bytes());
         message.extend_from_slice(body);
-        let (id, mail_from, recipients) = (arrival.id, arrival.mail_from, arrival.recipients);
+        let (id, mail_from) = (arrival.id, arrival.mail_from);
         let message = message.as_slice();
+        // Forwarded copies are committed first, then the stored rows: 250 only after both.
+        let mut ids = self.enqueue_forwards(arrival, message).await?;
+        let recipients: Vec<&Accepted> = arrival
+            .recipients
+            .iter()
+            .filter(|r| r.forwarding.is_none())
+            .collect();
+        if recipients.is_empty() {
+            return Ok(ids);
+        }
         let mut tenants: Vec<&str> = recipients.iter().map(|r| r.tenant_id.as_str()).collect();
         tenants.sort_unstable();
         tenants.dedup();
@@ -370,6 +400,7 @@ impl Inbound {
         for (n, tenant) in tenants.iter().enumerate() {
             let own: Vec<&Accepted> = recipients
                 .iter()
+                .copied()
                 .filter(|r| r.tenant_id == *tenant)
                 .collect();
             let recipients = serde_json::to_string(&own).map_err(|error| {
@@ -400,7 +431,8 @@ impl Inbound {
                 warn!(%error, id, "storing inbound mail failed");
                 storage_failed()
             })?;
-        Ok(rows.into_iter().map(|r| r.id).collect())
+        ids.extend(rows.into_iter().map(|r| r.id));
+        Ok(ids)
     }
 }
 

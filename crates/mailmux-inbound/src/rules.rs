@@ -43,6 +43,8 @@ mod tests {
             action: RuleAction::Store,
             reject_text: None,
             webhook_id: None,
+            forward_to: Vec::new(),
+            members: Vec::new(),
             created_at: 0,
             updated_at: 0,
         }

@@ -123,6 +123,7 @@ mod tests {
             bounce: false,
             dmarc_reject: false,
             webhook_id: webhook.map(str::to_string),
+            forwarding: None,
         }
     }
 

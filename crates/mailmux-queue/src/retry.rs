@@ -132,11 +132,13 @@ mod tests {
                 idx: 0,
                 status: RecipientStatus::Deferred,
                 reply: "451 4.3.0 busy".into(),
+                remote_id: None,
             },
             RecipientResult {
                 idx: 1,
                 status: RecipientStatus::Delivered,
                 reply: "250 ok".into(),
+                remote_id: None,
             },
         ];
         let in_flight = Arc::new(crate::lease::InFlight::default());

@@ -74,6 +74,8 @@ pub struct RecipientView {
     pub attempts: u32,
     pub last_reply: Option<String>,
     pub last_attempt_at: Option<i64>,
+    /// The next hop's id for the message (SES's MessageId), when it gave one.
+    pub remote_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,7 +219,7 @@ impl Store {
         }
         let placeholders: Vec<String> = (1..=messages.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
-            "SELECT message_id, address, status, attempts, last_reply, last_attempt_at \
+            "SELECT message_id, address, status, attempts, last_reply, last_attempt_at, remote_id \
              FROM recipients WHERE message_id IN ({}) ORDER BY message_id, idx",
             placeholders.join(", ")
         );
@@ -241,6 +243,7 @@ impl Store {
                     attempts,
                     last_reply: row.try_get("last_reply")?,
                     last_attempt_at: row.try_get("last_attempt_at")?,
+                    remote_id: row.try_get("remote_id")?,
                 });
             }
         }

@@ -16,6 +16,8 @@ mod key_vault;
 mod queue;
 mod receipt_rules;
 mod return_paths;
+mod ses;
+mod srs_secret;
 mod stats;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;
@@ -36,6 +38,7 @@ pub use inbound::InboundMessage;
 pub use key_vault::{KeyVaultError, MasterKey, sync_dir};
 pub use queue::QUOTA_WINDOW_MS;
 pub use return_paths::{ReturnPath, ReturnPathCheck};
+pub use ses::{SesIdentity, SesStep, SesTenantRecord};
 pub use stats::TenantCounters;
 pub use tenants::TenantDeletion;
 pub use webhooks::{DeliveryOutcome, NewWebhookDelivery, Webhook, WebhookAttempt, WebhookDelivery};

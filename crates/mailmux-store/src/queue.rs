@@ -540,13 +540,15 @@ async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -
         };
         sqlx::query(
             "UPDATE recipients SET status = $3, attempts = attempts + 1, last_reply = $4, \
-                 last_attempt_at = $5 WHERE message_id = $1 AND idx = $2",
+                 last_attempt_at = $5, remote_id = COALESCE($6, remote_id) \
+                 WHERE message_id = $1 AND idx = $2",
         )
         .bind(&report.message_id.0)
         .bind(result.idx as i64)
         .bind(status)
         .bind(&result.reply)
         .bind(report.at)
+        .bind(result.remote_id.as_deref())
         .execute(&mut **tx)
         .await?;
     }

@@ -9,8 +9,8 @@ use sqlx::any::AnyRow;
 use crate::audit::{commit_if_changed, commit_with_audit};
 use crate::{AuditEntry, Result, Store, StoreError};
 
-const COLUMNS: &str =
-    "id, tenant_id, domain, local_part, action, reject_text, created_at, updated_at, webhook_id";
+const COLUMNS: &str = "id, tenant_id, domain, local_part, action, reject_text, created_at, \
+     updated_at, forward_to, members, webhook_id";
 
 impl Store {
     /// Adds a rule; `Conflict` when the address (or the domain's catch-all) already has one.
@@ -21,7 +21,8 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO receipt_rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            "INSERT INTO receipt_rules ({COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         ))
         .bind(&rule.id)
         .bind(&rule.tenant_id)
@@ -31,6 +32,8 @@ impl Store {
         .bind(rule.reject_text.as_deref())
         .bind(rule.created_at)
         .bind(rule.updated_at)
+        .bind(addresses_json(&rule.forward_to))
+        .bind(addresses_json(&rule.members))
         .bind(rule.webhook_id.as_deref())
         .execute(&mut *tx)
         .await
@@ -48,7 +51,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE receipt_rules SET domain = $3, local_part = $4, action = $5, \
-             reject_text = $6, updated_at = $7, webhook_id = $8 WHERE tenant_id = $1 AND id = $2",
+             reject_text = $6, updated_at = $7, forward_to = $8, members = $9, webhook_id = $10 \
+             WHERE tenant_id = $1 AND id = $2",
         )
         .bind(&rule.tenant_id)
         .bind(&rule.id)
@@ -57,6 +61,8 @@ impl Store {
         .bind(rule.action.as_str())
         .bind(rule.reject_text.as_deref())
         .bind(rule.updated_at)
+        .bind(addresses_json(&rule.forward_to))
+        .bind(addresses_json(&rule.members))
         .bind(rule.webhook_id.as_deref())
         .execute(&mut *tx)
         .await
@@ -143,7 +149,24 @@ fn rule_from_row(row: &AnyRow) -> Result<ReceiptRule> {
             .ok_or_else(|| StoreError::Corrupt(format!("receipt rule action {action:?}")))?,
         reject_text: row.try_get("reject_text")?,
         webhook_id: row.try_get("webhook_id")?,
+        forward_to: addresses_from(row, "forward_to")?,
+        members: addresses_from(row, "members")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// A `forward_to`/`members` list as its JSON column (NULL when empty).
+fn addresses_json(addresses: &[String]) -> Option<String> {
+    (!addresses.is_empty())
+        .then(|| serde_json::to_string(addresses).expect("a list of strings serialises"))
+}
+
+fn addresses_from(row: &AnyRow, column: &str) -> Result<Vec<String>> {
+    let json: Option<String> = row.try_get(column)?;
+    match json {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|_| StoreError::Corrupt(format!("receipt rule {column}: {json:?}"))),
+    }
 }

@@ -1,6 +1,8 @@
 //! Tenants: rows of `tenants`, with limits as columns and feature flags as a JSON object.
 
-use mailmux_core::{Features, Limits, Tenant, TenantStatus, Tier, TransportKind, now_ms};
+use mailmux_core::{
+    Features, Limits, ReputationPolicy, Tenant, TenantStatus, Tier, TransportKind, now_ms,
+};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -10,7 +12,7 @@ use crate::{AuditEntry, Result, Store, StoreError, bool_to_i64};
 const COLUMNS: &str = "id, name, tier, status, status_reason, enabled, transport, max_users, \
      max_domains, max_storage_mb, max_messages_per_day, max_recipients_per_message, \
      max_message_size, rate_per_second, rate_per_minute, max_connections, features, created_at, \
-     updated_at";
+     updated_at, inbound_retention_days, reputation_policy";
 
 impl Store {
     pub async fn create_tenant(&self, tenant: &Tenant, audit: Option<&AuditEntry>) -> Result<()> {
@@ -20,9 +22,10 @@ impl Store {
             "INSERT INTO tenants (id, name, tier, status, status_reason, enabled, transport, \
              max_users, max_domains, max_storage_mb, max_messages_per_day, \
              max_recipients_per_message, max_message_size, rate_per_second, rate_per_minute, \
-             max_connections, features, created_at, updated_at) \
+             max_connections, features, created_at, updated_at, inbound_retention_days, \
+             reputation_policy) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19)",
+             $18, $19, $20, $21)",
         )
         .bind(&tenant.id)
         .bind(&tenant.name)
@@ -43,6 +46,8 @@ impl Store {
         .bind(features)
         .bind(tenant.created_at)
         .bind(tenant.updated_at)
+        .bind(tenant.inbound_retention_days as i64)
+        .bind(tenant.reputation_policy.as_str())
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("tenant {}", tenant.id)))?;
@@ -102,7 +107,8 @@ impl Store {
              enabled = $6, transport = $7, max_users = $8, max_domains = $9, \
              max_storage_mb = $10, max_messages_per_day = $11, \
              max_recipients_per_message = $12, max_message_size = $13, rate_per_second = $14, \
-             rate_per_minute = $15, max_connections = $16, features = $17, updated_at = $18 \
+             rate_per_minute = $15, max_connections = $16, features = $17, updated_at = $18, \
+             inbound_retention_days = $20, reputation_policy = $21 \
              WHERE id = $1 AND ($19 IS NULL OR updated_at = $19)",
         )
         .bind(&tenant.id)
@@ -126,6 +132,8 @@ impl Store {
         // write can tell the two apart.
         .bind(now_ms().max(tenant.updated_at + 1))
         .bind(read_at)
+        .bind(tenant.inbound_retention_days as i64)
+        .bind(tenant.reputation_policy.as_str())
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -202,6 +210,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
     let status: String = row.try_get("status")?;
     let transport: Option<String> = row.try_get("transport")?;
     let features: String = row.try_get("features")?;
+    let reputation_policy: String = row.try_get("reputation_policy")?;
     let features: Features = serde_json::from_str(&features).map_err(|_| corrupt("features"))?;
     let limit = |column: &str| -> Result<u64> { Ok(row.try_get::<i64, _>(column)?.max(0) as u64) };
     Ok(Tenant {
@@ -211,6 +220,8 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
             Some(t) => Some(TransportKind::parse(&t).ok_or_else(|| corrupt("transport"))?),
             None => None,
         },
+        reputation_policy: ReputationPolicy::parse(&reputation_policy)
+            .ok_or_else(|| corrupt("reputation_policy"))?,
         name: row.try_get("name")?,
         status_reason: row.try_get("status_reason")?,
         enabled: row.try_get::<i64, _>("enabled")? != 0,
@@ -226,6 +237,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
             max_connections: limit("max_connections")?,
         },
         features,
+        inbound_retention_days: limit("inbound_retention_days")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         id,

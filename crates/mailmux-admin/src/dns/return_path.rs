@@ -1,11 +1,13 @@
 //! A return-path (custom MAIL FROM) domain's records: an MX naming this relay, so bounces
-//! reach it, and SPF authorising it. Builds the view with their last status and checks them
+//! reach it, and SPF authorising it (for a tenant on the `ses` transport: SES's feedback MX and
+//! SPF, as SES's custom MAIL FROM domain needs). Builds the view with their last status and checks them
 //! ([`check_and_store`]): found, the return path is used; found gone, delivery falls back to
 //! the sending domain; a lookup that failed proves nothing and keeps the previous verdict.
 
 use std::collections::BTreeMap;
 
-use mailmux_core::{Config, now_ms, return_path_dns_records};
+use mailmux_core::config::TransportKind;
+use mailmux_core::{Config, Tenant, now_ms, return_path_dns_records, ses_mail_from_dns_records};
 use mailmux_store::{ReturnPath, ReturnPathCheck, Store};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -47,9 +49,41 @@ pub struct ReturnPathView {
     pub records: Vec<ReturnPathRecord>,
 }
 
+/// Who receives mail (bounces) for a return path, and so what its MX and SPF name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BounceHost {
+    /// This relay (`smtp.hostname`): the return path is mailmux's MAIL FROM.
+    Relay(String),
+    /// SES in this region: for a tenant on the `ses` transport the return path is the SES
+    /// identity's custom MAIL FROM domain, whose MX is SES's feedback endpoint and whose SPF
+    /// authorises SES.
+    Ses { region: String },
+}
+
+/// The region SES requests go to when `ses.region` names none (the SES client's default).
+const SES_DEFAULT_REGION: &str = "us-east-1";
+
+impl BounceHost {
+    /// The host for `tenant`'s return paths: SES's when the tenant sends through SES.
+    pub fn of(config: &Config, tenant: &Tenant) -> BounceHost {
+        if tenant.transport.unwrap_or(config.delivery.transport) == TransportKind::Ses {
+            let region = config.ses.region.as_deref().unwrap_or(SES_DEFAULT_REGION);
+            BounceHost::Ses {
+                region: region.to_string(),
+            }
+        } else {
+            BounceHost::Relay(config.smtp.hostname.clone())
+        }
+    }
+}
+
 /// The records of `return_path`: the MX is about bounces, the TXT about SPF.
-fn expected_records(return_path: &str, relay: &str) -> Vec<ExpectedRecord> {
-    return_path_dns_records(return_path, relay)
+fn expected_records(return_path: &str, host: &BounceHost) -> Vec<ExpectedRecord> {
+    let records = match host {
+        BounceHost::Relay(relay) => return_path_dns_records(return_path, relay),
+        BounceHost::Ses { region } => ses_mail_from_dns_records(return_path, region),
+    };
+    records
         .into_iter()
         .map(|r| {
             let kind = if r.record_type == "MX" {
@@ -63,10 +97,10 @@ fn expected_records(return_path: &str, relay: &str) -> Vec<ExpectedRecord> {
 }
 
 /// The setting as shown; `custom_domains` is whether the tenant has the feature.
-pub fn view(setting: &ReturnPath, custom_domains: bool, relay: &str) -> ReturnPathView {
+pub fn view(setting: &ReturnPath, custom_domains: bool, host: &BounceHost) -> ReturnPathView {
     let records = match &setting.return_path {
         None => Vec::new(),
-        Some(rp) => expected_records(rp, relay)
+        Some(rp) => expected_records(rp, host)
             .into_iter()
             .map(|record| ReturnPathRecord {
                 purpose: match record.kind {
@@ -109,7 +143,11 @@ pub async fn check_and_store(
     let Some(return_path) = setting.return_path.clone() else {
         return Ok(setting);
     };
-    let expected = expected_records(&return_path, &config.smtp.hostname);
+    let tenant = store
+        .get_tenant(&setting.tenant_id)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("tenant {} not found", setting.tenant_id)))?;
+    let expected = expected_records(&return_path, &BounceHost::of(config, &tenant));
     let checks: BTreeMap<String, String> = super::check(checker, &expected).await;
     let found = checks.values().all(|s| s == VERIFIED);
     let gone = checks.values().any(|s| s == MISSING || s == MISMATCH);

@@ -20,7 +20,7 @@ use crate::error::Result;
 /// A DNS record the tenant must publish.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct DnsRecordView {
-    /// `TXT`, or `MX` for an inbound domain's MX record.
+    /// `TXT`, `MX` for an inbound domain's MX record, or `CNAME` for SES's Easy DKIM.
     #[serde(rename = "type")]
     pub record_type: String,
     pub name: String,
@@ -28,7 +28,7 @@ pub struct DnsRecordView {
     /// `pending` (not checked yet), `verified`, `missing`, `mismatch` (something else is
     /// published there) or `error` (the lookup failed).
     pub status: String,
-    /// `verification`, `dkim`, `spf`, `dmarc` or `mx`.
+    /// `verification`, `dkim`, `spf`, `dmarc`, `mx` or `ses_dkim` (Easy DKIM, SES transport).
     pub purpose: String,
     /// Whether the domain may send only once this record is found. A DKIM record is required
     /// only while the tenant signs (`features.dkim_signing`); otherwise it is listed for when
@@ -61,7 +61,7 @@ pub struct DomainView {
     pub domain: String,
     pub tenant_id: String,
     pub verified: bool,
-    /// `dns` or `operator`, once verified.
+    /// `dns`, `operator` or `ses` (SES verified it for sending; `ses` transport), once verified.
     pub verified_by: Option<String>,
     /// Whether mailmux is the domain's MX (receipt rules apply; the records list the MX).
     pub inbound: bool,
@@ -81,6 +81,23 @@ pub struct DomainView {
     /// audit log and fix the records).
     pub flagged_at: Option<i64>,
     pub created_at: i64,
+    /// For a tenant on the `ses` transport, SES's own view of the domain's identity (beside
+    /// mailmux's DNS checks above); absent until the first SES sync created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ses: Option<SesIdentityView>,
+}
+
+/// What SES says of a domain's email identity (`GetEmailIdentity`, as of the last sync).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SesIdentityView {
+    /// `PENDING`, `SUCCESS`, `FAILED`, `TEMPORARY_FAILURE` or `NOT_STARTED`.
+    pub dkim_status: Option<String>,
+    /// SES's `VerifiedForSendingStatus`: the domain may send through SES only once true.
+    pub verified_for_sending: bool,
+    /// The custom MAIL FROM domain's status, when one is set.
+    pub mail_from_status: Option<String>,
+    /// When the sync last read it (Unix ms).
+    pub checked_at: i64,
 }
 
 /// Status shown for a retiring DKIM record: keep it published (it is not checked).
@@ -234,7 +251,38 @@ pub fn view(
         checked_at: check.map(|c| c.checked_at),
         flagged_at: check.and_then(|c| c.flagged_at),
         created_at: domain.created_at,
+        ses: None,
     }
+}
+
+/// Adds SES's identity to a view: its status, and Easy DKIM's three CNAME records to publish
+/// (`TOKEN._domainkey.DOMAIN CNAME TOKEN.dkim.amazonses.com`), `verified` once SES found them.
+fn with_ses(mut view: DomainView, identity: mailmux_store::SesIdentity) -> DomainView {
+    let status = if identity.dkim_status.as_deref() == Some("SUCCESS") {
+        VERIFIED
+    } else {
+        PENDING
+    };
+    for token in &identity.dkim_tokens {
+        view.records.push(DnsRecordView {
+            record_type: "CNAME".into(),
+            name: format!("{token}._domainkey.{}", view.domain),
+            value: format!("{token}.dkim.amazonses.com"),
+            status: status.into(),
+            purpose: "ses_dkim".into(),
+            required: true,
+            selector: Some(token.clone()),
+            key_status: None,
+            retire_at: None,
+        });
+    }
+    view.ses = Some(SesIdentityView {
+        dkim_status: identity.dkim_status,
+        verified_for_sending: identity.verified_for_sending,
+        mail_from_status: identity.mail_from_status,
+        checked_at: identity.checked_at,
+    });
+    view
 }
 
 /// Whether `tenant_id` signs its mail (a tenant deleted meanwhile: no).
@@ -250,13 +298,11 @@ pub async fn load_view(store: &Store, config: &Config, domain: &Domain) -> Resul
     let keys = store.list_dkim_keys(&domain.name).await?;
     let check = store.get_domain_check(&domain.name).await?;
     let signs = tenant_signs(store, &domain.tenant_id).await?;
-    Ok(view(
-        domain,
-        &keys,
-        check.as_ref(),
-        &config.smtp.hostname,
-        signs,
-    ))
+    let shown = view(domain, &keys, check.as_ref(), &config.smtp.hostname, signs);
+    Ok(match store.get_ses_identity(&domain.name).await? {
+        Some(identity) if identity.tenant_id == domain.tenant_id => with_ses(shown, identity),
+        _ => shown,
+    })
 }
 
 /// What the audit log keeps of a domain: its verification and each record's status.

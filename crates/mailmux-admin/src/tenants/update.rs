@@ -3,7 +3,7 @@
 //! but for the fields given beside it; a status back to `active` clears its reason) are the
 //! part worth table-testing.
 
-use mailmux_core::{Tenant, TenantStatus, Tier, TransportKind};
+use mailmux_core::{ReputationPolicy, Tenant, TenantStatus, Tier, TransportKind};
 use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
@@ -45,6 +45,11 @@ pub struct UpdateTenant {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub transport: Option<Option<String>>,
+    /// Days the tenant's stored inbound mail is kept; 0 goes back to the relay's
+    /// `inbound.retention_days`.
+    pub inbound_retention_days: Option<u64>,
+    /// SES reputation policy: `standard`, `strict` or `none`.
+    pub reputation_policy: Option<String>,
     /// The limits as `GET` shows them; any subset.
     pub limits: Option<LimitsUpdate>,
     /// Read-only; accepted when unchanged.
@@ -237,6 +242,23 @@ pub fn apply_update(tenant: &Tenant, update: &UpdateTenant) -> Result<Tenant> {
                 ))
             })?),
         };
+    }
+    if let Some(days) = update.inbound_retention_days {
+        // Beyond a century is a typo, and days * 86_400_000 must stay far from overflowing.
+        if days > 36_500 {
+            return Err(AdminError::Invalid(
+                "inbound_retention_days: at most 36500 (0 = the relay's inbound.retention_days)"
+                    .into(),
+            ));
+        }
+        next.inbound_retention_days = days;
+    }
+    if let Some(policy) = &update.reputation_policy {
+        next.reputation_policy = ReputationPolicy::parse(policy).ok_or_else(|| {
+            AdminError::Invalid(format!(
+                "reputation_policy: unknown value {policy:?} (standard, strict or none)"
+            ))
+        })?;
     }
     if let Some(status) = update.status {
         next.status = status.into();

@@ -185,6 +185,7 @@ impl Harness {
             policy: Arc::new(mailmux_policy::Policy::new(&config, store.clone())),
             queue,
             health,
+            ses: None,
         })
         // What `into_make_service_with_connect_info` gives the real server: the client's
         // address (the send API's Received: header names it).

@@ -29,6 +29,8 @@ impl Fixture {
                     action,
                     reject_text: text.map(str::to_string),
                     webhook_id: None,
+                    forward_to: Vec::new(),
+                    members: Vec::new(),
                     created_at: now_ms(),
                     updated_at: now_ms(),
                 },

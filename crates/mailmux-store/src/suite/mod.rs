@@ -1,13 +1,14 @@
 //! The storage test suite: one body of checks, run against every backend (SQLite in a temp
 //! dir by this crate's tests, Postgres by the root `tests/store.rs`). Compiled only for tests
 //! and for the `test-suite` feature so the root package can call it. The checks are grouped by
-//! what they cover: `tenants.rs`, `dkim.rs`, `queue.rs`, `policy.rs`, `inbound.rs`, `webhooks.rs`; the fixtures they share
-//! are here.
+//! what they cover: `tenants.rs`, `dkim.rs`, `queue.rs`, `policy.rs`, `inbound.rs`, `ses.rs`,
+//! `webhooks.rs`; the fixtures they share are here.
 
 mod dkim;
 mod inbound;
 mod policy;
 mod queue;
+mod ses;
 mod tenants;
 mod webhooks;
 
@@ -35,6 +36,8 @@ pub async fn run_all(store: &Store) {
     inbound::receipt_rules_and_inbound_mail(store).await;
     webhooks::webhooks_and_deliveries(store).await;
     webhooks::concurrent_delivery_claims_never_overlap(store).await;
+    inbound::srs_secret_is_shared(store).await;
+    ses::ses_state(store).await;
 }
 
 /// From now on the database refuses audit entries whose action is `action`, as a full disk or

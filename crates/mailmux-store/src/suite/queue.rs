@@ -81,16 +81,19 @@ pub(super) async fn queue_lifecycle(store: &Store) {
                 idx: 0,
                 status: RecipientStatus::Delivered,
                 reply: "250 ok".into(),
+                remote_id: None,
             },
             RecipientResult {
                 idx: 1,
                 status: RecipientStatus::Deferred,
                 reply: "451 4.3.0 later".into(),
+                remote_id: None,
             },
             RecipientResult {
                 idx: 2,
                 status: RecipientStatus::Bounced,
                 reply: "550 5.1.1 unknown".into(),
+                remote_id: None,
             },
         ],
     };
@@ -144,6 +147,7 @@ pub(super) async fn queue_lifecycle(store: &Store) {
             idx: 1,
             status: RecipientStatus::Delivered,
             reply: "250 ok".into(),
+            remote_id: None,
         }],
     };
     let outcome = store

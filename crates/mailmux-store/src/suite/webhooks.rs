@@ -275,6 +275,8 @@ pub(super) async fn webhooks_and_deliveries(store: &Store) {
         action: RuleAction::Webhook,
         reject_text: None,
         webhook_id: Some(b.id.clone()),
+        forward_to: Vec::new(),
+        members: Vec::new(),
         created_at: 1,
         updated_at: 1,
     };
