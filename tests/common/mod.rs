@@ -50,8 +50,8 @@ pub use postgres::{postgres_url, psql};
 pub use process::{TestDir, terminate, unique_suffix, wait_until};
 pub use sink::{Received, Sink, header};
 pub use tools::{
-    find_tool, mailmux_bin, pg_bindir, python, repo_root, require_python_module, require_tool,
-    support_dir,
+    find_tool, mailmux_bin, pg_bindir, python, repo_root, require, require_python_module,
+    require_tool, support_dir,
 };
 
 /// The operator token every [`Mailmux`] is started with.

@@ -11,7 +11,8 @@ use crate::{CommitOutcome, DeliveryReport, JournaledDelivery, NewMessage, Queued
 
 pub type StorageResult<T> = std::result::Result<T, StoreError>;
 
-/// What the queue needs from storage. Each method is one transaction.
+/// What the queue needs from storage. Each method is one transaction. Bodies live in the
+/// queue's spool; a row only names its body's file (`body_path`).
 pub trait QueueStorage: Clone + Send + Sync + 'static {
     /// Writes `messages` and records `reports` atomically: after it returns `Ok`, all of it is
     /// durable (fsync'd); after `Err`, none of it is. Each message is admitted against its
@@ -74,6 +75,13 @@ pub trait QueueStorage: Clone + Send + Sync + 'static {
 
     /// Forgets finished messages created before `before`; answers how many.
     fn purge_finished(&self, before: i64) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Which of the spool files `paths` a queued message still points at (the rest are the
+    /// spool sweep's orphans).
+    fn referenced_bodies(
+        &self,
+        paths: &[String],
+    ) -> impl Future<Output = StorageResult<Vec<String>>> + Send;
 }
 
 impl QueueStorage for Store {
@@ -138,5 +146,12 @@ impl QueueStorage for Store {
 
     fn purge_finished(&self, before: i64) -> impl Future<Output = StorageResult<u64>> + Send {
         Store::purge_finished(self, before)
+    }
+
+    fn referenced_bodies(
+        &self,
+        paths: &[String],
+    ) -> impl Future<Output = StorageResult<Vec<String>>> + Send {
+        Store::referenced_bodies(self, paths)
     }
 }

@@ -24,7 +24,9 @@ use mailmux_store::StoreError;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tracing::error;
 
-use crate::{Admission, DeliveryReport, NewMessage, QueueError, QueueStorage, Recorded, Result};
+use crate::{
+    Admission, DeliveryReport, NewMessage, QueueError, QueueStorage, Recorded, Result, Spool,
+};
 
 pub(crate) enum WriteOp {
     Enqueue(NewMessage, oneshot::Sender<Result<()>>),
@@ -82,6 +84,7 @@ pub(crate) async fn run<S: QueueStorage>(
     store: S,
     ops: Arc<Mutex<mpsc::Receiver<WriteOp>>>,
     max_batch: usize,
+    spool: Arc<Spool>,
     stats: Arc<CommitStats>,
     health: Component,
 ) {
@@ -115,7 +118,12 @@ pub(crate) async fn run<S: QueueStorage>(
                 messages: message_waiters,
                 reports: report_waiters,
             };
-            commit(&store, &messages, &reports, waiters, &stats, &health).await;
+            let freed = commit(&store, &messages, &reports, waiters, &stats, &health).await;
+            if !freed.is_empty() {
+                // Off the writer's path: the next batch need not wait for the unlinks.
+                let spool = spool.clone();
+                tokio::spawn(async move { spool.remove(freed).await });
+            }
         }
         for (renew, done) in renewals {
             let renewed = store
@@ -142,7 +150,8 @@ struct Waiters {
 }
 
 /// One transaction for the batch. A failed commit is every waiter's answer; after a good one a
-/// message's own answer says whether it was written or over its tenant's quota.
+/// message's own answer says whether it was written or over its tenant's quota. Answers the
+/// spool files the commit freed.
 async fn commit<S: QueueStorage>(
     store: &S,
     messages: &[NewMessage],
@@ -150,8 +159,12 @@ async fn commit<S: QueueStorage>(
     waiters: Waiters,
     stats: &CommitStats,
     health: &Component,
-) {
-    let outcome = store.commit_batch(messages, reports).await;
+) -> Vec<String> {
+    let mut outcome = store.commit_batch(messages, reports).await;
+    let freed = match &mut outcome {
+        Ok(outcome) => std::mem::take(&mut outcome.freed_bodies),
+        Err(_) => Vec::new(),
+    };
     match &outcome {
         Ok(outcome) => {
             health.ok();
@@ -188,4 +201,5 @@ async fn commit<S: QueueStorage>(
             Err(error) => Err(QueueError::Commit(error.to_string())),
         });
     }
+    freed
 }

@@ -56,13 +56,17 @@ impl Store {
             }
         }
         let mut recorded = Vec::with_capacity(reports.len());
+        let mut freed_bodies = Vec::new();
         for report in reports {
-            recorded.push(record_report(&mut tx, report).await?);
+            let outcome = record_report(&mut tx, report).await?;
+            recorded.push(outcome.is_some());
+            freed_bodies.extend(outcome.flatten());
         }
         tx.commit().await?;
         Ok(CommitOutcome {
             admissions,
             recorded,
+            freed_bodies,
         })
     }
 
@@ -257,8 +261,8 @@ impl Store {
     /// One queued message with its pending recipients (None if gone or finished).
     pub async fn load_pending(&self, id: &str) -> Result<Option<QueuedMessage>> {
         let Some(row) = sqlx::query(
-            "SELECT id, tenant_id, mail_from, flags, body, created_at, attempts FROM messages \
-             WHERE id = $1 AND status = 'queued'",
+            "SELECT id, tenant_id, mail_from, flags, body, body_path, created_at, attempts \
+             FROM messages WHERE id = $1 AND status = 'queued'",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -290,6 +294,7 @@ impl Store {
             mail_from: row.try_get("mail_from")?,
             flags: flags_from_i64(row.try_get("flags")?),
             body: Arc::new(body.unwrap_or_default()),
+            body_path: row.try_get("body_path")?,
             created_at: row.try_get("created_at")?,
             attempts: row.try_get::<i64, _>("attempts")? as u32,
             recipients,
@@ -304,6 +309,32 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Which of the spool files `paths` (`<node>/<queue id>`) a queued message still points at;
+    /// the others are orphans the queue's sweep deletes. Looked up by the id in the path (the
+    /// primary key), so a sweep costs one indexed probe per file whatever the queue's size.
+    pub async fn referenced_bodies(&self, paths: &[String]) -> Result<Vec<String>> {
+        let mut referenced = Vec::new();
+        for chunk in paths.chunks(500) {
+            let ids: Vec<&str> = chunk
+                .iter()
+                .map(|p| p.rsplit_once('/').map_or(p.as_str(), |(_, id)| id))
+                .collect();
+            let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT body_path FROM messages WHERE status = 'queued' AND body_path IS NOT NULL \
+                 AND id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for id in ids {
+                query = query.bind(id);
+            }
+            let found = query.fetch_all(&self.pool).await?;
+            referenced.extend(found.into_iter().filter(|p| chunk.contains(p)));
+        }
+        Ok(referenced)
     }
 
     /// Gives back every lease held by `owner` (a node that restarted holds none in memory, a
@@ -444,22 +475,27 @@ async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> 
         None => (None, None),
     };
     sqlx::query(
-        "INSERT INTO messages (id, tenant_id, mail_from, flags, size, body, status, \
+        "INSERT INTO messages (id, tenant_id, mail_from, flags, size, body, body_path, status, \
              origin, priority, created_at, next_attempt_at, attempts, lease_owner, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, 0, $11, $12)",
+             VALUES ($1, $2, $3, $4, $5, $6, $13, 'queued', $7, $8, $9, $10, 0, $11, $12)",
     )
     .bind(&message.id.0)
     .bind(&message.tenant_id)
     .bind(&message.envelope.mail_from)
     .bind(flags_to_i64(message.envelope.flags))
     .bind(message.body.len() as i64)
-    .bind(message.body.as_slice())
+    // A spooled body is on disk already: the row only points at it.
+    .bind(match message.body_path {
+        Some(_) => None,
+        None => Some(message.body.as_slice()),
+    })
     .bind(message.origin)
     .bind(message.priority)
     .bind(message.created_at)
     .bind(lease_until.unwrap_or(message.created_at))
     .bind(lease_owner)
     .bind(lease_until)
+    .bind(message.body_path.as_deref())
     .execute(&mut **tx)
     .await?;
     // All recipients in one statement (up to 500: far below both databases' parameter
@@ -512,17 +548,23 @@ async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> 
 /// deferred. That relies on an attempt reporting every recipient pending when its message was
 /// loaded, and on nobody else changing a leased message's recipients: both hold, because
 /// recipients change only here, under the lease.
-async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -> Result<bool> {
+///
+/// Answers `None` when fenced off, else `Some` with the spool file the message no longer needs
+/// if this report finished it.
+async fn record_report(
+    tx: &mut Transaction<'_, Any>,
+    report: &DeliveryReport,
+) -> Result<Option<Option<String>>> {
     let finished = report
         .results
         .iter()
         .all(|r| r.status != RecipientStatus::Deferred);
-    let held: Option<String> = sqlx::query_scalar(
+    let held = sqlx::query(
         "UPDATE messages SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, \
              next_attempt_at = $3, \
              status = CASE WHEN $4 = 1 THEN 'done' ELSE status END, \
              body = CASE WHEN $4 = 1 THEN NULL ELSE body END \
-         WHERE id = $1 AND lease_owner = $2 AND status = 'queued' RETURNING id",
+         WHERE id = $1 AND lease_owner = $2 AND status = 'queued' RETURNING body_path",
     )
     .bind(&report.message_id.0)
     .bind(&report.lease_owner)
@@ -530,9 +572,11 @@ async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -
     .bind(finished as i64)
     .fetch_optional(&mut **tx)
     .await?;
-    if held.is_none() {
-        return Ok(false);
-    }
+    let Some(held) = held else {
+        return Ok(None);
+    };
+    let body_path: Option<String> = held.try_get("body_path")?;
+    let freed = body_path.filter(|_| finished);
     for result in &report.results {
         let status = match result.status {
             RecipientStatus::Deferred => "pending",
@@ -574,5 +618,5 @@ async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -
     if let Some(bounce) = &report.bounce {
         insert_message(tx, bounce).await?;
     }
-    Ok(true)
+    Ok(Some(freed))
 }
