@@ -74,6 +74,12 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Manage receipt rules: what the MX does with mail for an address (store, reject,
+    /// forward, list).
+    Address {
+        #[command(subcommand)]
+        command: commands::address::AddressCommand,
+    },
     /// Look at a tenant's messages: per-recipient status, attempts, last reply.
     Message {
         #[command(subcommand)]
@@ -320,6 +326,7 @@ fn main() -> ExitCode {
             Command::Credential { command } => credential(&context, command).await,
             Command::Domain { command } => domain(&context, command).await,
             Command::ApiKey { command } => api_key(&context, command).await,
+            Command::Address { command } => commands::address::run(&context, command).await,
             Command::Message { command } => message(&context, command).await,
             Command::Audit { command } => audit(&context, command).await,
         }?;

@@ -2,7 +2,7 @@
 //! thing and returns what to print (JSON, or a table with `--output table`).
 //!
 //! One file per resource, as in the admin crate: `tenant.rs`, `domain.rs`, `credential.rs`,
-//! `api_key.rs`, `message.rs` (with the audit log); this file finds the configuration and
+//! `api_key.rs`, `address.rs` (receipt rules), `message.rs` (with the audit log); this file finds the configuration and
 //! opens the store.
 //!
 //! Every command calls the same admin-crate operation as the matching REST handler, as the
@@ -13,6 +13,7 @@
 //! never creates a database: run from the wrong directory, it would otherwise make an empty
 //! one there and report an empty relay, which looks like lost data.
 
+pub mod address;
 pub mod api_key;
 pub mod credential;
 pub mod domain;

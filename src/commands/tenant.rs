@@ -104,6 +104,9 @@ pub struct TenantUpdateArgs {
     /// mx, smarthost or ses; `default` goes back to delivery.transport.
     #[arg(long)]
     pub transport: Option<String>,
+    /// Days the tenant's stored inbound mail is kept; 0 = the relay's inbound.retention_days.
+    #[arg(long)]
+    pub inbound_retention_days: Option<u64>,
     /// A feature flag, e.g. `--feature webhooks=true`; repeatable.
     #[arg(long = "feature", value_name = "NAME=BOOL")]
     pub features: Vec<String>,
@@ -159,6 +162,7 @@ impl TenantUpdateArgs {
             status_reason: self.status_reason,
             features,
             transport,
+            inbound_retention_days: self.inbound_retention_days,
             // The API's round-trip fields: a command says what to change, nothing more.
             ..UpdateTenant::default()
         })

@@ -188,6 +188,17 @@ impl Mailmux {
     pub fn admin_url(&self) -> String {
         format!("http://{}", self.listeners.admin)
     }
+    /// The admin API as the operator: `(status, JSON body)`.
+    pub fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        super::http::http(
+            self.admin(),
+            method,
+            path,
+            Some(self.admin_token()),
+            body.as_ref(),
+        )
+    }
+
     pub fn admin_token(&self) -> &'static str {
         ADMIN_TOKEN
     }

@@ -4,9 +4,11 @@
 //! rule wins), and `user@` also takes `user+tag@` (plus-addressing). The MX applies a rule once
 //! the domain has `"inbound": true` and is verified.
 //!
-//! Actions in this build: `store` (kept for `…/inbound`) and `reject` (550 with the rule's
-//! text). `webhook`, `forward` and `list` are part of the interface but not built yet: a rule
-//! asking for one is refused with 422 saying so, never accepted and silently dropped.
+//! Actions in this build: `store` (kept for `…/inbound`), `reject` (550 with the rule's
+//! text), `forward` (to `forward_to`, sender rewritten with SRS) and `list` (to `members`,
+//! feature `mailing_lists`); their destinations are checked in `rule_targets.rs`. `webhook`
+//! is part of the interface but not built here: a rule asking for it is refused with 422
+//! saying so, never accepted and silently dropped.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -22,6 +24,7 @@ use crate::auth::{Actor, Principal};
 use crate::error::{AdminError, ErrorBody, Result};
 use crate::extract::ApiJson;
 use crate::lookup;
+use crate::rule_targets::{self, valid_local};
 use crate::state::AdminState;
 use crate::views::Success;
 
@@ -31,7 +34,7 @@ use crate::views::Success;
 pub struct RuleRequest {
     /// `user@domain`, or `*@domain` for the catch-all. The domain must be the tenant's.
     pub address: String,
-    /// `store` or `reject` (`webhook`, `forward`, `list`: not available in this build).
+    /// `store`, `reject`, `forward` or `list` (`webhook`: not available in this build).
     pub action: String,
     /// `reject`: the text of the 550 (default "Mail to this address is refused").
     #[serde(default)]
@@ -39,10 +42,10 @@ pub struct RuleRequest {
     /// `webhook` rules (not available in this build).
     #[serde(default)]
     pub webhook_id: Option<String>,
-    /// `forward` rules (not available in this build).
+    /// `forward` rules: where the mail goes (1 to 10 addresses).
     #[serde(default)]
     pub forward_to: Option<Vec<String>>,
-    /// `list` rules (not available in this build).
+    /// `list` rules (feature `mailing_lists`): the members (1 to 1000 addresses).
     #[serde(default)]
     pub members: Option<Vec<String>>,
 }
@@ -57,6 +60,12 @@ pub struct RuleView {
     pub action: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject_text: Option<String>,
+    /// `forward` rules' destinations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forward_to: Vec<String>,
+    /// `list` rules' members.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -70,6 +79,8 @@ impl From<&ReceiptRule> for RuleView {
             catch_all: rule.is_catch_all(),
             action: rule.action.as_str().to_string(),
             reject_text: rule.reject_text.clone(),
+            forward_to: rule.forward_to.clone(),
+            members: rule.members.clone(),
             created_at: rule.created_at,
             updated_at: rule.updated_at,
         }
@@ -93,9 +104,12 @@ async fn checked(
     let action = match request.action.as_str() {
         "store" => RuleAction::Store,
         "reject" => RuleAction::Reject,
-        "webhook" | "forward" | "list" => {
+        "forward" => RuleAction::Forward,
+        "list" => RuleAction::List,
+        "webhook" => {
             return Err(AdminError::Invalid(format!(
-                "action {:?} is not available in this build (available: store, reject)",
+                "action {:?} is not available in this build (available: store, reject, \
+                 forward, list)",
                 request.action
             )));
         }
@@ -149,14 +163,21 @@ async fn checked(
     Ok((local, domain.name, action, reject_text))
 }
 
-/// A dot-string local part (RFC 5321 §4.1.2): atoms of atext, one dot between them.
-fn valid_local(local: &str) -> bool {
-    let atext =
-        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
-    local.len() <= 64
-        && local
-            .split('.')
-            .all(|atom| !atom.is_empty() && atom.chars().all(atext))
+/// A `forward` or `list` rule's destinations (rule_targets.rs), empty for other actions.
+fn targets(
+    tenant: &mailmux_core::Tenant,
+    action: RuleAction,
+    local_part: &str,
+    domain: &str,
+    request: &RuleRequest,
+) -> Result<(Vec<String>, Vec<String>)> {
+    rule_targets::checked(
+        tenant,
+        action,
+        &format!("{local_part}@{domain}"),
+        request.forward_to.as_deref(),
+        request.members.as_deref(),
+    )
 }
 
 // ---- operations (shared with the CLI) ------------------------------------------------------
@@ -167,8 +188,9 @@ pub async fn create(
     tenant_id: &str,
     request: &RuleRequest,
 ) -> Result<RuleView> {
-    lookup::tenant(store, tenant_id).await?;
+    let tenant = lookup::tenant(store, tenant_id).await?;
     let (local_part, domain, action, reject_text) = checked(store, tenant_id, request).await?;
+    let (forward_to, members) = targets(&tenant, action, &local_part, &domain, request)?;
     let now = now_ms();
     let rule = ReceiptRule {
         id: random_id("r_", 16),
@@ -177,6 +199,8 @@ pub async fn create(
         local_part,
         action,
         reject_text,
+        forward_to,
+        members,
         created_at: now,
         updated_at: now,
     };
@@ -222,11 +246,15 @@ pub async fn update(
 ) -> Result<RuleView> {
     let before = find(store, tenant_id, id).await?;
     let (local_part, domain, action, reject_text) = checked(store, tenant_id, request).await?;
+    let tenant = lookup::tenant(store, tenant_id).await?;
+    let (forward_to, members) = targets(&tenant, action, &local_part, &domain, request)?;
     let after = ReceiptRule {
         domain,
         local_part,
         action,
         reject_text,
+        forward_to,
+        members,
         updated_at: now_ms().max(before.updated_at + 1),
         ..before.clone()
     };

@@ -10,7 +10,8 @@
 //! Resource files never import each other; what several share sits below them: `lookup.rs`
 //! (the tenant or domain a request names), `views.rs` (views several show), `audit_log.rs`
 //! (writing the audit log), `provision.rs` (adding a domain with its key), `dns/` (the
-//! DNS-record pipeline) and `jobs.rs` (background work).
+//! DNS-record pipeline), `rule_targets.rs` (forward and list destinations) and `jobs.rs`
+//! (background work).
 
 pub mod addresses;
 pub mod api_keys;
@@ -36,6 +37,7 @@ mod openapi;
 pub mod pagination;
 pub mod provision;
 pub mod return_path;
+mod rule_targets;
 pub mod send;
 mod state;
 pub mod tenants;

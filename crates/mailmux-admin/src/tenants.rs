@@ -53,6 +53,8 @@ pub struct TenantView {
     pub enabled: bool,
     /// `mx`, `smarthost` or `ses`; the configured default (`delivery.transport`) when null.
     pub transport: Option<String>,
+    /// Days the tenant's stored inbound mail is kept; 0: the relay's `inbound.retention_days`.
+    pub inbound_retention_days: u64,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds of the last change.
@@ -77,6 +79,7 @@ impl TenantView {
             status_reason: t.status_reason.clone(),
             enabled: t.enabled,
             transport: t.transport.map(|t| t.as_str().to_string()),
+            inbound_retention_days: t.inbound_retention_days,
             created_at: t.created_at,
             updated_at: t.updated_at,
         }

@@ -264,8 +264,14 @@ pub struct InboundConfig {
     /// checked them: mail is then stored without verdicts, and DMARC is never enforced.
     pub verify_auth: bool,
     /// Days stored inbound mail (`store` rules, postmaster mail, return-path bounces) is kept;
-    /// 0 keeps it until deleted.
+    /// 0 keeps it until deleted. A tenant's own `inbound_retention_days` wins over it.
     pub retention_days: u64,
+    /// Where mail to the bare `RCPT TO:<postmaster>` (RFC 5321 §4.5.1, no domain) goes: an
+    /// address on a tenant's verified inbound domain, whose receipt rules then apply to it (a
+    /// `forward` rule sends it on to any mailbox). Unset: such mail is refused with 550 rather
+    /// than accepted and lost, since the relay would have nowhere to keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postmaster: Option<String>,
 }
 
 /// DKIM key rotation (`POST …/dkim/rotate`).
@@ -425,6 +431,14 @@ impl Config {
             return invalid(
                 "delivery.cache_ttl_ms",
                 "must be at most 60000: a paused tenant's mail must stop within a minute",
+            );
+        }
+        if let Some(postmaster) = &self.inbound.postmaster
+            && !postmaster.contains('@')
+        {
+            return invalid(
+                "inbound.postmaster",
+                "must be an address (user@domain) on a tenant's inbound domain",
             );
         }
         if self.dkim.rotation_check_secs == 0 {

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod queued;
 pub mod receipt_rule;
 pub mod reply;
+pub mod srs;
 pub mod sync;
 pub mod tenant;
 

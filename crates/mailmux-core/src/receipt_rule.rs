@@ -10,6 +10,13 @@ use crate::tenant::TenantId;
 /// The local part that stands for "every address of the domain".
 pub const CATCH_ALL: &str = "*";
 
+/// Most addresses one `forward` rule sends to: forwarding is to a person's other mailboxes,
+/// not a list (that is what `list` rules, under `mailing_lists`, are for).
+pub const MAX_FORWARD_TO: usize = 10;
+
+/// Most members of one `list` rule: one forwarded copy carries them all as its recipients.
+pub const MAX_MEMBERS: usize = 1000;
+
 /// What happens to mail a rule matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -18,6 +25,12 @@ pub enum RuleAction {
     Store,
     /// Refused at RCPT with `550 5.7.1` and the rule's text.
     Reject,
+    /// Re-queued through the tenant's outbound path to [`ReceiptRule::forward_to`], the
+    /// envelope sender rewritten with SRS ([`crate::srs`]).
+    Forward,
+    /// A mailing list (feature `mailing_lists`): like `forward`, to [`ReceiptRule::members`],
+    /// with a `List-Id:` header.
+    List,
 }
 
 impl RuleAction {
@@ -25,6 +38,8 @@ impl RuleAction {
         match self {
             RuleAction::Store => "store",
             RuleAction::Reject => "reject",
+            RuleAction::Forward => "forward",
+            RuleAction::List => "list",
         }
     }
 
@@ -32,6 +47,8 @@ impl RuleAction {
         match name {
             "store" => Some(RuleAction::Store),
             "reject" => Some(RuleAction::Reject),
+            "forward" => Some(RuleAction::Forward),
+            "list" => Some(RuleAction::List),
             _ => None,
         }
     }
@@ -48,6 +65,12 @@ pub struct ReceiptRule {
     pub action: RuleAction,
     /// The text of the 550 a `reject` rule answers (a default when absent).
     pub reject_text: Option<String>,
+    /// `forward`: where the mail goes (at most [`MAX_FORWARD_TO`]); empty for other actions.
+    #[serde(default)]
+    pub forward_to: Vec<String>,
+    /// `list`: the members (at most [`MAX_MEMBERS`]); empty for other actions.
+    #[serde(default)]
+    pub members: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -60,5 +83,14 @@ impl ReceiptRule {
 
     pub fn is_catch_all(&self) -> bool {
         self.local_part == CATCH_ALL
+    }
+
+    /// Where a `forward` or `list` rule sends the mail it matches (empty for other actions).
+    pub fn targets(&self) -> &[String] {
+        match self.action {
+            RuleAction::Forward => &self.forward_to,
+            RuleAction::List => &self.members,
+            RuleAction::Store | RuleAction::Reject => &[],
+        }
     }
 }

@@ -257,6 +257,9 @@ pub struct Tenant {
     pub enabled: bool,
     /// Transport for this tenant's mail; `delivery.transport` when unset.
     pub transport: Option<TransportKind>,
+    /// Days this tenant's stored inbound mail is kept; 0: the relay's `inbound.retention_days`.
+    #[serde(default)]
+    pub inbound_retention_days: u64,
     /// Unix milliseconds.
     pub created_at: i64,
     /// Unix milliseconds of the last change through the admin API or the CLI (the store sets
@@ -283,6 +286,7 @@ impl Tenant {
             status_reason: None,
             enabled: true,
             transport: None,
+            inbound_retention_days: 0,
             created_at: now_ms,
             updated_at: now_ms,
         }

@@ -22,7 +22,8 @@
 //! `address_policy.rs` keeps delivery off private networks, `host_health.rs` remembers
 //! destinations that are down, `client.rs` holds one SMTP conversation, `pool.rs` keeps
 //! connections between messages, `smarthost.rs` is the relay transport, `attempt.rs` delivers
-//! one message to one next hop, `dsn.rs` writes bounces, `hold.rs` keeps a paused tenant's mail
+//! one message to one next hop, `dsn.rs` writes bounces, `forwarded.rs` sends the bounces of
+//! forwarded (SRS) mail to the original sender, `hold.rs` keeps a paused tenant's mail
 //! back, `return_path.rs` puts custom MAIL FROM domains on the wire.
 
 mod address_policy;
@@ -31,6 +32,7 @@ mod client;
 pub mod dkim;
 mod dsn;
 mod error;
+mod forwarded;
 mod hold;
 mod host_health;
 mod mx;
@@ -85,6 +87,9 @@ pub struct Deliverer {
     address_policy: AddressPolicy,
     /// Destinations that failed recently, and until when they are left alone.
     host_health: HostHealth,
+    /// Reverses the SRS senders of forwarded mail for its bounces (forwarded.rs); loaded from
+    /// the store the first time one is needed.
+    srs: tokio::sync::OnceCell<mailmux_core::srs::Srs>,
 }
 
 impl Deliverer {
@@ -122,6 +127,7 @@ impl Deliverer {
             smarthost,
             address_policy: AddressPolicy::new(&delivery.allowed_networks),
             host_health: HostHealth::new(Duration::from_secs(delivery.host_down_secs)),
+            srs: tokio::sync::OnceCell::new(),
             queue,
             config,
         }))
@@ -223,12 +229,16 @@ impl Deliverer {
         self.journal_deliveries(&message, &outcomes);
         let mut report = self.report_of(&message, &lease, &outcomes);
         log_results(&message, &report, &outcomes);
-        report.bounce = self.bounce(&message, &report, &outcomes);
-        let bounce = report.bounce.as_ref().map(|b| b.id.clone());
+        report.bounce = self.bounce(&message, &report, &outcomes).await;
+        // The DSN's recipient: the sender, or for forwarded mail the original sender.
+        let bounce = report
+            .bounce
+            .as_ref()
+            .map(|b| (b.id.clone(), b.envelope.rcpt_to.join(", ")));
         match self.queue.report(report, lease).await {
             Ok(Recorded::Yes) => {
-                if let Some(dsn) = bounce {
-                    info!(%dsn, to = %message.mail_from, "bounce queued");
+                if let Some((dsn, to)) = bounce {
+                    info!(%dsn, to, "bounce queued");
                 }
             }
             Ok(Recorded::LeaseLost) => warn!(
@@ -401,7 +411,7 @@ impl Deliverer {
 
     /// The DSN to the sender listing every recipient bounced in this attempt, if any: it is
     /// written with the report (so exactly when the bounces are recorded).
-    fn bounce(
+    async fn bounce(
         &self,
         message: &QueuedMessage,
         report: &DeliveryReport,
@@ -437,12 +447,13 @@ impl Deliverer {
             );
             return None;
         }
+        let to = self.dsn_recipient(&message.mail_from).await;
         let dsn_id = self.queue.next_id();
         let dsn = Dsn {
             reporting_mta: &self.config.smtp.hostname,
             queue_id: &message.id.0,
             dsn_id: &dsn_id.0,
-            sender: &message.mail_from,
+            sender: &to,
             original: &message.body,
             smtputf8: message.flags.smtputf8,
             arrival_ms: message.created_at,
@@ -452,14 +463,14 @@ impl Deliverer {
         let body = dsn.render();
         let flags = BodyFlags {
             eight_bit: !body.is_ascii(),
-            smtputf8: message.flags.smtputf8 || !message.mail_from.is_ascii(),
+            smtputf8: message.flags.smtputf8 || !to.is_ascii(),
         };
         let submission = Submission {
             id: dsn_id,
             tenant_id: message.tenant_id.clone(),
             envelope: Envelope {
                 mail_from: String::new(),
-                rcpt_to: vec![message.mail_from.clone()],
+                rcpt_to: vec![to],
                 flags,
             },
             body,

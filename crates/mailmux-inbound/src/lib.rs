@@ -4,29 +4,38 @@
 //! looked up), `rules.rs` picks the receipt rule a recipient falls under (individual, then its
 //! `+tag` base, then the domain's catch-all), `auth.rs` gives the SPF, DKIM, ARC and DMARC
 //! verdicts, and [`Inbound`] ties them to the store: [`Inbound::spf`] judges MAIL FROM,
-//! [`Inbound::recipient`] answers RCPT, [`Inbound::accept`] checks the complete message and
+//! [`Inbound::rcpt`] answers RCPT (SRS addresses in forward.rs, every other address by the
+//! rules in [`Inbound::recipient`]), [`Inbound::accept`] checks the complete message and
 //! makes it durable before the session may answer 250, and `parsed.rs` shows a stored message
-//! as JSON.
+//! as JSON. `forward.rs` carries out `forward` and `list` rules and relays bounces that come
+//! back to SRS addresses, through the outbound queue; `postmaster.rs` takes the bare
+//! `<postmaster>`; `retention.rs` expires stored mail.
 //! Verdicts are values: a refusal carries the SMTP reply the session sends.
 
 pub mod address;
 pub mod auth;
+pub mod forward;
 pub mod parsed;
+mod postmaster;
+mod retention;
 pub mod rules;
 
 use mailmux_core::reply::Reply;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mailmux_core::{Config, RuleAction, TenantStatus, now_ms};
+use mailmux_core::srs::Srs;
+use mailmux_core::{BodyFlags, Config, ReceiptRule, RuleAction, TenantStatus, now_ms};
 use mailmux_policy::rules::{lookup_failed, storage_failed};
 use mailmux_policy::{Refusal, RejectReason};
+use mailmux_queue::Queue;
 use mailmux_store::{InboundMessage, Store};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::address::Recipient;
 use crate::auth::{SpfVerdict, Verifier};
+use crate::forward::Forwarding;
 
 const MB: u64 = 1024 * 1024;
 
@@ -48,6 +57,10 @@ pub struct Accepted {
     /// The recipient's domain refuses mail failing DMARC under `p=reject`.
     #[serde(skip)]
     pub dmarc_reject: bool,
+    /// `forward` and `list` rules, bounces to SRS addresses: the copy queued for it (such a
+    /// recipient's mail is not stored).
+    #[serde(skip)]
+    pub forwarding: Option<Forwarding>,
 }
 
 /// A complete message on the MX, as [`Inbound::accept`] needs it.
@@ -59,6 +72,8 @@ pub struct Arrival<'a> {
     /// SPF's verdict from MAIL FROM; `None` when the checks are off.
     pub spf: Option<&'a SpfVerdict>,
     pub recipients: &'a [Accepted],
+    /// MAIL's SMTPUTF8 and the body's 8-bit content: forwarded copies need the same path.
+    pub flags: BodyFlags,
 }
 
 /// Whether the MX checks authentication (`inbound.verify_auth`), and with what.
@@ -75,6 +90,16 @@ enum Checks {
 pub struct Inbound {
     store: Store,
     checks: Arc<Checks>,
+    /// Forwarded copies go out through the tenant's normal outbound path.
+    queue: Arc<Queue>,
+    /// The SRS signer, built on first use from the store's secret (see forward.rs).
+    srs: Arc<tokio::sync::OnceCell<Srs>>,
+    /// Opens the sealed SRS secret.
+    master_key_path: std::path::PathBuf,
+    /// `inbound.postmaster`: where the bare `<postmaster>` goes.
+    postmaster: Option<String>,
+    /// `delivery.max_received_headers`: more hops than this is a loop.
+    max_hops: usize,
 }
 
 fn refuse(reason: RejectReason, code: u16, status: &'static str, text: String) -> Refusal {
@@ -91,7 +116,7 @@ fn not_served(what: &str) -> Refusal {
 }
 
 impl Inbound {
-    pub fn new(store: Store, config: &Config) -> Inbound {
+    pub fn new(store: Store, queue: Arc<Queue>, config: &Config) -> Inbound {
         let checks = if !config.inbound.verify_auth {
             Checks::Off
         } else {
@@ -106,6 +131,11 @@ impl Inbound {
         Inbound {
             store,
             checks: Arc::new(checks),
+            queue,
+            srs: Arc::default(),
+            master_key_path: config.storage.data_dir.join("master.key"),
+            postmaster: config.inbound.postmaster.clone(),
+            max_hops: config.delivery.max_received_headers,
         }
     }
 
@@ -171,15 +201,28 @@ impl Inbound {
             return Err(not_served(&recipient.domain));
         };
         let rule = self.rule(&recipient).await?;
+        let mut forwarding = None;
         let rule_id = match rule {
-            Some((id, RuleAction::Store, _)) => Some(id),
-            Some((_, RuleAction::Reject, text)) => {
+            Some(ReceiptRule {
+                id,
+                action: RuleAction::Store,
+                ..
+            }) => Some(id),
+            Some(ReceiptRule {
+                action: RuleAction::Reject,
+                reject_text,
+                ..
+            }) => {
                 return Err(refuse(
                     RejectReason::Relay,
                     550,
                     "5.7.1",
-                    text.unwrap_or_else(|| "Mail to this address is refused".into()),
+                    reject_text.unwrap_or_else(|| "Mail to this address is refused".into()),
                 ));
+            }
+            Some(rule) => {
+                forwarding = Some(self.forwarding(&tenant, &recipient, &rule).await?);
+                Some(rule.id)
             }
             // RFC 5321 §4.5.1: postmaster is always accepted; without a rule the tenant keeps it.
             None if recipient.is_postmaster() => None,
@@ -201,6 +244,7 @@ impl Inbound {
             tag: recipient.base_and_tag().1.map(str::to_string),
             bounce: false,
             dmarc_reject: domain.dmarc_reject,
+            forwarding,
         })
     }
 
@@ -226,33 +270,12 @@ impl Inbound {
             tag: None,
             bounce: true,
             dmarc_reject: false,
+            forwarding: None,
         })
     }
 
-    /// Deletes stored inbound mail older than `retention_days`, every `interval`, for ever
-    /// (a background job of `serve`; 0 days: nothing is deleted).
-    pub async fn expire(&self, retention_days: u64, interval: std::time::Duration) {
-        if retention_days == 0 {
-            return;
-        }
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let cutoff = now_ms() - (retention_days as i64).saturating_mul(86_400_000);
-            match self.store.delete_inbound_before(cutoff).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "expired stored inbound mail"),
-                Err(error) => warn!(%error, "expiring stored inbound mail failed"),
-            }
-        }
-    }
-
-    /// The winning rule's id, action and reject text.
-    async fn rule(
-        &self,
-        recipient: &Recipient,
-    ) -> Result<Option<(String, RuleAction, Option<String>)>, Refusal> {
+    /// The winning rule.
+    async fn rule(&self, recipient: &Recipient) -> Result<Option<ReceiptRule>, Refusal> {
         let found = self
             .store
             .matching_receipt_rules(&recipient.domain, &rules::candidates(recipient))
@@ -261,8 +284,7 @@ impl Inbound {
                 warn!(%error, domain = recipient.domain, "receipt rule lookup failed");
                 lookup_failed()
             })?;
-        Ok(rules::winner(recipient, &found)
-            .map(|r| (r.id.clone(), r.action, r.reject_text.clone())))
+        Ok(rules::winner(recipient, &found).cloned())
     }
 
     /// Stored mail (inbound and queued) against the tenant's `max_storage_mb` (0: unlimited).
@@ -304,6 +326,7 @@ impl Inbound {
         received: &str,
         body: &[u8],
     ) -> Result<Vec<String>, Refusal> {
+        forward::hop_check(body, self.max_hops)?;
         let results = match (self.checks.as_ref(), arrival.spf) {
             (Checks::Off, _) => String::new(),
             (Checks::On(verifier), Some(spf)) => {
@@ -324,8 +347,18 @@ impl Inbound {
         message.extend_from_slice(results.as_bytes());
         message.extend_from_slice(received.as_bytes());
         message.extend_from_slice(body);
-        let (id, mail_from, recipients) = (arrival.id, arrival.mail_from, arrival.recipients);
+        let (id, mail_from) = (arrival.id, arrival.mail_from);
         let message = message.as_slice();
+        // Forwarded copies are committed first, then the stored rows: 250 only after both.
+        let mut ids = self.enqueue_forwards(arrival, message).await?;
+        let recipients: Vec<&Accepted> = arrival
+            .recipients
+            .iter()
+            .filter(|r| r.forwarding.is_none())
+            .collect();
+        if recipients.is_empty() {
+            return Ok(ids);
+        }
         let mut tenants: Vec<&str> = recipients.iter().map(|r| r.tenant_id.as_str()).collect();
         tenants.sort_unstable();
         tenants.dedup();
@@ -334,6 +367,7 @@ impl Inbound {
         for (n, tenant) in tenants.iter().enumerate() {
             let own: Vec<&Accepted> = recipients
                 .iter()
+                .copied()
                 .filter(|r| r.tenant_id == *tenant)
                 .collect();
             let recipients = serde_json::to_string(&own).map_err(|error| {
@@ -358,7 +392,8 @@ impl Inbound {
             warn!(%error, id, "storing inbound mail failed");
             storage_failed()
         })?;
-        Ok(rows.into_iter().map(|r| r.id).collect())
+        ids.extend(rows.into_iter().map(|r| r.id));
+        Ok(ids)
     }
 }
 

@@ -42,6 +42,8 @@ mod tests {
             local_part: local.into(),
             action: RuleAction::Store,
             reject_text: None,
+            forward_to: Vec::new(),
+            members: Vec::new(),
             created_at: 0,
             updated_at: 0,
         }

@@ -68,7 +68,7 @@ impl Server {
             metrics: Arc::new(Metrics::default()),
             shutdown: watch::Sender::new(false),
             next_session: AtomicU64::new(1),
-            inbound: Inbound::new(store.clone(), &config),
+            inbound: Inbound::new(store.clone(), queue.clone(), &config),
             mx_rates: RateLimits::default(),
             config,
             store,

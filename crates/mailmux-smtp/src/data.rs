@@ -114,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             if self.flush().await.is_err() {
                 return Flow::Close;
             }
-            return self.finish_inbound(tx, &header, &body).await;
+            return self.finish_inbound(tx, flags, &header, &body).await;
         }
         let mut message = Vec::with_capacity(header.len() + body.len());
         message.extend_from_slice(header.as_bytes());
@@ -174,7 +174,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     /// durable for the tenants its recipients belong to (stored mail, the verdicts' header and
     /// `received` on top), and only then answers 250, exactly as submission does after the
     /// queue's commit.
-    async fn finish_inbound(&mut self, tx: Transaction, received: &str, body: &[u8]) -> Flow {
+    async fn finish_inbound(
+        &mut self,
+        tx: Transaction,
+        flags: mailmux_core::BodyFlags,
+        received: &str,
+        body: &[u8],
+    ) -> Flow {
         let id = tx.queue_id.to_string();
         let arrival = mailmux_inbound::Arrival {
             id: &id,
@@ -182,6 +188,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             mail_from: &tx.mail_from,
             spf: tx.spf.as_ref(),
             recipients: &tx.inbound,
+            flags,
         };
         match self.server.inbound.accept(&arrival, received, body).await {
             Ok(ids) => {

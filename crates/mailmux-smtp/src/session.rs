@@ -344,7 +344,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 initial_response,
             } => self.handle_auth(mechanism, &initial_response).await,
             Request::Mail { from } => self.handle_mail(from).await,
-            Request::Rcpt { to } => self.handle_rcpt(to).await,
+            Request::Rcpt { to } => self.handle_rcpt(to, &line).await,
             Request::Data => self.handle_data(),
             Request::Bdat {
                 chunk_size,

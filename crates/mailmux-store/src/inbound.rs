@@ -106,12 +106,22 @@ impl Store {
         Ok(bytes.max(0) as u64)
     }
 
-    /// Deletes stored messages received before `cutoff` (retention); how many went.
-    pub async fn delete_inbound_before(&self, cutoff: i64) -> Result<u64> {
-        let done = sqlx::query("DELETE FROM inbound_messages WHERE received_at < $1")
-            .bind(cutoff)
-            .execute(&self.pool)
-            .await?;
+    /// Retention at `now`: deletes each tenant's stored messages older than its
+    /// `inbound_retention_days`, or `default_days` for tenants that set none (0 days: kept);
+    /// how many went. The clock is the caller's, so tests move it instead of waiting days.
+    pub async fn expire_inbound(&self, now: i64, default_days: u64) -> Result<u64> {
+        let done = sqlx::query(
+            "DELETE FROM inbound_messages WHERE id IN (SELECT m.id FROM inbound_messages m \
+             JOIN tenants t ON t.id = m.tenant_id \
+             WHERE (CASE WHEN t.inbound_retention_days > 0 THEN t.inbound_retention_days \
+                    ELSE $2 END) > 0 \
+             AND m.received_at < $1 - (CASE WHEN t.inbound_retention_days > 0 \
+                    THEN t.inbound_retention_days ELSE $2 END) * 86400000)",
+        )
+        .bind(now)
+        .bind(default_days.min(i64::MAX as u64 / 86_400_000) as i64)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }

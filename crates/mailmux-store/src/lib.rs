@@ -16,6 +16,7 @@ mod key_vault;
 mod queue;
 mod receipt_rules;
 mod return_paths;
+mod srs_secret;
 mod stats;
 #[cfg(any(test, feature = "test-suite"))]
 pub mod suite;

@@ -9,8 +9,8 @@ use sqlx::any::AnyRow;
 use crate::audit::{commit_if_changed, commit_with_audit};
 use crate::{AuditEntry, Result, Store, StoreError};
 
-const COLUMNS: &str =
-    "id, tenant_id, domain, local_part, action, reject_text, created_at, updated_at";
+const COLUMNS: &str = "id, tenant_id, domain, local_part, action, reject_text, created_at, \
+     updated_at, forward_to, members";
 
 impl Store {
     /// Adds a rule; `Conflict` when the address (or the domain's catch-all) already has one.
@@ -21,7 +21,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
-            "INSERT INTO receipt_rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            "INSERT INTO receipt_rules ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         ))
         .bind(&rule.id)
         .bind(&rule.tenant_id)
@@ -31,6 +31,8 @@ impl Store {
         .bind(rule.reject_text.as_deref())
         .bind(rule.created_at)
         .bind(rule.updated_at)
+        .bind(addresses_json(&rule.forward_to))
+        .bind(addresses_json(&rule.members))
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("rule for {}", rule.address())))?;
@@ -47,7 +49,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE receipt_rules SET domain = $3, local_part = $4, action = $5, \
-             reject_text = $6, updated_at = $7 WHERE tenant_id = $1 AND id = $2",
+             reject_text = $6, updated_at = $7, forward_to = $8, members = $9 \
+             WHERE tenant_id = $1 AND id = $2",
         )
         .bind(&rule.tenant_id)
         .bind(&rule.id)
@@ -56,6 +59,8 @@ impl Store {
         .bind(rule.action.as_str())
         .bind(rule.reject_text.as_deref())
         .bind(rule.updated_at)
+        .bind(addresses_json(&rule.forward_to))
+        .bind(addresses_json(&rule.members))
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("rule for {}", rule.address())))?;
@@ -140,7 +145,24 @@ fn rule_from_row(row: &AnyRow) -> Result<ReceiptRule> {
         action: RuleAction::from_name(&action)
             .ok_or_else(|| StoreError::Corrupt(format!("receipt rule action {action:?}")))?,
         reject_text: row.try_get("reject_text")?,
+        forward_to: addresses_from(row, "forward_to")?,
+        members: addresses_from(row, "members")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
+}
+
+/// A `forward_to`/`members` list as its JSON column (NULL when empty).
+fn addresses_json(addresses: &[String]) -> Option<String> {
+    (!addresses.is_empty())
+        .then(|| serde_json::to_string(addresses).expect("a list of strings serialises"))
+}
+
+fn addresses_from(row: &AnyRow, column: &str) -> Result<Vec<String>> {
+    let json: Option<String> = row.try_get(column)?;
+    match json {
+        None => Ok(Vec::new()),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|_| StoreError::Corrupt(format!("receipt rule {column}: {json:?}"))),
+    }
 }

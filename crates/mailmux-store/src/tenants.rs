@@ -10,7 +10,7 @@ use crate::{AuditEntry, Result, Store, StoreError, bool_to_i64};
 const COLUMNS: &str = "id, name, tier, status, status_reason, enabled, transport, max_users, \
      max_domains, max_storage_mb, max_messages_per_day, max_recipients_per_message, \
      max_message_size, rate_per_second, rate_per_minute, max_connections, features, created_at, \
-     updated_at";
+     updated_at, inbound_retention_days";
 
 impl Store {
     pub async fn create_tenant(&self, tenant: &Tenant, audit: Option<&AuditEntry>) -> Result<()> {
@@ -20,9 +20,9 @@ impl Store {
             "INSERT INTO tenants (id, name, tier, status, status_reason, enabled, transport, \
              max_users, max_domains, max_storage_mb, max_messages_per_day, \
              max_recipients_per_message, max_message_size, rate_per_second, rate_per_minute, \
-             max_connections, features, created_at, updated_at) \
+             max_connections, features, created_at, updated_at, inbound_retention_days) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18, $19)",
+             $18, $19, $20)",
         )
         .bind(&tenant.id)
         .bind(&tenant.name)
@@ -43,6 +43,7 @@ impl Store {
         .bind(features)
         .bind(tenant.created_at)
         .bind(tenant.updated_at)
+        .bind(tenant.inbound_retention_days as i64)
         .execute(&mut *tx)
         .await
         .map_err(|e| StoreError::conflict_or(e, format!("tenant {}", tenant.id)))?;
@@ -102,7 +103,8 @@ impl Store {
              enabled = $6, transport = $7, max_users = $8, max_domains = $9, \
              max_storage_mb = $10, max_messages_per_day = $11, \
              max_recipients_per_message = $12, max_message_size = $13, rate_per_second = $14, \
-             rate_per_minute = $15, max_connections = $16, features = $17, updated_at = $18 \
+             rate_per_minute = $15, max_connections = $16, features = $17, updated_at = $18, \
+             inbound_retention_days = $20 \
              WHERE id = $1 AND ($19 IS NULL OR updated_at = $19)",
         )
         .bind(&tenant.id)
@@ -126,6 +128,7 @@ impl Store {
         // write can tell the two apart.
         .bind(now_ms().max(tenant.updated_at + 1))
         .bind(read_at)
+        .bind(tenant.inbound_retention_days as i64)
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
@@ -226,6 +229,7 @@ fn tenant_from_row(row: &AnyRow) -> Result<Tenant> {
             max_connections: limit("max_connections")?,
         },
         features,
+        inbound_retention_days: limit("inbound_retention_days")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         id,

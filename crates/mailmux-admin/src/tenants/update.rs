@@ -45,6 +45,9 @@ pub struct UpdateTenant {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub transport: Option<Option<String>>,
+    /// Days the tenant's stored inbound mail is kept; 0 goes back to the relay's
+    /// `inbound.retention_days`.
+    pub inbound_retention_days: Option<u64>,
     /// The limits as `GET` shows them; any subset.
     pub limits: Option<LimitsUpdate>,
     /// Read-only; accepted when unchanged.
@@ -237,6 +240,16 @@ pub fn apply_update(tenant: &Tenant, update: &UpdateTenant) -> Result<Tenant> {
                 ))
             })?),
         };
+    }
+    if let Some(days) = update.inbound_retention_days {
+        // Beyond a century is a typo, and days * 86_400_000 must stay far from overflowing.
+        if days > 36_500 {
+            return Err(AdminError::Invalid(
+                "inbound_retention_days: at most 36500 (0 = the relay's inbound.retention_days)"
+                    .into(),
+            ));
+        }
+        next.inbound_retention_days = days;
     }
     if let Some(status) = update.status {
         next.status = status.into();

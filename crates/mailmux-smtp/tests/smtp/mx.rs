@@ -28,6 +28,8 @@ impl Fixture {
                     local_part: local.into(),
                     action,
                     reject_text: text.map(str::to_string),
+                    forward_to: Vec::new(),
+                    members: Vec::new(),
                     created_at: now_ms(),
                     updated_at: now_ms(),
                 },

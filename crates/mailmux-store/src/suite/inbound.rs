@@ -17,6 +17,8 @@ fn rule(tenant_id: &str, domain: &str, local: &str, action: RuleAction) -> Recei
         local_part: local.into(),
         action,
         reject_text: None,
+        forward_to: Vec::new(),
+        members: Vec::new(),
         created_at: 1,
         updated_at: 1,
     }
@@ -67,6 +69,9 @@ pub(super) async fn receipt_rules_and_inbound_mail(store: &Store) {
     assert_eq!(found, vec![any.clone(), sales.clone()]);
     let mut changed = gone.clone();
     changed.local_part = "left".into();
+    changed.action = RuleAction::Forward;
+    changed.reject_text = None;
+    changed.forward_to = vec!["a@example.org".into(), "b@example.net".into()];
     changed.updated_at = 2;
     store.update_receipt_rule(&changed, None).await.unwrap();
     assert_eq!(
@@ -114,8 +119,37 @@ pub(super) async fn receipt_rules_and_inbound_mail(store: &Store) {
     );
     assert_eq!(store.get_inbound("t_other", &older).await.unwrap(), None);
     assert_eq!(store.inbound_bytes(&tenant.id).await.unwrap(), 20);
-    assert!(store.delete_inbound_before(150).await.unwrap() >= 1);
+    // Retention on an injected clock: ten days after `older`, with ten days the default.
+    const DAY: i64 = 86_400_000;
+    assert!(store.expire_inbound(10 * DAY + 150, 10).await.unwrap() >= 1);
     assert_eq!(store.inbound_bytes(&tenant.id).await.unwrap(), 10);
+    // A tenant's own retention wins over the default, for its mail only.
+    let mut short = new_tenant(Tier::Professional);
+    short.inbound_retention_days = 1;
+    store.create_tenant(&short, None).await.unwrap();
+    let short_id = format!("{}-s", random_id("m", 8));
+    let at = 20 * DAY;
+    store
+        .store_inbound(&[
+            InboundMessage {
+                tenant_id: short.id.clone(),
+                ..message(&short_id, at)
+            },
+            message(&format!("{short_id}-default"), at),
+        ])
+        .await
+        .unwrap();
+    // Two days on: the short tenant's day has passed; the other tenant keeps its two-day-old
+    // message (ten days) and loses only `newer`, from the epoch.
+    store.expire_inbound(at + 2 * DAY, 10).await.unwrap();
+    assert_eq!(store.inbound_bytes(&short.id).await.unwrap(), 0);
+    assert_eq!(store.inbound_bytes(&tenant.id).await.unwrap(), 10);
+    // Default 0 keeps the mail of tenants without their own setting.
+    store.expire_inbound(at + 400 * DAY, 0).await.unwrap();
+    assert_eq!(store.inbound_bytes(&tenant.id).await.unwrap(), 10);
+    let got = store.get_tenant(&short.id).await.unwrap().unwrap();
+    assert_eq!(got.inbound_retention_days, 1);
+    assert!(store.delete_tenant(&short.id, None).await.unwrap());
 
     // Rules go with their tenant, and so does its mail.
     assert!(store.delete_tenant(&tenant.id, None).await.unwrap());
@@ -127,4 +161,24 @@ pub(super) async fn receipt_rules_and_inbound_mail(store: &Store) {
             .is_empty()
     );
     assert_eq!(store.inbound_bytes(&tenant.id).await.unwrap(), 0);
+}
+
+/// The SRS secret: made once, the same on every read (every node), sealed under the master key.
+pub(super) async fn srs_secret_is_shared(store: &Store) {
+    let dir = std::env::temp_dir().join(format!("mailmux-srs-{}", random_id("d", 8)));
+    let master = crate::MasterKey::load_or_create(&dir.join("master.key")).unwrap();
+    // A database reused across runs may hold a secret sealed by an earlier run's key.
+    sqlx::query("DELETE FROM srs_secret")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let first = store.srs_secret(&master).await.unwrap();
+    assert_eq!(first.len(), 32);
+    assert_eq!(store.srs_secret(&master).await.unwrap(), first);
+    let other = crate::MasterKey::load_or_create(&dir.join("other.key")).unwrap();
+    assert!(
+        store.srs_secret(&other).await.is_err(),
+        "another master key"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }

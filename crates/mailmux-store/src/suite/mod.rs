@@ -33,6 +33,7 @@ pub async fn run_all(store: &Store) {
     tenants::user_and_domain_limits_hold_under_concurrency(store).await;
     tenants::audit_entries_commit_with_their_change(store).await;
     inbound::receipt_rules_and_inbound_mail(store).await;
+    inbound::srs_secret_is_shared(store).await;
 }
 
 /// From now on the database refuses audit entries whose action is `action`, as a full disk or
