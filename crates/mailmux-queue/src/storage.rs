@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use mailmux_store::{Store, StoreError};
+use mailmux_store::{Backend, Store, StoreError};
 
 use crate::{CommitOutcome, DeliveryReport, JournaledDelivery, NewMessage, QueuedMessage};
 
@@ -75,6 +75,10 @@ pub trait QueueStorage: Clone + Send + Sync + 'static {
 
     /// Forgets finished messages created before `before`; answers how many.
     fn purge_finished(&self, before: i64) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// How many [`QueueStorage::commit_batch`] may run at once: 1 where there is a single
+    /// writer (SQLite), more where the database commits concurrently (Postgres).
+    fn commits_in_flight(&self) -> usize;
 
     /// Which of the spool files `paths` a queued message still points at (the rest are the
     /// spool sweep's orphans).
@@ -146,6 +150,15 @@ impl QueueStorage for Store {
 
     fn purge_finished(&self, before: i64) -> impl Future<Output = StorageResult<u64>> + Send {
         Store::purge_finished(self, before)
+    }
+
+    fn commits_in_flight(&self) -> usize {
+        match self.backend() {
+            Backend::Sqlite => 1,
+            // Enough to keep the server's WAL flushes and this node's CPU busy; beyond a few,
+            // batches only get smaller.
+            Backend::Postgres => 4,
+        }
     }
 
     fn referenced_bodies(
