@@ -24,7 +24,7 @@ echo "== building (release)"
 cd "$REPO"
 cargo build --release --bin mailmux -q
 LOADGEN="$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n1)"
-MAILMUX="$REPO/target/release/mailmux"
+MAILMUX="${CARGO_TARGET_DIR:-$REPO/target}/release/mailmux"
 
 echo "== sink: Postfix smtp-sink"
 SINK_PORT="$(free_port)"
@@ -89,5 +89,5 @@ device_written() {
     local dev
     dev="$(lsblk -no PKNAME "$(df --output=source "$WORK" | tail -n1)" 2>/dev/null || true)"
     [ -n "$dev" ] || dev="$(basename "$(df --output=source "$WORK" | tail -n1)")"
-    awk '{print $7 * 512}' "/sys/block/$dev/stat"
+    awk '{printf "%.0f\n", $7 * 512}' "/sys/block/$dev/stat"
 }
