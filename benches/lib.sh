@@ -11,6 +11,7 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     [ -d "$WORK/postfix/etc" ] && postfix -c "$WORK/postfix/etc" stop >/dev/null 2>&1 || true
+    [ -n "${PG_STOP:-}" ] && bash "$REPO/tests/support/pg.sh" stop "$PG_STOP" >/dev/null 2>&1 || true
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -23,7 +24,7 @@ echo "== building (release)"
 cd "$REPO"
 cargo build --release --bin mailmux -q
 LOADGEN="$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -n1)"
-MAILMUX="$REPO/target/release/mailmux"
+MAILMUX="${CARGO_TARGET_DIR:-$REPO/target}/release/mailmux"
 
 echo "== sink: Postfix smtp-sink"
 SINK_PORT="$(free_port)"
@@ -58,6 +59,14 @@ peak_rss_mib() { awk '/VmHWM/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 MM_DIR="$WORK/mailmux"
 mkdir -p "$MM_DIR"
+# DB=postgres: mailmux on a private Postgres cluster, durable (fsync, synchronous_commit on),
+# as several nodes would share it; default SQLite in the data dir.
+if [ "${DB:-sqlite}" = postgres ]; then
+    mkdir -p "$WORK/pg"
+    export MAILMUX_STORAGE__DATABASE_URL
+    MAILMUX_STORAGE__DATABASE_URL="$(PG_DURABLE=1 bash "$REPO/tests/support/pg.sh" start "$WORK/pg")"
+    PG_STOP="$WORK/pg"
+fi
 export MAILMUX_STORAGE__DATA_DIR="$MM_DIR"
 # The CLI never creates a database (only `migrate` and `serve` do).
 "$MAILMUX" migrate > /dev/null
@@ -71,3 +80,14 @@ unset MAILMUX_STORAGE__DATA_DIR
 cpu_ms() { awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) * 1000 / hz}' "/proc/$1/stat"; }
 # The machine's busy and total jiffies so far (all cores, from /proc/stat).
 machine_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+
+# Bytes process PID has caused to be written to storage so far (/proc/PID/io write_bytes).
+write_bytes() { awk '/^write_bytes/{print $2}' "/proc/$1/io"; }
+# Bytes written to the block device holding $WORK so far (every process: the database server,
+# Postfix's short-lived processes), from /sys/block/DEV/stat (sectors of 512 bytes).
+device_written() {
+    local dev
+    dev="$(lsblk -no PKNAME "$(df --output=source "$WORK" | tail -n1)" 2>/dev/null || true)"
+    [ -n "$dev" ] || dev="$(basename "$(df --output=source "$WORK" | tail -n1)")"
+    awk '{printf "%.0f\n", $7 * 512}' "/sys/block/$dev/stat"
+}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # mailmux vs Postfix, side by side on this machine, relaying to the same sink.
 #
-#   [DKIM=off] bash benches/run.sh [SESSIONS] [MESSAGES] [SIZE]   (defaults: 20 4000 10240)
+#   [DKIM=off] [DB=postgres] [ONLY_MAILMUX=1] bash benches/run.sh [SESSIONS] [MESSAGES] [SIZE]
+#   (defaults: 20 4000 10240; DB=postgres: mailmux on a private durable Postgres cluster;
+#   ONLY_MAILMUX=1: stop after mailmux's own run)
 #
 # Both relays are durable (mailmux: SQLite WAL with synchronous=FULL and group commit;
 # Postfix: fsync of every queue file) and relay everything to one Postfix `smtp-sink` on
@@ -11,7 +13,9 @@
 # text and over STARTTLS + AUTH, and with DKIM signing on and off.
 #
 # Reported: accepted msgs/s (the client's wall time), end-to-end msgs/s (until the relay's
-# queue is empty), p50/p99 end-of-DATA→250, peak RSS of mailmux. Needs postfix (smtp-source,
+# queue is empty), p50/p99 end-of-DATA→250, peak RSS of mailmux, and bytes written to disk per
+# message: by the mailmux process (/proc/PID/io write_bytes) and to the block device (every
+# process: the Postgres server, Postfix's short-lived processes). Needs postfix (smtp-source,
 # smtp-sink) and python3; runs as root (Postfix's own instance in a temp dir).
 set -euo pipefail
 
@@ -36,14 +40,22 @@ start_mailmux "$MM_DIR"
 smtp-source -s 4 -m 200 -l "$SIZE" -d -f bench@bench.test -t user@sink.test "$SUBMISSION"
 wait_mailmux_drained
 
+sync
+w0="$(write_bytes "$MAILMUX_PID")"
+d0="$(device_written)"
 t0="$(now)"
 smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -d -f bench@bench.test -t user@sink.test "$SUBMISSION"
 t1="$(now)"
 wait_mailmux_drained
 t2="$(now)"
+sync
+MM_WRITTEN="$(( ($(write_bytes "$MAILMUX_PID") - w0) / MESSAGES ))"
+MM_DEVICE="$(( ($(device_written) - d0) / MESSAGES ))"
 MM_ACCEPT="$(rate "$MESSAGES" "$t0" "$t1")"
 MM_E2E="$(rate "$MESSAGES" "$t0" "$t2")"
-echo "mailmux: accepted $MM_ACCEPT msg/s, end-to-end $MM_E2E msg/s"
+echo "mailmux: accepted $MM_ACCEPT msg/s, end-to-end $MM_E2E msg/s;" \
+    "written per message: $MM_WRITTEN bytes by mailmux, $MM_DEVICE bytes to the device"
+if [ "${ONLY_MAILMUX:-0}" = 1 ]; then exit 0; fi
 
 # ---------------------------------------------------------------------------------------------
 echo "== postfix"
@@ -89,14 +101,18 @@ wait_postfix_drained() { until pf_queue_empty; do sleep 0.05; done; }
 smtp-source -s 4 -m 200 -l "$SIZE" -d -f bench@bench.test -t user@sink.test "127.0.0.1:$PF_PORT"
 wait_postfix_drained
 
+sync
+d0="$(device_written)"
 t0="$(now)"
 smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -d -f bench@bench.test -t user@sink.test "127.0.0.1:$PF_PORT"
 t1="$(now)"
 wait_postfix_drained
 t2="$(now)"
+sync
+PF_DEVICE="$(( ($(device_written) - d0) / MESSAGES ))"
 PF_ACCEPT="$(rate "$MESSAGES" "$t0" "$t1")"
 PF_E2E="$(rate "$MESSAGES" "$t0" "$t2")"
-echo "postfix: accepted $PF_ACCEPT msg/s, end-to-end $PF_E2E msg/s"
+echo "postfix: accepted $PF_ACCEPT msg/s, end-to-end $PF_E2E msg/s; written per message: $PF_DEVICE bytes to the device"
 PF_LAT="$("$LOADGEN" --addr "127.0.0.1:$PF_PORT" --sessions "$SESSIONS" --messages 100 --size "$SIZE")"
 wait_postfix_drained
 postfix -c "$PF/etc" stop >/dev/null 2>&1 || true
@@ -112,13 +128,15 @@ wait_mailmux_drained
 MM_RSS="$(peak_rss_mib "$MAILMUX_PID")"
 
 python3 - "$SESSIONS" "$MESSAGES" "$SIZE" "$MM_ACCEPT" "$MM_E2E" "$PF_ACCEPT" "$PF_E2E" \
-    "$MM_LAT_PLAIN" "$MM_LAT_TLS" "$PF_LAT" "$MM_RSS" <<'EOF'
+    "$MM_LAT_PLAIN" "$MM_LAT_TLS" "$PF_LAT" "$MM_RSS" "$MM_WRITTEN" "$MM_DEVICE" "$PF_DEVICE" \
+    "${DB:-sqlite}" <<'EOF'
 import json, sys
-(sessions, messages, size, mm_a, mm_e, pf_a, pf_e, lat_plain, lat_tls, pf_lat, rss) = sys.argv[1:]
+(sessions, messages, size, mm_a, mm_e, pf_a, pf_e, lat_plain, lat_tls, pf_lat, rss,
+ mm_written, mm_device, pf_device, db) = sys.argv[1:]
 lat_plain, lat_tls, pf_lat = json.loads(lat_plain), json.loads(lat_tls), json.loads(pf_lat)
 mm_a, mm_e, pf_a, pf_e = map(float, (mm_a, mm_e, pf_a, pf_e))
 print()
-print(f"{sessions} sessions, {messages} messages of {size} bytes, durable, relayed to smtp-sink")
+print(f"{sessions} sessions, {messages} messages of {size} bytes, durable, relayed to smtp-sink; mailmux on {db}")
 print(f"| | accepted msg/s | end-to-end msg/s | p50 ms | p99 ms |")
 print(f"|---|---|---|---|---|")
 print(f"| mailmux (smtp-source, plain) | {mm_a:.0f} | {mm_e:.0f} | | |")
@@ -126,4 +144,8 @@ print(f"| Postfix (smtp-source, plain) | {pf_a:.0f} | {pf_e:.0f} | {pf_lat['p50_
 print(f"| mailmux (loadgen, plain) | {lat_plain['accepted_per_s']:.0f} | | {lat_plain['p50_ms']} | {lat_plain['p99_ms']} |")
 print(f"| mailmux (loadgen, STARTTLS+AUTH) | {lat_tls['accepted_per_s']:.0f} | | {lat_tls['p50_ms']} | {lat_tls['p99_ms']} |")
 print(f"ratio mailmux/Postfix: accepted {mm_a/pf_a:.2f}x, end-to-end {mm_e/pf_e:.2f}x; mailmux peak RSS {rss} MiB")
+size = int(size)
+print(f"written per message: mailmux {int(mm_written)} bytes ({int(mm_written)/size:.2f}x the size; "
+      f"device {int(mm_device)} bytes, {int(mm_device)/size:.2f}x), Postfix device {int(pf_device)} bytes "
+      f"({int(pf_device)/size:.2f}x)")
 EOF

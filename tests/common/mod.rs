@@ -61,8 +61,8 @@ pub use process::{TestDir, terminate, unique_suffix, wait_until};
 pub use ses::SesRecorder;
 pub use sink::{Received, Sink, header};
 pub use tools::{
-    find_tool, mailmux_bin, pg_bindir, python, repo_root, require_python_module, require_tool,
-    support_dir,
+    find_tool, mailmux_bin, pg_bindir, python, repo_root, require, require_python_module,
+    require_tool, support_dir,
 };
 pub use webhooks::WebhookReceiver;
 

@@ -100,6 +100,12 @@ pub fn require_tool(name: &str) -> bool {
     find_tool(name).is_some() || missing(name)
 }
 
+/// True when `available`; else reported like a missing tool ([`require_tool`]) under the name
+/// `what`: for what a test needs that is not a program (root, a tmpfs mount).
+pub fn require(what: &str, available: bool) -> bool {
+    available || missing(what)
+}
+
 /// True when the test Python exists and can import `module` (e.g. `"aiosmtpd"`, `"dkim"`).
 /// Missing: as [`require_tool`].
 pub fn require_python_module(module: &str) -> bool {

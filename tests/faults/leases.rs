@@ -84,8 +84,15 @@ fn slow_end_of_data_longer_than_the_lease_is_delivered_once() {
     };
     let log = data_log_path(&dir, "two-nodes");
     let sink = Sink::start(&sink_args(&log, &["--delay-ms", "7000"]));
-    let a = node(&dns, sink.port(), &lease, Some(&url));
-    let mut b = node(&dns, sink.port(), &lease, Some(&url));
+    // Nodes on one Postgres share the spool directory, as the configuration says they must.
+    let spool = dir.path().join("spool").display().to_string();
+    let env = [
+        lease.as_slice(),
+        &[("MAILMUX_QUEUE__SPOOL_DIR", spool.as_str())],
+    ]
+    .concat();
+    let a = node(&dns, sink.port(), &env, Some(&url));
+    let mut b = node(&dns, sink.port(), &env, Some(&url));
     let acct = sender(&a);
     share_master_key(&a, &mut b);
     let id = submit_one(
@@ -100,7 +107,8 @@ fn slow_end_of_data_longer_than_the_lease_is_delivered_once() {
 /// Two nodes on one Postgres; node A accepts a burst while its deliveries are slowed down (the
 /// remote takes 300 ms per message), and is killed with `kill -9` after about 30
 /// acknowledgements, for good. Node B delivers everything A acknowledged within about one lease
-/// (3 s) plus a margin. A message may arrive twice only if A had sent its final dot (A's copy
+/// (3 s) plus a margin, reading their bodies from the spool directory the nodes share. A
+/// message may arrive twice only if A had sent its final dot (A's copy
 /// is then in the sink's DATA log, under A's EHLO name); nothing else twice.
 #[test]
 fn a_dead_node_s_mail_is_taken_over_by_the_other() {
@@ -115,10 +123,13 @@ fn a_dead_node_s_mail_is_taken_over_by_the_other() {
     let log = data_log_path(&dir, "sink");
     let sink = Sink::start(&sink_args(&log, &["--delay-ms", "300"]));
     // Each node greets the remote with its own name: the sink's DATA log says who sent what.
+    // B reads the bodies A spooled: nodes on one Postgres share the spool directory.
+    let spool = dir.path().join("spool").display().to_string();
     let env = |helo: &'static str| {
         [
             ("MAILMUX_QUEUE__LEASE_SECS", "3"),
             ("MAILMUX_DELIVERY__HELO_NAME", helo),
+            ("MAILMUX_QUEUE__SPOOL_DIR", spool.as_str()),
         ]
     };
     let mut a = node(&dns, sink.port(), &env("node-a.test"), Some(&url));

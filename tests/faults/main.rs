@@ -13,13 +13,16 @@
 //! - a database that disappears turns `/healthz` 503 and SMTP 4xx, and nothing 250'd is lost;
 //! - MX answers pointing inward (10/8, 169.254.169.254, loopback unless allowed) bounce with
 //!   5.4.4 without a connection; a message that went round too many hops bounces with 5.4.6;
-//! - SIGTERM lets the delivery in flight finish, exits 0 and leaves no lease behind.
+//! - SIGTERM lets the delivery in flight finish, exits 0 and leaves no lease behind;
+//! - a full spool answers 451 4.3.0, never 250, and accepts again once there is room;
+//!   orphaned bodies are swept at start-up, queued ones kept; large bodies survive `kill -9`.
 //!
 //! Nothing here connects outside 127.0.0.0/8: 10.0.0.1 and 169.254.169.254 exist only as DNS
 //! answers, and that test first proves with a loopback canary that refused addresses are not
 //! connected to before it publishes them.
 //!
-//! One binary, a file per concern: `leases.rs`, `dead_destination.rs`, `crashes.rs`, `inward.rs`;
+//! One binary, a file per concern: `leases.rs`, `dead_destination.rs`, `crashes.rs`, `inward.rs`,
+//! `spool.rs`;
 //! `support.rs` holds what they share.
 #![allow(clippy::disallowed_methods)] // synchronous tests driving real processes: no runtime here for std::thread::sleep to block
 
@@ -30,4 +33,5 @@ mod crashes;
 mod dead_destination;
 mod inward;
 mod leases;
+mod spool;
 mod support;

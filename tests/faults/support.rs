@@ -396,6 +396,17 @@ pub(crate) struct Load {
 
 impl Load {
     pub(crate) fn start(mm: &Mailmux, acct: &TestTenant, to: &str, sessions: usize) -> Load {
+        Load::start_sized(mm, acct, to, sessions, 2160)
+    }
+
+    /// [`Load::start`] with bodies of about `size` bytes.
+    pub(crate) fn start_sized(
+        mm: &Mailmux,
+        acct: &TestTenant,
+        to: &str,
+        sessions: usize,
+        size: usize,
+    ) -> Load {
         let mut child = Command::new(common::python())
             .arg("-u")
             .arg(common::support_dir().join("load_smtplib.py"))
@@ -404,6 +415,7 @@ impl Load {
             .args(["--user", &acct.username, "--password", &acct.password])
             .args(["--from", SENDER, "--to", to])
             .args(["--sessions", &sessions.to_string()])
+            .args(["--size", &size.to_string()])
             // Its stdin is ours: it stops when the test process dies.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

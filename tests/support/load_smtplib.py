@@ -73,7 +73,7 @@ def session(args, index):
             n += 1
             body = (
                 f"From: <{args.sender}>\r\nTo: <{args.rcpt}>\r\nSubject: load {index}/{n}\r\n"
-                f"Message-ID: {message_id}\r\n\r\n" + ("x" * 70 + "\r\n") * 30
+                f"Message-ID: {message_id}\r\n\r\n" + ("x" * 70 + "\r\n") * (args.size // 72)
             )
             client.sendmail(args.sender, [args.rcpt], body.encode())
             emit({"accepted": message_id})
@@ -101,6 +101,7 @@ def main():
     parser.add_argument("--from", dest="sender", required=True)
     parser.add_argument("--to", dest="rcpt", required=True)
     parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--size", type=int, default=2160, help="body bytes, about")
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--reconnect-ms", type=int, default=50)
     args = parser.parse_args()

@@ -9,6 +9,7 @@
 #                        never outlives it, however it ends (records PID in DIR/owner.pid)
 #
 # Trust authentication, no TLS, fsync off: a throwaway cluster for tests, never for data.
+# PG_DURABLE=1 keeps fsync and synchronous_commit on (the benchmarks measure durable commits).
 # As root, initdb refuses to run, so the cluster belongs to the `postgres` user (created by
 # Debian's postgresql package) and DIR is handed to it.
 set -euo pipefail
@@ -67,11 +68,15 @@ cmd_start() {
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$dir'
 max_connections = 300
-fsync = off
-synchronous_commit = off
-full_page_writes = off
 log_min_messages = warning
 CONF
+    if [ "${PG_DURABLE:-0}" = 1 ]; then
+        # Benchmarks: durable as in production (fsync and synchronous_commit stay on).
+        echo "shared_buffers = 256MB" >>"$dir/data/postgresql.conf"
+    else
+        printf 'fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n' \
+            >>"$dir/data/postgresql.conf"
+    fi
     for attempt in 1 2 3 4 5 6 7 8; do
         port="$(free_port)"
         if as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \

@@ -46,6 +46,7 @@ class Counters:
         self.rejected = 0
         self.tempfailed = 0
         self.connections = 0
+        self.closed = 0
         self.data_received = 0
         self.closed_after_dot = 0
 
@@ -56,6 +57,7 @@ class Counters:
             "rejected": self.rejected,
             "tempfailed": self.tempfailed,
             "connections": self.connections,
+            "closed": self.closed,
             "data_received": self.data_received,
             "closed_after_dot": self.closed_after_dot,
         }
@@ -318,6 +320,12 @@ async def serve(args):
     class SinkSMTP(SMTP):
         # Read by SMTP.__init__ (it also sizes the stream reader's buffer).
         line_length_limit = args.line_length_limit
+
+        def connection_lost(self, error):
+            # connections - closed = connections open now: a test that killed its client
+            # waits for 0, so that everything the dead client had sent is processed.
+            counters.closed += 1
+            super().connection_lost(error)
 
     def factory():
         # One protocol instance per TCP connection (STARTTLS keeps it).

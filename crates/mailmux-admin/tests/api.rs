@@ -37,6 +37,7 @@ async fn enqueue(h: &Harness, tenant: &str, id: &str, rcpts: &[&str], at: i64) -
             flags: BodyFlags::default(),
         },
         body: Arc::new(b"Subject: hi\r\n\r\nhello\r\n".to_vec()),
+        body_path: None,
         origin: "smtp",
         priority: 0,
         created_at: at,

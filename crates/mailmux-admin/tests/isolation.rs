@@ -82,6 +82,7 @@ async fn fixture(h: &Harness, name: &str, n: u8) -> Fixture {
                     flags: Default::default(),
                 },
                 body: std::sync::Arc::new(b"Subject: x\r\n\r\nx\r\n".to_vec()),
+                body_path: None,
                 origin: "smtp",
                 priority: 0,
                 created_at: mailmux_core::now_ms(),

@@ -255,6 +255,11 @@ pub struct QueueConfig {
     /// Days a finished message's record (envelope, per-recipient outcome, attempt history;
     /// the body is dropped at once) is kept for the messages API; 0 keeps them forever.
     pub retention_days: u64,
+    /// Where queued bodies are written (one file each, in a sub-directory per node); unset:
+    /// `<data_dir>/spool`. Nodes sharing one Postgres must share this directory too (a shared
+    /// filesystem), so that any node can deliver any message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
 }
 
 /// The MX side after acceptance (`mailmux-inbound`).

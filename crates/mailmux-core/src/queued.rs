@@ -17,6 +17,9 @@ pub struct NewMessage {
     pub envelope: Envelope,
     /// The full message as it will be delivered (Received: header included).
     pub body: Arc<Vec<u8>>,
+    /// Where the queue's spool keeps `body` (`<node>/<queue id>`, already durable): the row
+    /// then points there and holds no body. `None`: the body goes into the row.
+    pub body_path: Option<String>,
     /// `smtp`, `api` or `dsn`.
     pub origin: &'static str,
     pub priority: i64,
@@ -33,7 +36,10 @@ pub struct QueuedMessage {
     pub tenant_id: String,
     pub mail_from: String,
     pub flags: BodyFlags,
+    /// Empty as the store loads a spooled message: the queue reads it from `body_path`.
     pub body: Arc<Vec<u8>>,
+    /// The spool file holding the body, if the row holds none ([`NewMessage::body_path`]).
+    pub body_path: Option<String>,
     pub created_at: i64,
     /// Attempts made so far on the message (any recipient).
     pub attempts: u32,
@@ -115,6 +121,8 @@ pub struct CommitOutcome {
     pub admissions: Vec<Admission>,
     /// Per report: recorded (true), or refused because its node no longer holds the lease.
     pub recorded: Vec<bool>,
+    /// Spool files of messages this commit finished: nothing needs them any more.
+    pub freed_bodies: Vec<String>,
 }
 
 /// What the storage's commit of a batch did with one message.

@@ -198,7 +198,7 @@ async fn rejected_recipient_gets_a_dsn_while_the_others_are_delivered() {
         sender_mx.commands()
     );
 
-    let pending = harness.store.load_pending(&dsn.id).await.unwrap().unwrap();
+    let pending = harness.queue.load_pending(&dsn.id).await.unwrap().unwrap();
     let body = pending.body.as_slice();
     let message = MessageParser::default().parse(body).unwrap();
     assert_eq!(

@@ -11,6 +11,8 @@
 //!   (`lease.rs`).
 //! - Delivery reports go through the same writer, sharing commits with enqueues, and are fenced
 //!   on the lease: a node that lost a message's lease records nothing for it.
+//! - Bodies are written once, to the spool (`spool.rs`), before the commit of the rows that
+//!   point at them; a finished message's body is deleted right after the commit that finished it.
 //! - A remote server's 250 is journaled the moment it arrives (`journal.rs`), so a crash before
 //!   its report commits does not send the message again.
 //! - Every background task runs under the supervisor of `mailmux_core::health`.
@@ -18,9 +20,11 @@
 mod journal;
 mod lease;
 mod retry;
+mod spool;
 mod storage;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +35,7 @@ use mailmux_core::health::{Health, supervise};
 use mailmux_core::{Envelope, QueueId, QueueIdGenerator, now_ms};
 use mailmux_store::{Store, StoreError};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::journal::Journal;
 use crate::lease::InFlight;
@@ -44,6 +48,7 @@ pub use mailmux_core::queued::{
     QueuedRecipient, RecipientResult, RecipientStatus,
 };
 pub use retry::RetryPolicy;
+pub use spool::Spool;
 pub use storage::{QueueStorage, StorageResult};
 pub use writer::CommitStats;
 
@@ -61,6 +66,10 @@ pub enum QueueError {
     /// The queue is shutting down.
     #[error("queue is shutting down")]
     Closed,
+    /// The body spool cannot be written or read (disk full, I/O error): the client must hear
+    /// 451, never 250.
+    #[error("body spool: {0}")]
+    Spool(std::io::Error),
     /// The delivery journal in the data dir cannot be read or written.
     #[error("delivery journal in {dir}: {source}")]
     Journal {
@@ -108,6 +117,8 @@ pub struct Queue<S: QueueStorage = Store> {
     /// Set once this node's leases are given back: nothing is renewed any more.
     released: AtomicBool,
     journal: Journal,
+    /// Where bodies are written before their rows (`spool.rs`).
+    spool: Arc<Spool>,
     commit_stats: Arc<CommitStats>,
     pub retry: RetryPolicy,
 }
@@ -165,6 +176,17 @@ impl<S: QueueStorage> Queue<S> {
         if released > 0 {
             info!(released, "resuming messages leased before the restart");
         }
+        let spool_dir = queue
+            .spool_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("spool"));
+        let spool = Arc::new(Spool::open(&spool_dir, &node_id).map_err(QueueError::Spool)?);
+        // Nothing is being written yet: every file of ours no row points at is an orphan (a
+        // crash came between a body and its commit, or between a finish and its deletion).
+        let swept = sweep_spool(&store, &spool, None).await?;
+        if swept > 0 {
+            info!(swept, "deleted spooled bodies no message points at");
+        }
         let (writes, write_rx) = mpsc::channel(queue.max_batch * 4);
         // Room for every worker and three times as many waiting: a burst is delivered straight
         // from memory (no claim, no re-read), while a real backlog stays in the store.
@@ -182,6 +204,7 @@ impl<S: QueueStorage> Queue<S> {
             stopping: AtomicBool::new(false),
             released: AtomicBool::new(false),
             journal,
+            spool: spool.clone(),
             commit_stats: commit_stats.clone(),
             retry: RetryPolicy::from_config(delivery),
         });
@@ -191,14 +214,20 @@ impl<S: QueueStorage> Queue<S> {
         let write_rx = Arc::new(tokio::sync::Mutex::new(write_rx));
         let writer_health = health.component("queue_writer");
         let max_batch = queue.max_batch;
+        let writer_spool = spool.clone();
+        let writer_store = store.clone();
         tokio::spawn(supervise(writer_health.clone(), move || {
             writer::run(
-                store.clone(),
+                writer_store.clone(),
                 write_rx.clone(),
                 max_batch,
+                writer_spool.clone(),
                 commit_stats.clone(),
                 writer_health.clone(),
             )
+        }));
+        tokio::spawn(supervise(health.component("spool_sweep"), move || {
+            sweep_hourly(store.clone(), spool.clone())
         }));
         let weak = Arc::downgrade(&queue_handle);
         let poll = Duration::from_millis(queue.poll_interval_ms);
@@ -250,13 +279,16 @@ impl<S: QueueStorage> Queue<S> {
         self.ids.next(now_ms())
     }
 
-    /// Makes the message durable; returns once it is committed. Then delivery starts.
+    /// Makes the message durable (its body in the spool, then its row); returns once it is
+    /// committed. Then delivery starts.
     pub async fn enqueue(&self, submission: Submission) -> Result<QueueId> {
         let id = submission.id.clone();
         // Reserve a delivery slot before writing: with one, the message is written leased to
         // us and delivered from memory; without, it waits in the store for the scheduler.
         let permit = self.jobs.clone().try_reserve_owned().ok();
         let mut message = self.new_message(submission);
+        let body_path = self.spool.write(&message.id, message.body.clone()).await;
+        message.body_path = Some(body_path.map_err(QueueError::Spool)?);
         message.lease = permit.as_ref().map(|_| {
             let until = message.created_at + self.lease.as_millis() as i64;
             (self.node_id.clone(), until)
@@ -266,7 +298,18 @@ impl<S: QueueStorage> Queue<S> {
             .send(writer::WriteOp::Enqueue(message.clone(), done))
             .await
             .map_err(|_| QueueError::Closed)?;
-        committed.await.map_err(|_| QueueError::Closed)??;
+        match committed.await.map_err(|_| QueueError::Closed)? {
+            Ok(()) => {}
+            // Certainly not written: its body goes too. (After a failed commit the row may or
+            // may not be there; the sweep decides once it can tell.)
+            Err(error @ QueueError::OverQuota { .. }) => {
+                self.spool
+                    .remove(message.body_path.into_iter().collect())
+                    .await;
+                return Err(error);
+            }
+            Err(error) => return Err(error),
+        }
         debug!(queue_id = %id, tenant = %message.tenant_id, "queued durably");
         let lease = permit
             .as_ref()
@@ -279,6 +322,7 @@ impl<S: QueueStorage> Queue<S> {
                     mail_from: message.envelope.mail_from,
                     flags: message.envelope.flags,
                     body: message.body,
+                    body_path: message.body_path,
                     created_at: message.created_at,
                     attempts: 0,
                     recipients: message
@@ -310,6 +354,7 @@ impl<S: QueueStorage> Queue<S> {
             tenant_id: submission.tenant_id,
             envelope: submission.envelope,
             body: Arc::new(submission.body),
+            body_path: None,
             origin: submission.origin,
             priority: submission.priority,
             created_at: now_ms(),
@@ -340,11 +385,32 @@ impl<S: QueueStorage> Queue<S> {
                 debug!(queue_id = %id, "claimed again while its attempt runs here; skipped");
                 continue;
             };
-            if let Some(message) = self.store.load_pending(&id).await? {
-                jobs.push(Job { message, lease });
+            match self.load_pending(&id).await {
+                Ok(Some(message)) => jobs.push(Job { message, lease }),
+                Ok(None) => {}
+                Err(QueueError::Spool(error)) => {
+                    // Never by our own doing (a row is committed only after its body is durable,
+                    // and the body is deleted only after the row is finished): someone removed
+                    // it. The lease runs out and a later claim tries again.
+                    error!(%error, queue_id = %id, "a queued message's body is unreadable");
+                }
+                Err(error) => return Err(error),
             }
         }
         Ok(jobs)
+    }
+
+    /// A queued message with its pending recipients and its body (read from the spool when the
+    /// row points there); `None` when it has no pending recipient left.
+    pub async fn load_pending(&self, id: &str) -> Result<Option<QueuedMessage>> {
+        let Some(mut message) = self.store.load_pending(id).await? else {
+            return Ok(None);
+        };
+        if let Some(path) = &message.body_path {
+            let body = self.spool.read(path).await.map_err(QueueError::Spool)?;
+            message.body = Arc::new(body);
+        }
+        Ok(Some(message))
     }
 
     /// Gives a message taken for delivery back to the store untried: no attempt is recorded
@@ -370,14 +436,26 @@ impl<S: QueueStorage> Queue<S> {
 
     /// Records a delivery attempt's outcome (batched with other writes, fenced on `lease`) and
     /// waits until it is committed. The lease is given up once the answer is in.
-    pub async fn report(&self, report: DeliveryReport, lease: Lease) -> Result<Recorded> {
+    pub async fn report(&self, mut report: DeliveryReport, lease: Lease) -> Result<Recorded> {
         debug_assert_eq!(report.lease_owner, lease.owner());
+        // A bounce rides with its report: its body is spooled first, like any message's.
+        let mut bounce_path = None;
+        if let Some(bounce) = &mut report.bounce {
+            let path = self.spool.write(&bounce.id, bounce.body.clone()).await;
+            let path = path.map_err(QueueError::Spool)?;
+            bounce.body_path = Some(path.clone());
+            bounce_path = Some(path);
+        }
         let (done, committed) = oneshot::channel();
         self.writes
             .send(writer::WriteOp::Report(report, done))
             .await
             .map_err(|_| QueueError::Closed)?;
         let result = committed.await.map_err(|_| QueueError::Closed)?;
+        if let (Ok(Recorded::LeaseLost), Some(path)) = (&result, bounce_path) {
+            // Fenced off: nothing of the report was written, its bounce included.
+            self.spool.remove(vec![path]).await;
+        }
         drop(lease);
         // A worker is free again (and a bounce may be waiting): look for due messages.
         self.wake_scheduler.notify_one();
@@ -489,6 +567,49 @@ async fn heartbeat<S: QueueStorage>(
                 warn!(%error, "cannot renew the leases of messages in flight");
             }
             Err(_) => return,
+        }
+    }
+}
+
+/// Deletes the spool files no queued message points at, among [`Spool::candidates`]; answers
+/// how many.
+async fn sweep_spool<S: QueueStorage>(
+    store: &S,
+    spool: &Spool,
+    older_than: Option<Duration>,
+) -> Result<usize> {
+    let candidates = spool
+        .candidates(older_than)
+        .await
+        .map_err(QueueError::Spool)?;
+    if candidates.is_empty() {
+        return Ok(0);
+    }
+    let referenced: HashSet<String> = store
+        .referenced_bodies(&candidates)
+        .await?
+        .into_iter()
+        .collect();
+    let orphans: Vec<String> = candidates
+        .into_iter()
+        .filter(|path| !referenced.contains(path))
+        .collect();
+    let swept = orphans.len();
+    spool.remove(orphans).await;
+    Ok(swept)
+}
+
+/// Once an hour, the spool's orphans of every node (a node that crashed and never came back,
+/// a tenant deleted with its queue), older than [`spool::SWEEP_GRACE`].
+async fn sweep_hourly<S: QueueStorage>(store: S, spool: Arc<Spool>) {
+    let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+    hourly.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        hourly.tick().await;
+        match sweep_spool(&store, &spool, Some(spool::SWEEP_GRACE)).await {
+            Ok(0) => {}
+            Ok(swept) => info!(swept, "deleted spooled bodies no message points at"),
+            Err(error) => warn!(%error, "cannot sweep the spool"),
         }
     }
 }

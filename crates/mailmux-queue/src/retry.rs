@@ -123,6 +123,7 @@ mod tests {
             mail_from: "a@b.test".into(),
             flags: BodyFlags::default(),
             body: Arc::new(Vec::new()),
+            body_path: None,
             created_at: 0,
             attempts: 3,
             recipients: Vec::new(),

@@ -5,13 +5,14 @@
 
 use std::future::Future;
 
-use mailmux_store::{Store, StoreError};
+use mailmux_store::{Backend, Store, StoreError};
 
 use crate::{CommitOutcome, DeliveryReport, JournaledDelivery, NewMessage, QueuedMessage};
 
 pub type StorageResult<T> = std::result::Result<T, StoreError>;
 
-/// What the queue needs from storage. Each method is one transaction.
+/// What the queue needs from storage. Each method is one transaction. Bodies live in the
+/// queue's spool; a row only names its body's file (`body_path`).
 pub trait QueueStorage: Clone + Send + Sync + 'static {
     /// Writes `messages` and records `reports` atomically: after it returns `Ok`, all of it is
     /// durable (fsync'd); after `Err`, none of it is. Each message is admitted against its
@@ -74,6 +75,17 @@ pub trait QueueStorage: Clone + Send + Sync + 'static {
 
     /// Forgets finished messages created before `before`; answers how many.
     fn purge_finished(&self, before: i64) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// How many [`QueueStorage::commit_batch`] may run at once: 1 where there is a single
+    /// writer (SQLite), more where the database commits concurrently (Postgres).
+    fn commits_in_flight(&self) -> usize;
+
+    /// Which of the spool files `paths` a queued message still points at (the rest are the
+    /// spool sweep's orphans).
+    fn referenced_bodies(
+        &self,
+        paths: &[String],
+    ) -> impl Future<Output = StorageResult<Vec<String>>> + Send;
 }
 
 impl QueueStorage for Store {
@@ -138,5 +150,21 @@ impl QueueStorage for Store {
 
     fn purge_finished(&self, before: i64) -> impl Future<Output = StorageResult<u64>> + Send {
         Store::purge_finished(self, before)
+    }
+
+    fn commits_in_flight(&self) -> usize {
+        match self.backend() {
+            Backend::Sqlite => 1,
+            // Enough to keep the server's WAL flushes and this node's CPU busy; beyond a few,
+            // batches only get smaller.
+            Backend::Postgres => 4,
+        }
+    }
+
+    fn referenced_bodies(
+        &self,
+        paths: &[String],
+    ) -> impl Future<Output = StorageResult<Vec<String>>> + Send {
+        Store::referenced_bodies(self, paths)
     }
 }

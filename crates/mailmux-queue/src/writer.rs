@@ -10,6 +10,10 @@
 //! 2, 5, 10… ms), so claims on their own connection would stall every commit they collide
 //! with. One writer, no collisions.
 //!
+//! On Postgres several batches are committed at once (see [`run`]): there the database, not
+//! this process, serialises what must be serialised, and one commit at a time left both idle
+//! between round trips.
+//!
 //! A batch is whatever is waiting when the last commit ends: nothing waits for a batch to fill,
 //! and claims and renewals run after the commit. Reports share commits with enqueues (one
 //! fsync for both): a report's latency no longer decides how often a crash re-sends a message,
@@ -21,10 +25,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use mailmux_core::health::Component;
 use mailmux_core::metrics::{MetricSource, render_single};
 use mailmux_store::StoreError;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 use tracing::error;
 
-use crate::{Admission, DeliveryReport, NewMessage, QueueError, QueueStorage, Recorded, Result};
+use crate::{
+    Admission, DeliveryReport, NewMessage, QueueError, QueueStorage, Recorded, Result, Spool,
+};
 
 pub(crate) enum WriteOp {
     Enqueue(NewMessage, oneshot::Sender<Result<()>>),
@@ -78,46 +84,109 @@ impl MetricSource for CommitStats {
 
 /// The writer loop. `ops` is shared with the supervisor so that a writer started after a
 /// panic takes over the same channel.
+///
+/// On SQLite (one writer) each batch is committed before the next is taken. On Postgres the
+/// database does the waiting for the fsync, and a node that waited for each commit before
+/// sending the next would leave the server and its own CPU idle between round trips: up to
+/// [`QueueStorage::commits_in_flight`] batches are committed at once, each in its own task
+/// (their order does not matter: a message's report is made only after its enqueue committed).
 pub(crate) async fn run<S: QueueStorage>(
     store: S,
     ops: Arc<Mutex<mpsc::Receiver<WriteOp>>>,
     max_batch: usize,
+    spool: Arc<Spool>,
     stats: Arc<CommitStats>,
     health: Component,
 ) {
     let mut ops = ops.lock().await;
+    let parallel = store.commits_in_flight().max(1);
+    let in_flight = Arc::new(Semaphore::new(parallel));
     let mut batch = Vec::with_capacity(max_batch);
     while ops.recv_many(&mut batch, max_batch).await > 0 {
-        let mut messages = Vec::new();
-        let mut reports = Vec::new();
-        // Apart, because each message gets its own answer (its tenant may be over quota) while
-        // reports share the batch's.
-        let mut message_waiters = Vec::new();
-        let mut report_waiters = Vec::new();
-        let mut claims = Vec::new();
-        let mut renewals = Vec::new();
-        for op in batch.drain(..) {
+        let work = Batch::from_ops(batch.drain(..));
+        // Waiting here lets the channel fill: the next batch carries more.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let (store, spool, stats, health) =
+            (store.clone(), spool.clone(), stats.clone(), health.clone());
+        let job = async move {
+            work.run(&store, &spool, &stats, &health).await;
+            drop(permit);
+        };
+        if parallel == 1 {
+            job.await;
+        } else {
+            tokio::spawn(job);
+        }
+    }
+}
+
+/// What one batch asks of storage, with who waits for each answer.
+struct Batch {
+    messages: Vec<NewMessage>,
+    reports: Vec<DeliveryReport>,
+    waiters: Waiters,
+    claims: Vec<(Claim, oneshot::Sender<Result<Vec<String>>>)>,
+    renewals: Vec<(Renew, oneshot::Sender<Result<u64>>)>,
+}
+
+impl Batch {
+    fn from_ops(ops: impl Iterator<Item = WriteOp>) -> Batch {
+        let mut batch = Batch {
+            messages: Vec::new(),
+            reports: Vec::new(),
+            // Apart, because each message gets its own answer (its tenant may be over quota)
+            // while reports share the batch's.
+            waiters: Waiters {
+                messages: Vec::new(),
+                reports: Vec::new(),
+            },
+            claims: Vec::new(),
+            renewals: Vec::new(),
+        };
+        for op in ops {
             match op {
                 WriteOp::Enqueue(message, done) => {
-                    messages.push(message);
-                    message_waiters.push(done);
+                    batch.messages.push(message);
+                    batch.waiters.messages.push(done);
                 }
                 WriteOp::Report(report, done) => {
-                    reports.push(report);
-                    report_waiters.push(done);
+                    batch.reports.push(report);
+                    batch.waiters.reports.push(done);
                 }
-                WriteOp::Claim(claim, done) => claims.push((claim, done)),
-                WriteOp::Renew(renew, done) => renewals.push((renew, done)),
+                WriteOp::Claim(claim, done) => batch.claims.push((claim, done)),
+                WriteOp::Renew(renew, done) => batch.renewals.push((renew, done)),
             }
         }
-        if !messages.is_empty() || !reports.is_empty() {
-            let waiters = Waiters {
-                messages: message_waiters,
-                reports: report_waiters,
-            };
-            commit(&store, &messages, &reports, waiters, &stats, &health).await;
+        batch
+    }
+
+    /// The commit, then the renewals, then the claims.
+    async fn run<S: QueueStorage>(
+        self,
+        store: &S,
+        spool: &Arc<Spool>,
+        stats: &CommitStats,
+        health: &Component,
+    ) {
+        if !self.messages.is_empty() || !self.reports.is_empty() {
+            let freed = commit(
+                store,
+                &self.messages,
+                &self.reports,
+                self.waiters,
+                stats,
+                health,
+            )
+            .await;
+            if !freed.is_empty() {
+                // Off the writer's path: the next batch need not wait for the unlinks.
+                let spool = spool.clone();
+                tokio::spawn(async move { spool.remove(freed).await });
+            }
         }
-        for (renew, done) in renewals {
+        for (renew, done) in self.renewals {
             let renewed = store
                 .renew_leases(&renew.owner, &renew.ids, renew.until)
                 .await
@@ -125,7 +194,7 @@ pub(crate) async fn run<S: QueueStorage>(
             let _ = done.send(renewed);
         }
         // After the commit: reports in this batch may have freed what the claim takes.
-        for (claim, done) in claims {
+        for (claim, done) in self.claims {
             let claimed = store
                 .claim_due_ids(&claim.owner, claim.now, claim.lease_until, claim.limit)
                 .await
@@ -142,7 +211,8 @@ struct Waiters {
 }
 
 /// One transaction for the batch. A failed commit is every waiter's answer; after a good one a
-/// message's own answer says whether it was written or over its tenant's quota.
+/// message's own answer says whether it was written or over its tenant's quota. Answers the
+/// spool files the commit freed.
 async fn commit<S: QueueStorage>(
     store: &S,
     messages: &[NewMessage],
@@ -150,8 +220,12 @@ async fn commit<S: QueueStorage>(
     waiters: Waiters,
     stats: &CommitStats,
     health: &Component,
-) {
-    let outcome = store.commit_batch(messages, reports).await;
+) -> Vec<String> {
+    let mut outcome = store.commit_batch(messages, reports).await;
+    let freed = match &mut outcome {
+        Ok(outcome) => std::mem::take(&mut outcome.freed_bodies),
+        Err(_) => Vec::new(),
+    };
     match &outcome {
         Ok(outcome) => {
             health.ok();
@@ -188,4 +262,5 @@ async fn commit<S: QueueStorage>(
             Err(error) => Err(QueueError::Commit(error.to_string())),
         });
     }
+    freed
 }

@@ -50,19 +50,25 @@ impl Store {
             Backend::Postgres => self.pool.begin().await?,
         };
         let admissions = admit_within_quota(&mut tx, self.backend, messages, now_ms()).await?;
-        for (message, admission) in messages.iter().zip(&admissions) {
-            if *admission == Admission::Written {
-                insert_message(&mut tx, message).await?;
-            }
-        }
+        let written: Vec<&NewMessage> = messages
+            .iter()
+            .zip(&admissions)
+            .filter(|(_, admission)| **admission == Admission::Written)
+            .map(|(message, _)| message)
+            .collect();
+        insert_messages(&mut tx, &written).await?;
         let mut recorded = Vec::with_capacity(reports.len());
+        let mut freed_bodies = Vec::new();
         for report in reports {
-            recorded.push(record_report(&mut tx, report).await?);
+            let outcome = record_report(&mut tx, report).await?;
+            recorded.push(outcome.is_some());
+            freed_bodies.extend(outcome.flatten());
         }
         tx.commit().await?;
         Ok(CommitOutcome {
             admissions,
             recorded,
+            freed_bodies,
         })
     }
 
@@ -257,8 +263,8 @@ impl Store {
     /// One queued message with its pending recipients (None if gone or finished).
     pub async fn load_pending(&self, id: &str) -> Result<Option<QueuedMessage>> {
         let Some(row) = sqlx::query(
-            "SELECT id, tenant_id, mail_from, flags, body, created_at, attempts FROM messages \
-             WHERE id = $1 AND status = 'queued'",
+            "SELECT id, tenant_id, mail_from, flags, body, body_path, created_at, attempts \
+             FROM messages WHERE id = $1 AND status = 'queued'",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -290,6 +296,7 @@ impl Store {
             mail_from: row.try_get("mail_from")?,
             flags: flags_from_i64(row.try_get("flags")?),
             body: Arc::new(body.unwrap_or_default()),
+            body_path: row.try_get("body_path")?,
             created_at: row.try_get("created_at")?,
             attempts: row.try_get::<i64, _>("attempts")? as u32,
             recipients,
@@ -304,6 +311,32 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Which of the spool files `paths` (`<node>/<queue id>`) a queued message still points at;
+    /// the others are orphans the queue's sweep deletes. Looked up by the id in the path (the
+    /// primary key), so a sweep costs one indexed probe per file whatever the queue's size.
+    pub async fn referenced_bodies(&self, paths: &[String]) -> Result<Vec<String>> {
+        let mut referenced = Vec::new();
+        for chunk in paths.chunks(500) {
+            let ids: Vec<&str> = chunk
+                .iter()
+                .map(|p| p.rsplit_once('/').map_or(p.as_str(), |(_, id)| id))
+                .collect();
+            let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT body_path FROM messages WHERE status = 'queued' AND body_path IS NOT NULL \
+                 AND id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query_scalar::<_, String>(&sql);
+            for id in ids {
+                query = query.bind(id);
+            }
+            let found = query.fetch_all(&self.pool).await?;
+            referenced.extend(found.into_iter().filter(|p| chunk.contains(p)));
+        }
+        Ok(referenced)
     }
 
     /// Gives back every lease held by `owner` (a node that restarted holds none in memory, a
@@ -389,7 +422,8 @@ pub const QUOTA_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 ///
 /// Concurrency: the MAIL-time check alone would let every session that passed it at
 /// `max - 1` commit. Here the check and the insert are one transaction, and on Postgres the
-/// tenant's row is locked (`FOR UPDATE`) first, so two nodes committing for one tenant take
+/// tenant's row is locked (`FOR NO KEY UPDATE`) first, so two commits for one tenant (two nodes,
+/// or two batches one node has in flight) take
 /// turns; under READ COMMITTED the count that follows the lock sees what the other node
 /// committed. Tenants are locked in id order, so two batches never wait on each other in a
 /// cycle. On SQLite the transaction holds the database's write lock from its start
@@ -409,7 +443,10 @@ async fn admit_within_quota(
     }
     let lock = match backend {
         Backend::Sqlite => "",
-        Backend::Postgres => "FOR UPDATE",
+        // NO KEY: inserting a message takes a KEY SHARE lock on its tenant's row (the foreign
+        // key), which FOR UPDATE would conflict with: two batches in flight, each holding one
+        // tenant and inserting a bounce for the other's, would deadlock.
+        Backend::Postgres => "FOR NO KEY UPDATE",
     };
     let quota_query = format!("SELECT max_messages_per_day FROM tenants WHERE id = $1 {lock}");
     for (tenant_id, indexes) in by_tenant {
@@ -438,43 +475,88 @@ async fn admit_within_quota(
     Ok(admissions)
 }
 
-async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> Result<()> {
-    let (lease_owner, lease_until) = match &message.lease {
-        Some((owner, until)) => (Some(owner.as_str()), Some(*until)),
-        None => (None, None),
-    };
-    sqlx::query(
-        "INSERT INTO messages (id, tenant_id, mail_from, flags, size, body, status, \
-             origin, priority, created_at, next_attempt_at, attempts, lease_owner, lease_until) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9, $10, 0, $11, $12)",
-    )
-    .bind(&message.id.0)
-    .bind(&message.tenant_id)
-    .bind(&message.envelope.mail_from)
-    .bind(flags_to_i64(message.envelope.flags))
-    .bind(message.body.len() as i64)
-    .bind(message.body.as_slice())
-    .bind(message.origin)
-    .bind(message.priority)
-    .bind(message.created_at)
-    .bind(lease_until.unwrap_or(message.created_at))
-    .bind(lease_owner)
-    .bind(lease_until)
-    .execute(&mut **tx)
-    .await?;
-    // All recipients in one statement (up to 500: far below both databases' parameter
-    // limits): the writer runs statements one after another, and every one of them is waited
-    // for by everything queued behind it.
-    let recipients: Vec<(usize, &String)> = message.envelope.rcpt_to.iter().enumerate().collect();
-    for chunk in recipients.chunks(500) {
+/// Columns bound per message row by [`insert_messages`].
+const MESSAGE_PARAMS: usize = 13;
+/// Rows per INSERT: 100 × 13 parameters, far below both databases' limits (SQLite 32,766,
+/// Postgres 65,535), and a whole typical group commit in one statement.
+const MESSAGES_PER_STATEMENT: usize = 100;
+/// Columns bound per recipient row.
+const RECIPIENT_PARAMS: usize = 4;
+const RECIPIENTS_PER_STATEMENT: usize = 500;
+
+/// Writes `messages` with their recipients in as few statements as the parameter limits allow:
+/// one INSERT for up to 100 messages, one for up to 500 recipients. The writer runs statements
+/// one after another, and everything queued behind it waits for each round trip (on Postgres, a
+/// network round trip per statement), so a batch of twenty messages costs two statements, not
+/// forty.
+async fn insert_messages(tx: &mut Transaction<'_, Any>, messages: &[&NewMessage]) -> Result<()> {
+    for chunk in messages.chunks(MESSAGES_PER_STATEMENT) {
         let rows: Vec<String> = (0..chunk.len())
             .map(|n| {
-                let base = 2 + n * 3;
+                let p: Vec<String> = (1..=MESSAGE_PARAMS)
+                    .map(|k| format!("${}", n * MESSAGE_PARAMS + k))
+                    .collect();
+                // id, tenant, from, flags, size, body, body_path, origin, priority, created,
+                // next attempt, lease owner, lease until; status and attempts are constants.
                 format!(
-                    "($1, ${}, ${}, ${}, 'pending', 0)",
-                    base,
+                    "({}, {}, {}, {}, {}, {}, {}, 'queued', {}, {}, {}, {}, 0, {}, {})",
+                    p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10], p[11], p[12]
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO messages (id, tenant_id, mail_from, flags, size, body, body_path, status, \
+                 origin, priority, created_at, next_attempt_at, attempts, lease_owner, lease_until) \
+             VALUES {}",
+            rows.join(", ")
+        );
+        let mut insert = sqlx::query(&sql);
+        for message in chunk {
+            let (lease_owner, lease_until) = match &message.lease {
+                Some((owner, until)) => (Some(owner.as_str()), Some(*until)),
+                None => (None, None),
+            };
+            insert = insert
+                .bind(&message.id.0)
+                .bind(&message.tenant_id)
+                .bind(&message.envelope.mail_from)
+                .bind(flags_to_i64(message.envelope.flags))
+                .bind(message.body.len() as i64)
+                // A spooled body is on disk already: the row only points at it.
+                .bind(match message.body_path {
+                    Some(_) => None,
+                    None => Some(message.body.as_slice()),
+                })
+                .bind(message.body_path.as_deref())
+                .bind(message.origin)
+                .bind(message.priority)
+                .bind(message.created_at)
+                .bind(lease_until.unwrap_or(message.created_at))
+                .bind(lease_owner)
+                .bind(lease_until);
+        }
+        insert.execute(&mut **tx).await?;
+    }
+    let recipients: Vec<(&str, usize, &String)> = messages
+        .iter()
+        .flat_map(|m| {
+            m.envelope
+                .rcpt_to
+                .iter()
+                .enumerate()
+                .map(move |(idx, address)| (m.id.0.as_str(), idx, address))
+        })
+        .collect();
+    for chunk in recipients.chunks(RECIPIENTS_PER_STATEMENT) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|n| {
+                let base = n * RECIPIENT_PARAMS;
+                format!(
+                    "(${}, ${}, ${}, ${}, 'pending', 0)",
                     base + 1,
-                    base + 2
+                    base + 2,
+                    base + 3,
+                    base + 4
                 )
             })
             .collect();
@@ -482,9 +564,10 @@ async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> 
             "INSERT INTO recipients (message_id, idx, address, domain, status, attempts) VALUES {}",
             rows.join(", ")
         );
-        let mut insert = sqlx::query(&sql).bind(&message.id.0);
-        for (idx, address) in chunk {
+        let mut insert = sqlx::query(&sql);
+        for (message_id, idx, address) in chunk {
             insert = insert
+                .bind(*message_id)
                 .bind(*idx as i64)
                 .bind(*address)
                 .bind(address_domain(address));
@@ -512,17 +595,23 @@ async fn insert_message(tx: &mut Transaction<'_, Any>, message: &NewMessage) -> 
 /// deferred. That relies on an attempt reporting every recipient pending when its message was
 /// loaded, and on nobody else changing a leased message's recipients: both hold, because
 /// recipients change only here, under the lease.
-async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -> Result<bool> {
+///
+/// Answers `None` when fenced off, else `Some` with the spool file the message no longer needs
+/// if this report finished it.
+async fn record_report(
+    tx: &mut Transaction<'_, Any>,
+    report: &DeliveryReport,
+) -> Result<Option<Option<String>>> {
     let finished = report
         .results
         .iter()
         .all(|r| r.status != RecipientStatus::Deferred);
-    let held: Option<String> = sqlx::query_scalar(
+    let held = sqlx::query(
         "UPDATE messages SET attempts = attempts + 1, lease_owner = NULL, lease_until = NULL, \
              next_attempt_at = $3, \
              status = CASE WHEN $4 = 1 THEN 'done' ELSE status END, \
              body = CASE WHEN $4 = 1 THEN NULL ELSE body END \
-         WHERE id = $1 AND lease_owner = $2 AND status = 'queued' RETURNING id",
+         WHERE id = $1 AND lease_owner = $2 AND status = 'queued' RETURNING body_path",
     )
     .bind(&report.message_id.0)
     .bind(&report.lease_owner)
@@ -530,9 +619,11 @@ async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -
     .bind(finished as i64)
     .fetch_optional(&mut **tx)
     .await?;
-    if held.is_none() {
-        return Ok(false);
-    }
+    let Some(held) = held else {
+        return Ok(None);
+    };
+    let body_path: Option<String> = held.try_get("body_path")?;
+    let freed = body_path.filter(|_| finished);
     for result in &report.results {
         let status = match result.status {
             RecipientStatus::Deferred => "pending",
@@ -574,7 +665,7 @@ async fn record_report(tx: &mut Transaction<'_, Any>, report: &DeliveryReport) -
         insert.execute(&mut **tx).await?;
     }
     if let Some(bounce) = &report.bounce {
-        insert_message(tx, bounce).await?;
+        insert_messages(tx, &[bounce]).await?;
     }
-    Ok(true)
+    Ok(Some(freed))
 }

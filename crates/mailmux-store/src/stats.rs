@@ -24,13 +24,13 @@ pub struct TenantCounters {
 }
 
 impl Store {
-    /// Bytes of message content the tenant has stored now (bodies are dropped once every
-    /// recipient is final).
+    /// Bytes of message content the tenant has stored now: its unfinished messages (a body,
+    /// in the row or in the spool, is dropped once every recipient is final).
     pub async fn stored_bytes(&self, tenant_id: &str) -> Result<u64> {
         // CAST: Postgres sums BIGINT into NUMERIC, which the Any driver cannot decode.
         let bytes: i64 = sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM messages \
-             WHERE tenant_id = $1 AND body IS NOT NULL",
+             WHERE tenant_id = $1 AND status = 'queued'",
         )
         .bind(tenant_id)
         .fetch_one(&self.pool)

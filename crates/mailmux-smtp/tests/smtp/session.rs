@@ -241,7 +241,7 @@ async fn accepted_message_is_durable_and_carries_a_received_header() {
     let id = queued_id(&c.send_message(from, &["bob@example.org"], &body).await);
 
     let stored = f
-        .store
+        .queue
         .load_pending(&id)
         .await
         .unwrap()
@@ -378,7 +378,7 @@ async fn data_is_dot_unstuffed() {
     let sent = format!("{}..x\r\n...\r\n.\r\n", message(from));
     let reply = c.send_message(from, &["bob@example.org"], &sent).await;
     let id = queued_id(&reply);
-    let stored = f.store.load_pending(&id).await.unwrap().unwrap();
+    let stored = f.queue.load_pending(&id).await.unwrap().unwrap();
     let text = String::from_utf8(stored.body.to_vec()).unwrap();
     assert!(text.ends_with("Hello.\r\n.x\r\n..\r\n"), "{text:?}");
     // Trusted network, no AUTH, no TLS.
@@ -410,7 +410,7 @@ async fn bdat_chunks_make_one_message_and_do_not_mix_with_data() {
     c.send(format!("BDAT {} LAST\r\n{second}", second.len()))
         .await;
     let id = queued_id(&c.reply().await);
-    let stored = f.store.load_pending(&id).await.unwrap().unwrap();
+    let stored = f.queue.load_pending(&id).await.unwrap().unwrap();
     let text = String::from_utf8(stored.body.to_vec()).unwrap();
     assert!(text.ends_with(&format!("{first}{second}")), "{text:?}");
 
@@ -435,7 +435,7 @@ async fn bdat_chunks_make_one_message_and_do_not_mix_with_data() {
     c.send(format!("BDAT {}\r\n{first}", first.len())).await;
     c.reply().await.expect(250, "2.0.0");
     let id = queued_id(&c.cmd("BDAT 0 LAST").await);
-    let stored = f.store.load_pending(&id).await.unwrap().unwrap();
+    let stored = f.queue.load_pending(&id).await.unwrap().unwrap();
     assert!(stored.body.ends_with(first.as_bytes()));
 }
 
@@ -464,7 +464,7 @@ async fn pipelined_commands_get_every_reply_in_order() {
     c.reply().await.expect(250, "2.1.5");
     c.reply().await.expect(221, "2.0.0");
     assert!(c.is_closed().await);
-    let stored = f.store.load_pending(&id).await.unwrap().unwrap();
+    let stored = f.queue.load_pending(&id).await.unwrap().unwrap();
     assert_eq!(stored.recipients.len(), 2);
     // Several recipients: none is named in Received:.
     let text = String::from_utf8(stored.body.to_vec()).unwrap();
@@ -624,7 +624,7 @@ async fn starttls_forgets_everything_and_then_offers_auth() {
         &c.send_message(from, &["bob@example.org"], &message(from))
             .await,
     );
-    let stored = f.store.load_pending(&id).await.unwrap().unwrap();
+    let stored = f.queue.load_pending(&id).await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&stored.body).contains("with ESMTPSA id"));
 }
 

@@ -18,7 +18,7 @@ const PEER: &str = "192.0.2.30:50000";
 /// The stored message of a `250 … queued as <id>` reply, as text.
 async fn stored(f: &Fixture, reply: &Reply) -> String {
     let id = queued_id(reply);
-    let stored = f.store.load_pending(&id).await.unwrap().unwrap();
+    let stored = f.queue.load_pending(&id).await.unwrap().unwrap();
     String::from_utf8(stored.body.to_vec()).unwrap()
 }
 

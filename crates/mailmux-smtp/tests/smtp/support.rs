@@ -33,6 +33,8 @@ pub const AUTH_FAILURE_IP_LIMIT: u32 = 7;
 pub struct Fixture {
     pub dir: PathBuf,
     pub store: Store,
+    /// Reads queued messages back with their bodies (from the spool).
+    pub queue: Arc<Queue>,
     /// Kept so the queue can hand messages to "delivery" (nobody takes them here).
     _jobs: Jobs,
     pub server: Arc<Server>,
@@ -138,6 +140,7 @@ impl Fixture {
         Fixture {
             dir,
             store,
+            queue,
             _jobs: jobs,
             server,
             tenant,

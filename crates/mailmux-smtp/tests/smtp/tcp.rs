@@ -88,7 +88,7 @@ async fn implicit_tls_port_offers_auth_and_accepts_mail() {
         &c.send_message(from, &["bob@example.org"], &message(from))
             .await,
     );
-    assert!(f.store.load_pending(&id).await.unwrap().is_some());
+    assert!(f.queue.load_pending(&id).await.unwrap().is_some());
     let _ = serving.stop.send(());
 }
 

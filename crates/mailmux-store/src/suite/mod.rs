@@ -31,6 +31,7 @@ pub async fn run_all(store: &Store) {
     queue::journaled_deliveries_are_recorded_after_a_restart(store).await;
     policy::tenant_policy(store).await;
     queue::daily_quota_is_decided_in_the_commit(store).await;
+    queue::spooled_bodies_are_pointed_at_then_freed(store).await;
     tenants::user_and_domain_limits_hold_under_concurrency(store).await;
     tenants::audit_entries_commit_with_their_change(store).await;
     inbound::receipt_rules_and_inbound_mail(store).await;
@@ -139,6 +140,7 @@ fn message(tenant: &str, rcpts: &[&str], created_at: i64) -> NewMessage {
             },
         },
         body: Arc::new(b"Subject: hi\r\n\r\n\xc3\xa9t\xc3\xa9\r\n".to_vec()),
+        body_path: None,
         origin: "smtp",
         priority: 0,
         created_at,

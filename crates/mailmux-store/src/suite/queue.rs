@@ -413,3 +413,76 @@ pub(super) async fn daily_quota_is_decided_in_the_commit(store: &Store) {
     assert!(store.delete_tenant(&tenant.id, None).await.unwrap());
     assert!(store.delete_tenant(&racing.id, None).await.unwrap());
 }
+
+/// A spooled message's row keeps only where its body is: loaded back with an empty body and
+/// its `body_path`, named by `referenced_bodies` while queued, and handed back in
+/// `freed_bodies` by the report that finishes it (not by one that defers it).
+pub(super) async fn spooled_bodies_are_pointed_at_then_freed(store: &Store) {
+    let tenant = new_tenant(Tier::Enterprise);
+    store.create_tenant(&tenant, None).await.unwrap();
+    let now = mailmux_core::now_ms();
+    let mut spooled = message(&tenant.id, &["a@x.test"], now);
+    let path = format!("n_node/{}", spooled.id.0);
+    spooled.body_path = Some(path.clone());
+    spooled.lease = Some(("node-s".into(), now + 60_000));
+    let inline = message(&tenant.id, &["b@x.test"], now);
+    let outcome = store
+        .commit_batch(&[spooled.clone(), inline.clone()], &[])
+        .await
+        .unwrap();
+    assert!(outcome.freed_bodies.is_empty());
+
+    let loaded = store.load_pending(&spooled.id.0).await.unwrap().unwrap();
+    assert!(loaded.body.is_empty(), "the row holds no body");
+    assert_eq!(loaded.body_path.as_deref(), Some(path.as_str()));
+    let loaded_inline = store.load_pending(&inline.id.0).await.unwrap().unwrap();
+    assert_eq!(loaded_inline.body.as_slice(), inline.body.as_slice());
+    assert_eq!(loaded_inline.body_path, None);
+
+    let stray = "n_node/00000000000000000000".to_string();
+    let elsewhere = format!("n_other/{}", spooled.id.0);
+    let referenced = store
+        .referenced_bodies(&[path.clone(), stray, elsewhere])
+        .await
+        .unwrap();
+    assert_eq!(
+        referenced,
+        vec![path.clone()],
+        "only the path the row names"
+    );
+
+    let report = |status| DeliveryReport {
+        message_id: spooled.id.clone(),
+        lease_owner: "node-s".into(),
+        at: now,
+        next_attempt_at: now + 60_000,
+        bounce: None,
+        results: vec![RecipientResult {
+            idx: 0,
+            status,
+            reply: "x".into(),
+        }],
+    };
+    let deferred = store
+        .commit_batch(&[], &[report(RecipientStatus::Deferred)])
+        .await
+        .unwrap();
+    assert_eq!(deferred.recorded, vec![true]);
+    assert!(
+        deferred.freed_bodies.is_empty(),
+        "still queued: the body stays"
+    );
+    // Leased again, then delivered.
+    let renewed = store
+        .claim_due_ids("node-s", now + 60_000, now + 120_000, 1_000)
+        .await
+        .unwrap();
+    assert!(renewed.contains(&spooled.id.0));
+    let delivered = store
+        .commit_batch(&[], &[report(RecipientStatus::Delivered)])
+        .await
+        .unwrap();
+    assert_eq!(delivered.recorded, vec![true]);
+    assert_eq!(delivered.freed_bodies, vec![path.clone()]);
+    assert!(store.referenced_bodies(&[path]).await.unwrap().is_empty());
+}
