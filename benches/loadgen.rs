@@ -6,7 +6,8 @@
 //! cargo bench --bench loadgen -- --addr 127.0.0.1:2587 --sessions 20 --messages 500 \
 //!     --size 10240 --from bench@bench.test --to user@sink.test [--auth USER:PASS]
 //! ```
-//! Prints one JSON object on stdout.
+//! `--message-file PATH` sends that message (dot-stuffed, CRLF) in every transaction instead,
+//! e.g. one DKIM-signed for the MX bench (benches/inbound.sh). Prints one JSON object on stdout.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,9 @@ struct Options {
     from: String,
     to: String,
     auth: Option<(String, String)>,
+    /// A fixed message (e.g. DKIM-signed by the bench script) sent in every transaction instead
+    /// of the generated one; CRLF line endings, without the final `.` line.
+    message_file: Option<Arc<Vec<u8>>>,
 }
 
 fn parse_options() -> Options {
@@ -35,6 +39,7 @@ fn parse_options() -> Options {
         from: "bench@bench.test".into(),
         to: "user@sink.test".into(),
         auth: None,
+        message_file: None,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -51,6 +56,14 @@ fn parse_options() -> Options {
                 let (user, pass) = value.split_once(':').expect("--auth USER:PASS");
                 options.auth = Some((user.into(), pass.into()));
             }
+            "--message-file" => {
+                let mut bytes = std::fs::read(&value).expect("--message-file PATH");
+                if !bytes.ends_with(b"\r\n") {
+                    bytes.extend_from_slice(b"\r\n");
+                }
+                bytes.extend_from_slice(b".\r\n");
+                options.message_file = Some(Arc::new(bytes));
+            }
             // `cargo bench` passes --bench to every bench target; nothing to do with it.
             "--bench" => {
                 i += 1;
@@ -65,6 +78,9 @@ fn parse_options() -> Options {
 
 /// A message of about `size` bytes: headers, then 76-character lines.
 fn message(options: &Options, n: usize) -> Vec<u8> {
+    if let Some(fixed) = &options.message_file {
+        return fixed.to_vec();
+    }
     let mut body = format!(
         "From: <{from}>\r\nTo: <{to}>\r\nSubject: load {n}\r\nMessage-ID: <{n}.{t}@bench.test>\r\n\
          Date: Mon, 23 Nov 2026 12:00:00 +0000\r\n\r\n",

@@ -95,10 +95,34 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The operator's postmaster mailbox: mail to the bare <postmaster> while
+    /// inbound.postmaster is unset.
+    Postmaster {
+        #[command(subcommand)]
+        command: PostmasterCommand,
+    },
     /// AWS SES tenants of tenants on the `ses` transport.
     Ses {
         #[command(subcommand)]
         command: SesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PostmasterCommand {
+    /// The mailbox, newest first, a page at a time.
+    List {
+        /// Messages per page, 1-500.
+        #[arg(long, default_value_t = mailmux_admin::pagination::DEFAULT_LIMIT)]
+        limit: u32,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// One message, parsed.
+    Show {
+        #[arg(long)]
+        id: String,
     },
 }
 
@@ -357,6 +381,12 @@ fn main() -> ExitCode {
             Command::Message { command } => message(&context, command).await,
             Command::Audit { command } => audit(&context, command).await,
             Command::Webhook { command } => commands::webhook::run(&context, command).await,
+            Command::Postmaster { command } => match command {
+                PostmasterCommand::List { limit, cursor } => {
+                    commands::postmaster::list(&context, limit, cursor).await
+                }
+                PostmasterCommand::Show { id } => commands::postmaster::show(&context, &id).await,
+            },
             Command::Ses { command } => match command {
                 SesCommand::Sync { tenant } => commands::ses::sync(&context, &tenant).await,
                 SesCommand::Backfill { dry_run } => {

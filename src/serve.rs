@@ -138,12 +138,6 @@ pub async fn run(config: Config, log_format: LogFormat) -> anyhow::Result<()> {
     }));
     // Stored inbound mail past its tenant's inbound_retention_days (else the relay's
     // inbound.retention_days) is deleted, checked hourly.
-    if config.inbound.postmaster.is_none() {
-        warn!(
-            "inbound.postmaster is not set: mail to the bare <postmaster> is refused (550); \
-             RFC 5321 §4.5.1 asks for it to be accepted"
-        );
-    }
     tokio::spawn(supervise(health.component("inbound_retention"), {
         let inbound = smtp.inbound().clone();
         let days = config.inbound.retention_days;

@@ -481,11 +481,52 @@ fn bare_postmaster_ends_at_the_configured_postmaster() {
     let sent = send(mm.mx(), "alice@sender.test", &[""], b"");
     assert_eq!(sent.rcpt[0].0, 501, "{sent:?}");
 
-    // Without inbound.postmaster there is nowhere to keep it: refused, never dropped.
+    // Without inbound.postmaster: accepted all the same, and kept in the operator's postmaster
+    // mailbox (the API and the CLI), byte for byte; a tenant's key does not see it.
     let bare = start(&dns, &sink, &[]);
-    let sent = send(bare.mx(), "alice@sender.test", &["postmaster"], b"");
-    assert_eq!(sent.rcpt[0].0, 550, "{sent:?}");
-    assert!(sent.rcpt[0].1.starts_with("5.1.1"), "{sent:?}");
+    let sent = send(
+        bare.mx(),
+        "alice@sender.test",
+        &["postmaster"],
+        &message("pm-operator"),
+    );
+    assert_eq!(sent.rcpt[0].0, 250, "{sent:?}");
+    assert_eq!(sent.data.as_ref().unwrap().0, 250, "{sent:?}");
+    let (status, mailbox) = bare.api("GET", "/api/postmaster", None);
+    assert_eq!(status, 200, "{mailbox}");
+    let listed = mailbox["messages"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{mailbox}");
+    assert_eq!(listed[0]["mail_from"], "alice@sender.test", "{mailbox}");
+    let id = listed[0]["id"].as_str().unwrap().to_string();
+    let (status, shown) = bare.api("GET", &format!("/api/postmaster/{id}"), None);
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["subject"], "pm-operator", "{shown}");
+    let (status, raw) = common::http_raw(
+        bare.admin(),
+        &format!("/api/postmaster/{id}/raw"),
+        bare.admin_token(),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        raw.ends_with(&message("pm-operator")),
+        "byte for byte after our trace headers"
+    );
+    let cli = bare.cli(["postmaster", "list"]);
+    assert_eq!(cli["messages"][0]["id"], id.as_str(), "{cli}");
+    let tenant_key = bare.cli([
+        "api-key",
+        "create",
+        "--tenant",
+        &bare.create_tenant("other", "professional"),
+    ]);
+    let (status, refused) = common::http(
+        bare.admin(),
+        "GET",
+        "/api/postmaster",
+        tenant_key["key"].as_str(),
+        None,
+    );
+    assert_eq!(status, 403, "{refused}");
 }
 
 #[test]

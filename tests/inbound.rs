@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 
 use common::{DnsServer, Mailmux, http};
@@ -44,28 +43,6 @@ fn api(mm: &Mailmux, method: &str, path: &str, body: Option<Value>) -> (u16, Val
         Some(mm.admin_token()),
         body.as_ref(),
     )
-}
-
-/// GET `path` and return the body bytes exactly as sent (the JSON helper decodes them lossily).
-fn raw_get(addr: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "{head}"
-    );
-    (status, raw[split + 4..].to_vec())
 }
 
 /// A professional tenant with `inbound.test` added as verified and inbound through the API.
@@ -342,7 +319,7 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
     assert_eq!(parsed["from"][0]["address"], "ann@example.org");
     assert_eq!(parsed["mail_from"], "ann@example.org");
     assert!(parsed["text"].as_str().unwrap().contains(".leading dot"));
-    let (status, raw) = raw_get(
+    let (status, raw) = common::http_raw(
         mm.admin(),
         &format!("/api/tenants/{tenant}/inbound/{id}/raw"),
         mm.admin_token(),
@@ -466,7 +443,7 @@ print(json.dumps({"pub": base64.b64encode(pub).decode(),
     );
     let mx = mm.mx();
     let stored_header = |id: &str| -> String {
-        let (status, raw) = raw_get(
+        let (status, raw) = common::http_raw(
             mm.admin(),
             &format!("/api/tenants/{tenant}/inbound/{id}/raw"),
             mm.admin_token(),

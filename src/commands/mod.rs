@@ -2,8 +2,9 @@
 //! thing and returns what to print (JSON, or a table with `--output table`).
 //!
 //! One file per resource, as in the admin crate: `tenant.rs`, `domain.rs`, `credential.rs`,
-//! `api_key.rs`, `address.rs` (receipt rules), `message.rs` (with the audit log), `ses.rs`,
-//! `webhook.rs`; this file finds the configuration and opens the store.
+//! `api_key.rs`, `address.rs` (receipt rules), `message.rs` (with the audit log),
+//! `postmaster.rs`, `ses.rs`, `webhook.rs`; this file finds the configuration and opens the
+//! store.
 //!
 //! Every command calls the same admin-crate operation as the matching REST handler, as the
 //! actor `cli` in the audit log: there is no second implementation of any rule here.
@@ -18,6 +19,7 @@ pub mod api_key;
 pub mod credential;
 pub mod domain;
 pub mod message;
+pub mod postmaster;
 pub mod ses;
 pub mod tenant;
 pub mod webhook;

@@ -1,6 +1,6 @@
 //! [`http`]: a minimal HTTP/1.1 client for the admin API.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -86,4 +86,26 @@ fn dechunk(mut rest: &str) -> String {
         rest = &tail[n + 2..];
     }
     out
+}
+
+/// GET `path` and return the body bytes exactly as sent (the JSON helper decodes them lossily).
+pub fn http_raw(addr: SocketAddr, path: &str, token: &str) -> (u16, Vec<u8>) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    (status, raw[split + 4..].to_vec())
 }

@@ -53,7 +53,7 @@ pub use clients::{
     submit_as, submit_smtplib, submit_smtplib_args, swaks, swaks_data, swaks_status,
 };
 pub use dns::DnsServer;
-pub use http::{http, http_with_headers};
+pub use http::{http, http_raw, http_with_headers};
 pub use mailmux::{Listeners, Mailmux, TestTenant};
 pub use ministack::Ministack;
 pub use postgres::{postgres_url, psql};

@@ -36,6 +36,7 @@ pub mod messages;
 mod metrics;
 mod openapi;
 pub mod pagination;
+pub mod postmaster;
 pub mod provision;
 pub mod return_path;
 mod rule_targets;
@@ -110,6 +111,9 @@ fn routes() -> (OpenApiRouter<AdminState>, OpenApiRouter<AdminState>) {
         .routes(routes!(inbound::list_inbound))
         .routes(routes!(inbound::show_inbound))
         .routes(routes!(inbound::raw_inbound))
+        .routes(routes!(postmaster::list_postmaster))
+        .routes(routes!(postmaster::show_postmaster))
+        .routes(routes!(postmaster::raw_postmaster))
         .routes(routes!(webhooks::list_webhooks, webhooks::create_webhook))
         .routes(routes!(
             webhooks::show_webhook,

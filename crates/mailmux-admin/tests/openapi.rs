@@ -62,6 +62,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ("POST", "/api/tenants/{id}/ses/sync"),
     ("GET", "/api/tenants/{id}/inbound/{message_id}"),
     ("GET", "/api/tenants/{id}/inbound/{message_id}/raw"),
+    // The operator's postmaster mailbox (bare <postmaster>, no inbound.postmaster).
+    ("GET", "/api/postmaster"),
+    ("GET", "/api/postmaster/{message_id}"),
+    ("GET", "/api/postmaster/{message_id}/raw"),
     ("GET", "/api/tenants/{id}/webhooks"),
     ("POST", "/api/tenants/{id}/webhooks"),
     ("GET", "/api/tenants/{id}/webhooks/{webhook_id}"),

@@ -109,7 +109,7 @@ async fn send_api_queues_through_the_policy(h: Harness) {
         .await;
     assert_eq!(shown["origin"], "api", "{shown}");
     assert_eq!(shown["mail_from"], "app@acme.example");
-    let queued = h.store.load_pending(id).await.unwrap().expect("queued");
+    let queued = h.queue.load_pending(id).await.unwrap().expect("queued");
     let body = String::from_utf8_lossy(&queued.body).into_owned();
     for want in [
         "Subject: Hello",
@@ -146,7 +146,7 @@ async fn send_api_queues_through_the_policy(h: Harness) {
     assert_eq!(status, StatusCode::OK, "{sent}");
     assert_eq!(sent["recipients"], json!(["r@x.test"]));
     let raw = h
-        .store
+        .queue
         .load_pending(sent["id"].as_str().unwrap())
         .await
         .unwrap()
@@ -212,9 +212,9 @@ async fn send_api_queues_through_the_policy(h: Harness) {
 async fn send_api_raw_messages_are_completed_like_submissions(h: Harness) {
     let (_, key) = sender(&h, "Acme", "professional", "acme.example").await;
     let stored = |id: String| {
-        let store = h.store.clone();
+        let queue = h.queue.clone();
         async move {
-            let queued = store.load_pending(&id).await.unwrap().expect("queued");
+            let queued = queue.load_pending(&id).await.unwrap().expect("queued");
             String::from_utf8(queued.body.to_vec()).unwrap()
         }
     };

@@ -185,6 +185,7 @@ impl Inbound {
                 srs_domain: None,
                 list_id: None,
             }),
+            operator: false,
         }))
     }
 

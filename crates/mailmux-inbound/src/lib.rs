@@ -66,6 +66,10 @@ pub struct Accepted {
     /// recipient's mail is not stored).
     #[serde(skip)]
     pub forwarding: Option<Forwarding>,
+    /// The bare `<postmaster>` while `inbound.postmaster` names no address: kept in the
+    /// operator's postmaster mailbox (RFC 5321 §4.5.1 requires accepting it).
+    #[serde(skip)]
+    pub operator: bool,
 }
 
 /// A complete message on the MX, as [`Inbound::accept`] needs it.
@@ -274,6 +278,7 @@ impl Inbound {
             dmarc_reject: domain.dmarc_reject,
             webhook_id,
             forwarding,
+            operator: false,
         })
     }
 
@@ -301,6 +306,7 @@ impl Inbound {
             dmarc_reject: false,
             webhook_id: None,
             forwarding: None,
+            operator: false,
         })
     }
 
@@ -383,10 +389,27 @@ impl Inbound {
         let message = message.as_slice();
         // Forwarded copies are committed first, then the stored rows: 250 only after both.
         let mut ids = self.enqueue_forwards(arrival, message).await?;
+        if arrival.recipients.iter().any(|r| r.operator) {
+            let row = InboundMessage {
+                id: id.to_string(),
+                tenant_id: String::new(),
+                mail_from: mail_from.to_string(),
+                recipients: "[]".into(),
+                size: message.len() as u64,
+                raw: message.to_vec(),
+                received_at: now_ms(),
+                verdicts: verdicts.clone(),
+            };
+            self.store.store_postmaster(&row).await.map_err(|error| {
+                warn!(%error, id, "keeping postmaster mail failed");
+                storage_failed()
+            })?;
+            ids.push(row.id);
+        }
         let recipients: Vec<&Accepted> = arrival
             .recipients
             .iter()
-            .filter(|r| r.forwarding.is_none())
+            .filter(|r| r.forwarding.is_none() && !r.operator)
             .collect();
         if recipients.is_empty() {
             return Ok(ids);

@@ -1,5 +1,6 @@
 //! Retention of stored inbound mail: each tenant's `inbound_retention_days`, or the relay's
-//! `inbound.retention_days` for tenants that set none (0 on both: kept until deleted).
+//! `inbound.retention_days` for tenants that set none (0 on both: kept until deleted); the
+//! operator's postmaster mailbox, `inbound.retention_days`.
 
 use mailmux_core::now_ms;
 use tracing::{info, warn};
@@ -14,7 +15,10 @@ impl Inbound {
         now: i64,
         default_days: u64,
     ) -> Result<u64, mailmux_store::StoreError> {
-        self.store.expire_inbound(now, default_days).await
+        let tenants = self.store.expire_inbound(now, default_days).await?;
+        // The operator's postmaster mailbox follows the relay's default.
+        let operator = self.store.expire_postmaster(now, default_days).await?;
+        Ok(tenants + operator)
     }
 
     /// [`Inbound::expire_at`] every `interval`, for ever (a background job of `serve`). It runs

@@ -124,6 +124,7 @@ mod tests {
             dmarc_reject: false,
             webhook_id: webhook.map(str::to_string),
             forwarding: None,
+            operator: false,
         }
     }
 

@@ -89,6 +89,7 @@ async fn bodies_live_in_the_spool_until_their_message_is_finished() {
             idx: 0,
             status,
             reply: "250 ok".into(),
+            remote_id: None,
         }],
     };
     let report = deferred(RecipientStatus::Delivered);

@@ -143,7 +143,7 @@ impl Store {
     }
 }
 
-fn message_from_row(row: &AnyRow, with_raw: bool) -> Result<InboundMessage> {
+pub(crate) fn message_from_row(row: &AnyRow, with_raw: bool) -> Result<InboundMessage> {
     Ok(InboundMessage {
         id: row.try_get("id")?,
         tenant_id: row.try_get("tenant_id")?,

@@ -13,6 +13,7 @@ mod domains;
 mod history;
 mod inbound;
 mod key_vault;
+mod postmaster;
 mod queue;
 mod receipt_rules;
 mod return_paths;

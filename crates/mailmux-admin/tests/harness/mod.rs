@@ -29,6 +29,8 @@ pub struct Harness {
     pub store: Store,
     pub config: Arc<Config>,
     pub backend: &'static str,
+    /// Reads queued messages back with their bodies (from the spool).
+    pub queue: Arc<mailmux_queue::Queue>,
     dir: PathBuf,
     _jobs: mailmux_queue::Jobs,
 }
@@ -183,7 +185,7 @@ impl Harness {
             operator_token: Arc::new(OPERATOR_TOKEN.to_string()),
             metric_sources: vec![Arc::new(FixedMetric)],
             policy: Arc::new(mailmux_policy::Policy::new(&config, store.clone())),
-            queue,
+            queue: queue.clone(),
             health,
             ses: None,
         })
@@ -197,6 +199,7 @@ impl Harness {
             store,
             config,
             backend,
+            queue,
             dir,
             _jobs: jobs,
         }

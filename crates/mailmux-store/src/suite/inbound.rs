@@ -175,3 +175,50 @@ pub(super) async fn srs_secret_is_shared(store: &Store) {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The operator's postmaster mailbox: kept byte for byte, listed newest first without bytes,
+/// paged by id, expired by age (0 days: kept).
+pub(super) async fn postmaster_mailbox(store: &Store) {
+    let day = 86_400_000;
+    let now = 400 * day;
+    let message = |id: &str, at: i64| crate::InboundMessage {
+        id: id.into(),
+        tenant_id: String::new(),
+        mail_from: "alice@sender.test".into(),
+        recipients: "[]".into(),
+        size: 5,
+        raw: b"x\r\n\xff\x00".to_vec(),
+        received_at: at,
+        verdicts: None,
+    };
+    let prefix = mailmux_core::credential::random_id("pm", 8);
+    let (old, new) = (format!("{prefix}a"), format!("{prefix}b"));
+    store
+        .store_postmaster(&message(&old, now - 40 * day))
+        .await
+        .unwrap();
+    store.store_postmaster(&message(&new, now)).await.unwrap();
+    let got = store.get_postmaster(&new).await.unwrap().unwrap();
+    assert_eq!(got.raw, b"x\r\n\xff\x00");
+    let listed = store.list_postmaster(None, 1000).await.unwrap();
+    let mine: Vec<&str> = listed
+        .iter()
+        .map(|m| m.id.as_str())
+        .filter(|id| id.starts_with(&prefix))
+        .collect();
+    assert_eq!(mine, [new.as_str(), old.as_str()], "newest first");
+    assert!(
+        listed.iter().all(|m| m.raw.is_empty()),
+        "no bytes in listings"
+    );
+    let after_new = store.list_postmaster(Some(&new), 1000).await.unwrap();
+    assert!(after_new.iter().any(|m| m.id == old) && after_new.iter().all(|m| m.id != new));
+    assert_eq!(
+        store.expire_postmaster(now, 0).await.unwrap(),
+        0,
+        "0 days: kept"
+    );
+    assert!(store.expire_postmaster(now, 30).await.unwrap() >= 1);
+    assert!(store.get_postmaster(&old).await.unwrap().is_none());
+    assert!(store.get_postmaster(&new).await.unwrap().is_some());
+}

@@ -38,6 +38,7 @@ pub async fn run_all(store: &Store) {
     webhooks::webhooks_and_deliveries(store).await;
     webhooks::concurrent_delivery_claims_never_overlap(store).await;
     inbound::srs_secret_is_shared(store).await;
+    inbound::postmaster_mailbox(store).await;
     ses::ses_state(store).await;
 }
 

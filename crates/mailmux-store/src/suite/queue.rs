@@ -461,6 +461,7 @@ pub(super) async fn spooled_bodies_are_pointed_at_then_freed(store: &Store) {
             idx: 0,
             status,
             reply: "x".into(),
+            remote_id: None,
         }],
     };
     let deferred = store
