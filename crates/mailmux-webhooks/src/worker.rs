@@ -4,10 +4,14 @@
 //! has failed for `webhooks.max_age_secs` since it was made (or replayed).
 //!
 //! Isolation: every endpoint has its own slots (`webhooks.concurrency_per_endpoint`, a
-//! semaphore each). A delivery is only started when its endpoint has a free slot, and the claim
-//! skips endpoints whose slots are all taken, so an endpoint that hangs until the request
-//! timeout holds its own slots and nothing else: other endpoints (other tenants) are claimed
-//! and sent as if it did not exist.
+//! semaphore each). A claimed delivery waits for a slot of its endpoint, and the claim skips
+//! endpoints whose slots are all taken, so an endpoint that hangs until the request timeout
+//! holds its own slots (and at most one claim's worth of waiting deliveries) and nothing else:
+//! other endpoints (other tenants) are claimed and sent as if it did not exist.
+//!
+//! Throughput: a finished attempt wakes the poller at once (a busy endpoint's next deliveries
+//! are claimed as soon as it has room, not at the next poll interval), and deliveries claimed
+//! beyond an endpoint's free slots wait for them instead of being given back one write each.
 //!
 //! Several nodes: a lease gives a delivery to one node; a node that dies leaves leases that run
 //! out (`connect + request timeout` plus a margin), after which another node takes them. A
@@ -23,7 +27,7 @@ use mailmux_core::config::WebhooksConfig;
 use mailmux_core::sync::lock;
 use mailmux_queue::RetryPolicy;
 use mailmux_store::{DeliveryOutcome, MasterKey, Store, WebhookAttempt, WebhookDelivery};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use crate::client::{Response, WebhookClient};
@@ -49,6 +53,8 @@ pub struct Worker {
     clock: Arc<dyn Clock>,
     /// One semaphore per endpoint: its slots on this node.
     slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Rung when an attempt ends: its endpoint may have more due.
+    wake: Notify,
 }
 
 impl Worker {
@@ -64,6 +70,7 @@ impl Worker {
             owner,
             clock,
             slots: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
         }
     }
 
@@ -92,6 +99,7 @@ impl Worker {
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
+                _ = self.wake.notified() => {}
                 _ = stop.wait_for(|stopped| *stopped) => return,
             }
         }
@@ -110,29 +118,34 @@ impl Worker {
             .claim_webhook_deliveries(&self.owner, now, now + lease_ms, CLAIM_BATCH, &busy)
             .await?;
         let count = claimed.len();
+        // The longest an attempt may take: one that could not finish before its lease ends is
+        // not started (another node may take the delivery once the lease is over).
+        let attempt_ms =
+            ((self.config.connect_timeout_secs + self.config.request_timeout_secs) * 1000) as i64;
         for delivery in claimed {
             let slot = self.slot(&delivery.webhook_id);
-            match slot.try_acquire_owned() {
-                Ok(permit) => {
-                    let worker = self.clone();
-                    tokio::spawn(async move {
-                        worker.deliver(delivery).await;
-                        drop(permit);
-                    });
-                }
-                // More of this endpoint's deliveries were due than it has slots: the rest wait
-                // for a later poll, unleased, holding nothing. (If giving one back fails, its
-                // lease runs out instead; the other deliveries still start.)
-                Err(_) => {
-                    if let Err(error) = self
+            let worker = self.clone();
+            tokio::spawn(async move {
+                // Claimed beyond the endpoint's free slots: wait for one (this endpoint counts
+                // as busy meanwhile, so no more of its deliveries are claimed).
+                let Ok(permit) = slot.acquire_owned().await else {
+                    return;
+                };
+                if worker.clock.now_ms() + attempt_ms > now + lease_ms {
+                    // Waited too long behind a slow endpoint: give the lease back untried.
+                    if let Err(error) = worker
                         .store
-                        .release_webhook_delivery(&delivery.id, &self.owner)
+                        .release_webhook_delivery(&delivery.id, &worker.owner)
                         .await
                     {
                         warn!(%error, id = delivery.id, "cannot give a webhook lease back");
                     }
+                } else {
+                    worker.deliver(delivery).await;
                 }
-            }
+                drop(permit);
+                worker.wake.notify_one();
+            });
         }
         Ok(count)
     }
@@ -150,7 +163,9 @@ impl Worker {
     fn busy_endpoints(&self) -> Vec<String> {
         let mut slots = lock(&self.slots);
         let all = self.config.concurrency_per_endpoint;
-        slots.retain(|_, s| s.available_permits() < all);
+        // Kept while in use or while a claimed delivery holds it (even before it waits on it):
+        // a second semaphore for one endpoint would double its slots.
+        slots.retain(|_, s| Arc::strong_count(s) > 1 || s.available_permits() < all);
         slots
             .iter()
             .filter(|(_, s)| s.available_permits() == 0)
