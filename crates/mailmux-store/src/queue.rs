@@ -3,6 +3,10 @@
 //!
 //! Writes come in batches (many messages per transaction) because a commit is an fsync: the
 //! queue crate collects concurrent enqueues and delivery reports and hands them over together.
+//!
+//! Over 600 lines on purpose: enqueue, claim, lease, report, journal recovery and the spool's
+//! sweep all read and write the same rows under one set of rules (leases, fencing, the quota
+//! lock), and they are easier to keep consistent side by side than spread over files.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
