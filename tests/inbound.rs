@@ -8,7 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{DnsServer, Mailmux, http};
+use common::{DnsServer, Mailmux};
 use serde_json::{Value, json};
 
 /// The loopback DNS every test here runs against (the MX checks SPF, DKIM and DMARC, and tests
@@ -35,21 +35,10 @@ fn start(dns: &DnsServer) -> Mailmux {
     Mailmux::start(&[("MAILMUX_DELIVERY__DNS_SERVERS", &dns.dns_servers_env())])
 }
 
-fn api(mm: &Mailmux, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    http(
-        mm.admin(),
-        method,
-        path,
-        Some(mm.admin_token()),
-        body.as_ref(),
-    )
-}
-
 /// A professional tenant with `inbound.test` added as verified and inbound through the API.
 fn inbound_tenant(mm: &Mailmux) -> String {
     let tenant = mm.create_tenant("inbound", "professional");
-    let (status, domain) = api(
-        mm,
+    let (status, domain) = mm.api(
         "POST",
         &format!("/api/tenants/{tenant}/domains"),
         Some(json!({"domain": "inbound.test", "verified": true, "inbound": true})),
@@ -73,8 +62,7 @@ fn inbound_tenant(mm: &Mailmux) -> String {
 }
 
 fn rule(mm: &Mailmux, tenant: &str, body: Value) -> Value {
-    let (status, rule) = api(
-        mm,
+    let (status, rule) = mm.api(
         "POST",
         &format!("/api/tenants/{tenant}/addresses"),
         Some(body),
@@ -112,19 +100,19 @@ fn inbound_domains_through_api_and_cli_list_their_mx() {
     // A sending domain has no MX record until inbound is turned on with the partial PUT.
     mm.add_verified_domain(&tenant, "plain.test");
     let path = format!("/api/tenants/{tenant}/domains/plain.test");
-    let (_, before) = api(&mm, "GET", &path, None);
+    let (_, before) = mm.api("GET", &path, None);
     assert_eq!(before["inbound"], false);
     assert!(
         !before["records"].to_string().contains("\"MX\""),
         "{before}"
     );
-    let (status, after) = api(&mm, "PUT", &path, Some(json!({"inbound": true})));
+    let (status, after) = mm.api("PUT", &path, Some(json!({"inbound": true})));
     assert_eq!(status, 200, "{after}");
     assert_eq!(after["inbound"], true);
     assert!(after["records"].to_string().contains("\"MX\""), "{after}");
-    let (status, _) = api(&mm, "PUT", &path, Some(json!({"inbound": "yes"})));
+    let (status, _) = mm.api("PUT", &path, Some(json!({"inbound": "yes"})));
     assert_eq!(status, 400);
-    let (status, _) = api(&mm, "PUT", &path, Some(json!({"verified": true})));
+    let (status, _) = mm.api("PUT", &path, Some(json!({"verified": true})));
     assert_eq!(status, 400, "unknown fields are refused");
     // The CLI: add with --inbound, then update it off.
     let added = mm.cli([
@@ -167,8 +155,7 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
     );
     assert_eq!(sales["address"], "sales@inbound.test");
     // An action that does not exist: refused with a clear 422 naming the ones that do.
-    let (status, error) = api(
-        &mm,
+    let (status, error) = mm.api(
         "POST",
         &format!("/api/tenants/{tenant}/addresses"),
         Some(json!({"address": "fwd@inbound.test", "action": "bounce"})),
@@ -200,8 +187,7 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
             409,
         ),
     ] {
-        let (status, answer) = api(
-            &mm,
+        let (status, answer) = mm.api(
             "POST",
             &format!("/api/tenants/{tenant}/addresses"),
             Some(body.clone()),
@@ -255,12 +241,7 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
     assert_eq!(replies[0].0, 250, "{replies:?}");
     assert_eq!(replies[1].0, 550, "{replies:?}");
     assert!(replies[1].1.contains("not read"), "{replies:?}");
-    let (_, list) = api(
-        &mm,
-        "GET",
-        &format!("/api/tenants/{tenant}/addresses"),
-        None,
-    );
+    let (_, list) = mm.api("GET", &format!("/api/tenants/{tenant}/addresses"), None);
     let addresses: Vec<&str> = list["addresses"]
         .as_array()
         .unwrap()
@@ -303,17 +284,12 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
         .unwrap_or_else(|| panic!("no queue id: {transcript}"))
         .trim()
         .to_string();
-    let (status, list) = api(&mm, "GET", &format!("/api/tenants/{tenant}/inbound"), None);
+    let (status, list) = mm.api("GET", &format!("/api/tenants/{tenant}/inbound"), None);
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["messages"][0]["id"], id.as_str(), "{list}");
     assert_eq!(list["messages"][0]["recipients"][0]["tag"], "q3");
     assert_eq!(list["messages"][0]["recipients"][0]["rule_id"], sales["id"]);
-    let (status, parsed) = api(
-        &mm,
-        "GET",
-        &format!("/api/tenants/{tenant}/inbound/{id}"),
-        None,
-    );
+    let (status, parsed) = mm.api("GET", &format!("/api/tenants/{tenant}/inbound/{id}"), None);
     assert_eq!(status, 200, "{parsed}");
     assert_eq!(parsed["subject"], "Quarterly numbers");
     assert_eq!(parsed["from"][0]["address"], "ann@example.org");
@@ -337,15 +313,10 @@ fn receipt_rules_decide_what_the_mx_accepts_and_stored_mail_comes_back_exact() {
     );
     // Another tenant sees none of it.
     let other = mm.create_tenant("other", "professional");
-    let (status, _) = api(
-        &mm,
-        "GET",
-        &format!("/api/tenants/{other}/inbound/{id}"),
-        None,
-    );
+    let (status, _) = mm.api("GET", &format!("/api/tenants/{other}/inbound/{id}"), None);
     assert_eq!(status, 404);
     // Stored mail counts towards storage usage.
-    let (_, usage) = api(&mm, "GET", &format!("/api/tenants/{tenant}/usage"), None);
+    let (_, usage) = mm.api("GET", &format!("/api/tenants/{tenant}/usage"), None);
     assert_eq!(usage["usage"]["storage_mb"], 1, "{usage}");
 }
 
@@ -362,8 +333,7 @@ fn over_max_storage_store_rules_get_452() {
         &tenant,
         json!({"address": "*@inbound.test", "action": "store"}),
     );
-    let (status, body) = api(
-        &mm,
+    let (status, body) = mm.api(
         "PUT",
         &format!("/api/tenants/{tenant}"),
         Some(json!({"max_storage_mb": 1})),
@@ -488,8 +458,7 @@ print(json.dumps({"pub": base64.b64encode(pub).decode(),
     assert!(header.contains("dmarc=fail"), "{header}");
     assert!(header.contains("policy.dmarc=reject"), "{header}");
     // ...and refused at the end of DATA once the tenant asks for it on its domain.
-    let (status, domain) = api(
-        &mm,
+    let (status, domain) = mm.api(
         "PUT",
         &format!("/api/tenants/{tenant}/domains/inbound.test"),
         Some(json!({"dmarc_reject": true})),
@@ -527,24 +496,19 @@ fn bounces_to_a_verified_return_path_are_accepted_and_kept() {
     let tenant = mm.create_tenant("rp", "professional");
     mm.add_verified_domain(&tenant, "rp.test");
     let path = format!("/api/tenants/{tenant}/domains/rp.test/return-path");
-    let (status, body) = api(
-        &mm,
-        "PUT",
-        &path,
-        Some(json!({"return_path": "bounce.rp.test"})),
-    );
+    let (status, body) = mm.api("PUT", &path, Some(json!({"return_path": "bounce.rp.test"})));
     assert!(status == 200 || status == 201, "{status} {body}");
     // Not verified yet: the MX refuses it like any domain it does not serve.
     let replies = rcpt_codes(mm.mx(), &["bounces+x1@bounce.rp.test"]);
     assert_eq!(replies[0].0, 550, "{replies:?}");
     assert!(replies[0].1.starts_with("5.7.1"), "{replies:?}");
-    let (status, body) = api(&mm, "POST", &format!("{path}/verify"), None);
+    let (status, body) = mm.api("POST", &format!("{path}/verify"), None);
     assert_eq!(status, 200, "{body}");
     let dsn = b"From: MAILER-DAEMON@mx.example.org\r\nTo: bounces+x1@bounce.rp.test\r\n\
         Subject: Undelivered Mail Returned to Sender\r\n\r\nuser unknown\r\n";
     let reply = send(mm.mx(), "", "bounces+x1@bounce.rp.test", dsn);
     assert_eq!(reply.0, 250, "{reply:?}");
-    let (_, list) = api(&mm, "GET", &format!("/api/tenants/{tenant}/inbound"), None);
+    let (_, list) = mm.api("GET", &format!("/api/tenants/{tenant}/inbound"), None);
     let kept = &list["messages"][0];
     assert_eq!(kept["mail_from"], "", "{list}");
     assert_eq!(kept["recipients"][0]["bounce"], true, "{list}");

@@ -50,21 +50,10 @@ fn start(dns: &DnsServer, extra: &[(&str, &str)]) -> Mailmux {
     Mailmux::start(&env)
 }
 
-fn api(mm: &Mailmux, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    http(
-        mm.admin(),
-        method,
-        path,
-        Some(mm.admin_token()),
-        body.as_ref(),
-    )
-}
-
 /// A professional tenant (it has the `webhooks` feature) with `domain` verified and inbound.
 fn tenant(mm: &Mailmux, name: &str, domain: &str) -> String {
     let tenant = mm.create_tenant(name, "professional");
-    let (status, answer) = api(
-        mm,
+    let (status, answer) = mm.api(
         "POST",
         &format!("/api/tenants/{tenant}/domains"),
         Some(json!({"domain": domain, "verified": true, "inbound": true})),
@@ -75,8 +64,7 @@ fn tenant(mm: &Mailmux, name: &str, domain: &str) -> String {
 
 /// An inbound endpoint at `url`: (its id, its secret).
 fn endpoint(mm: &Mailmux, tenant: &str, body: Value) -> (String, String) {
-    let (status, created) = api(
-        mm,
+    let (status, created) = mm.api(
         "POST",
         &format!("/api/tenants/{tenant}/webhooks"),
         Some(body),
@@ -89,8 +77,7 @@ fn endpoint(mm: &Mailmux, tenant: &str, body: Value) -> (String, String) {
 
 /// A `webhook` rule for `address` to `webhook_id`: the rule's id.
 fn rule(mm: &Mailmux, tenant: &str, address: &str, webhook_id: &str) -> String {
-    let (status, rule) = api(
-        mm,
+    let (status, rule) = mm.api(
         "POST",
         &format!("/api/tenants/{tenant}/addresses"),
         Some(json!({"address": address, "action": "webhook", "webhook_id": webhook_id})),
@@ -106,8 +93,7 @@ fn deliver(mm: &Mailmux, to: &str) {
 }
 
 fn deliveries(mm: &Mailmux, tenant: &str, webhook: &str) -> Vec<Value> {
-    let (status, list) = api(
-        mm,
+    let (status, list) = mm.api(
         "GET",
         &format!("/api/tenants/{tenant}/webhooks/{webhook}/deliveries"),
         None,
@@ -171,8 +157,7 @@ fn mail_for_a_webhook_rule_arrives_signed_with_envelope_verdicts_rule_tag_and_ra
     assert!(body["text"].as_str().unwrap().contains("Please ship it."));
     // The raw message is the stored one, byte for byte (our trace headers in front).
     let raw = STANDARD.decode(body["raw"].as_str().unwrap()).unwrap();
-    let (status, stored) = api(
-        &mm,
+    let (status, stored) = mm.api(
         "GET",
         &format!(
             "/api/tenants/{tenant}/inbound/{}/raw",
@@ -193,8 +178,7 @@ fn mail_for_a_webhook_rule_arrives_signed_with_envelope_verdicts_rule_tag_and_ra
     assert_eq!(list[0]["history"][0]["status_code"], 204);
 
     // An endpoint a rule uses cannot be deleted; the rule's checks.
-    let (status, answer) = api(
-        &mm,
+    let (status, answer) = mm.api(
         "DELETE",
         &format!("/api/tenants/{tenant}/webhooks/{webhook}"),
         None,
@@ -222,7 +206,7 @@ fn mail_for_a_webhook_rule_arrives_signed_with_envelope_verdicts_rule_tag_and_ra
             "only for action webhook",
         ),
     ] {
-        let (status, answer) = api(&mm, "POST", &rules, Some(body));
+        let (status, answer) = mm.api("POST", &rules, Some(body));
         assert_eq!(status, 422, "{answer}");
         assert!(
             answer["error"]["message"].as_str().unwrap().contains(why),
@@ -231,8 +215,7 @@ fn mail_for_a_webhook_rule_arrives_signed_with_envelope_verdicts_rule_tag_and_ra
     }
     // Another tenant's endpoint is not this tenant's.
     let other = mm.create_tenant("other", "professional");
-    let (status, answer) = api(
-        &mm,
+    let (status, answer) = mm.api(
         "GET",
         &format!("/api/tenants/{other}/webhooks/{webhook}"),
         None,
@@ -240,17 +223,15 @@ fn mail_for_a_webhook_rule_arrives_signed_with_envelope_verdicts_rule_tag_and_ra
     assert_eq!(status, 404, "{answer}");
     // Without the feature: the resource is 403 and a webhook rule 422.
     let free = mm.create_tenant("free", "free");
-    let (status, answer) = api(
-        &mm,
+    let (status, answer) = mm.api(
         "POST",
         &format!("/api/tenants/{free}/domains"),
         Some(json!({"domain": "free-hooks.test", "verified": true, "inbound": true})),
     );
     assert_eq!(status, 201, "{answer}");
-    let (status, answer) = api(&mm, "GET", &format!("/api/tenants/{free}/webhooks"), None);
+    let (status, answer) = mm.api("GET", &format!("/api/tenants/{free}/webhooks"), None);
     assert_eq!(status, 403, "{answer}");
-    let (status, answer) = api(
-        &mm,
+    let (status, answer) = mm.api(
         "POST",
         &format!("/api/tenants/{free}/addresses"),
         Some(json!({"address": "a@free-hooks.test", "action": "webhook", "webhook_id": "wh_x"})),
@@ -322,8 +303,7 @@ fn failures_are_retried_then_dead_lettered_and_replay_delivers_once_more() {
     let path = raw_url
         .strip_prefix(&mm.admin_url())
         .unwrap_or_else(|| panic!("{raw_url} is not on {}", mm.admin_url()));
-    let (status, key) = api(
-        &mm,
+    let (status, key) = mm.api(
         "POST",
         &format!("/api/tenants/{tenant}/api-keys"),
         Some(json!({"name": "hooks"})),
@@ -349,8 +329,7 @@ fn failures_are_retried_then_dead_lettered_and_replay_delivers_once_more() {
 
     // Replay, once the endpoint works again: delivered, with one request more.
     receiver.configure("/down", json!({"fail_first": 0}));
-    let (status, replayed) = api(
-        &mm,
+    let (status, replayed) = mm.api(
         "POST",
         &format!(
             "/api/tenants/{tenant}/webhooks/{down}/deliveries/{}/replay",
@@ -445,16 +424,11 @@ fn urls_are_checked_redirects_not_followed() {
         "http://user:pw@127.0.0.1:9/h",
         "ftp://127.0.0.1/h",
     ] {
-        let (status, answer) = api(
-            &strict,
-            "POST",
-            &path,
-            Some(json!({"url": url, "kind": "inbound"})),
-        );
+        let (status, answer) =
+            strict.api("POST", &path, Some(json!({"url": url, "kind": "inbound"})));
         assert_eq!(status, 422, "{url}: {answer}");
     }
-    let (status, answer) = api(
-        &strict,
+    let (status, answer) = strict.api(
         "POST",
         &path,
         Some(json!({"url": "http://127.0.0.1:9/h", "kind": "inbound"})),
@@ -517,7 +491,7 @@ fn a_rotation_signs_with_both_secrets_during_its_overlap() {
     rule(&mm, &tenant, "sales@hooks.test", &webhook);
     let rotate = format!("/api/tenants/{tenant}/webhooks/{webhook}/rotate");
 
-    let (status, rotated) = api(&mm, "POST", &rotate, Some(json!({"overlap_secs": 3600})));
+    let (status, rotated) = mm.api("POST", &rotate, Some(json!({"overlap_secs": 3600})));
     assert_eq!(status, 200, "{rotated}");
     let second = rotated["secret"].as_str().unwrap().to_string();
     assert_ne!(second, first);
@@ -571,8 +545,7 @@ fn a_kill_after_250_still_delivers_the_webhook_after_restart() {
     let pending = deliveries(&mm, &tenant, &webhook);
     assert_eq!(pending.len(), 1, "{pending:?}");
     assert_eq!(pending[0]["status"], "pending");
-    let (status, answer) = api(
-        &mm,
+    let (status, answer) = mm.api(
         "PUT",
         &format!("/api/tenants/{tenant}/webhooks/{webhook}"),
         Some(json!({"enabled": true})),
